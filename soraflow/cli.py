@@ -1,0 +1,54 @@
+"""The ``soraflow`` command line: a thin layer over the Python API.
+
+Each command group lives in ``soraflow/commands/<group>.py`` with a ``register(subparsers)``
+function; heavy imports (torch, models) happen inside the handlers so ``--help`` is instant.
+A :class:`~soraflow.errors.SoraflowError` is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .commands import eval as eval_cmd
+from .commands import generate as generate_cmd
+from .commands import train as train_cmd
+from .commands import world as world_cmd
+from .errors import SoraflowError
+
+COMMAND_GROUPS = (generate_cmd, world_cmd, train_cmd, eval_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soraflow",
+        description="Text (and image or video) to video with a rectified-flow diffusion transformer.",
+        epilog="Run `soraflow COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"soraflow {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        # A group given without its subcommand (`soraflow world`): show that group's help.
+        (getattr(args, "group_parser", None) or parser).print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except SoraflowError as err:
+        print(f"soraflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("soraflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
