@@ -1,9 +1,10 @@
-"""`soraflow eval ...`: evaluate the VAE and run the SoraWorld bench."""
+"""`soraflow eval ...`: evaluate models (one module per subcommand)."""
 
 from __future__ import annotations
 
-from . import add_group
+from . import add_group, eval_vae
 
 
 def register(subparsers) -> None:
-    add_group(subparsers, "eval", help="evaluate models (VAE reconstruction, SoraWorld bench)")
+    sub = add_group(subparsers, "eval", help="evaluate models (VAE reconstruction, SoraWorld bench)")
+    eval_vae.register(sub)

@@ -1,9 +1,11 @@
-"""`soraflow train ...`: train the VAE and the diffusion transformer."""
+"""`soraflow train ...`: train the VAE and the diffusion transformer (one module per subcommand)."""
 
 from __future__ import annotations
 
-from . import add_group
+from . import add_group, train_dit, train_vae
 
 
 def register(subparsers) -> None:
-    add_group(subparsers, "train", help="train the VAE or the diffusion transformer")
+    sub = add_group(subparsers, "train", help="train the VAE or the diffusion transformer")
+    train_vae.register(sub)
+    train_dit.register(sub)
