@@ -1,0 +1,490 @@
+"""Diffusion transformer over spacetime patches (the Wan2.1/2.2 layout), predicting rectified-flow velocity.
+
+A latent video (B, C, T, H, W) is cut into ``patch_size`` = (pt, ph, pw) spacetime patches; each patch is
+a token. Blocks: AdaLN-modulated self-attention with QK RMSNorm and 3D rotary positions over (t, h, w),
+cross-attention to text tokens, a GELU feed-forward. The last layer maps tokens back onto the latent grid.
+Any grid (resolution, aspect ratio, duration, a single frame) runs through the same weights: positions are
+rotary, never learned tables.
+
+Weight compatibility: module and parameter names are exactly those of diffusers' ``WanTransformer3DModel``
+(``blocks.0.attn1.to_q.weight``, ``condition_embedder.time_proj.bias``, ...), so a diffusers folder loads
+with :meth:`DiT.from_pretrained` and our folders load in diffusers. Wan's I2V variant (a CLIP image branch,
+``image_dim``) is not supported; T2V (Wan2.1/2.2) and TI2V (Wan2.2 5B) layouts are.
+
+Timesteps: flow time t in [0, 1] (0 = clean, 1 = noise), scaled by 1000 inside so Wan weights work as
+trained. ``t`` may be (B,), (B, T) per latent frame or (B, N) per token: a given (clean) frame gets t = 0
+while the others are noisy, and modulation becomes per frame / per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..errors import CheckpointError, InputError
+
+# Wan trains with timesteps in [0, 1000]; our flow time lives in [0, 1].
+TIMESTEP_SCALE = 1000.0
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Shape of a DiT. Field names are diffusers' ``WanTransformer3DModel`` config keys."""
+
+    in_channels: int = 16  # latent channels in (Wan2.1 VAE: 16; Wan2.2 VAE: 48)
+    out_channels: int = 16  # channels of the predicted velocity
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) latent cells per token
+    num_attention_heads: int = 6  # model width = heads * attention_head_dim
+    attention_head_dim: int = 64  # split 3 ways by the rotary embedding: t gets the rest, h = w = 2 * (d // 6)
+    ffn_dim: int = 1536  # hidden width of the feed-forward
+    num_layers: int = 12  # transformer blocks
+    text_dim: int = 384  # size of the text encoder's token features (MiniLM 384, umT5 4096)
+    freq_dim: int = 256  # sinusoidal timestep features fed to the time MLP
+    cross_attn_norm: bool = True  # affine LayerNorm before cross-attention (all Wan models: True)
+    qk_norm: str = "rms_norm_across_heads"  # Wan's QK norm: one RMSNorm over all heads of q and of k
+    eps: float = 1e-6  # LayerNorm / RMSNorm epsilon
+    rope_theta: float = 10000.0  # rotary base
+    rope_max_seq_len: int = 1024  # kept for diffusers' config; our rotary tables are computed per grid, no limit
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise InputError(f"patch_size must be three positive ints (t, h, w), got {self.patch_size}")
+        if self.attention_head_dim < 6 or self.attention_head_dim % 2:
+            raise InputError(f"attention_head_dim must be even and >= 6 (3D rotary), got {self.attention_head_dim}")
+        if self.qk_norm != "rms_norm_across_heads":
+            raise InputError(f"qk_norm {self.qk_norm!r} is not supported (only 'rms_norm_across_heads', as Wan)")
+        for name in ("in_channels", "out_channels", "num_attention_heads", "ffn_dim", "num_layers", "text_dim"):
+            if getattr(self, name) < 1:
+                raise InputError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.freq_dim < 2 or self.freq_dim % 2:
+            raise InputError(f"freq_dim must be even and >= 2, got {self.freq_dim}")
+
+    @property
+    def dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def rope_dims(self) -> tuple[int, int, int]:
+        """Channels of each head rotated by the (t, h, w) position (Wan's split)."""
+        h = w = 2 * (self.attention_head_dim // 6)
+        return self.attention_head_dim - h - w, h, w
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    def to_diffusers_dict(self) -> dict:
+        """config.json that diffusers' WanTransformer3DModel.from_pretrained also accepts."""
+        d = self.to_dict()
+        del d["rope_theta"]  # diffusers hard-codes 10000
+        d.update(_class_name="WanTransformer3DModel", image_dim=None, added_kv_proj_dim=None, pos_embed_seq_len=None)
+        if self.rope_theta != 10000.0:
+            d["_soraflow_rope_theta"] = self.rope_theta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "DiTConfig":
+        """Read our config.json or a diffusers WanTransformer3DModel one (unknown keys are ignored)."""
+        cls_name = d.get("_class_name")
+        if cls_name not in (None, "WanTransformer3DModel", "DiT"):
+            raise CheckpointError(f"{source}: _class_name {cls_name!r} is not a WanTransformer3DModel / DiT config")
+        for key in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len"):
+            if d.get(key) is not None:
+                raise CheckpointError(
+                    f"{source}: {key}={d[key]} (Wan I2V image branch) is not supported; use T2V or TI2V weights"
+                )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in fields}
+        if "_soraflow_rope_theta" in d:
+            kwargs["rope_theta"] = d["_soraflow_rope_theta"]
+        if kwargs.get("out_channels") is None and "in_channels" in kwargs:
+            kwargs["out_channels"] = kwargs["in_channels"]  # diffusers: out_channels=None means in_channels
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise CheckpointError(f"{source}: bad DiT config ({e})") from None
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    # Unit tests: a few thousand parameters.
+    "tiny": DiTConfig(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, ffn_dim=48,
+        num_layers=2, text_dim=16, freq_dim=32,
+    ),
+    # The default world model: MiniLM text features (384), Wan2.1-VAE latents (16 ch).
+    "small": DiTConfig(
+        in_channels=16, out_channels=16, num_attention_heads=6, attention_head_dim=64, ffn_dim=1536,
+        num_layers=12, text_dim=384, freq_dim=256,
+    ),
+    # Wan2.1 T2V 1.3B (umT5-XXL text features, 4096).
+    "wan-1.3b": DiTConfig(
+        in_channels=16, out_channels=16, num_attention_heads=12, attention_head_dim=128, ffn_dim=8960,
+        num_layers=30, text_dim=4096, freq_dim=256,
+    ),
+    # Wan2.2 TI2V 5B (48-channel Wan2.2 VAE latents).
+    "wan2.2-5b": DiTConfig(
+        in_channels=48, out_channels=48, num_attention_heads=24, attention_head_dim=128, ffn_dim=14336,
+        num_layers=30, text_dim=4096, freq_dim=256,
+    ),
+    # Wan2.1 T2V 14B (also the shape of each Wan2.2 A14B expert).
+    "wan-14b": DiTConfig(
+        in_channels=16, out_channels=16, num_attention_heads=40, attention_head_dim=128, ffn_dim=13824,
+        num_layers=40, text_dim=4096, freq_dim=256,
+    ),
+}
+
+
+def dit_config(name: str, **overrides) -> DiTConfig:
+    """A preset by name, with fields overridden (``dit_config("small", num_layers=8)``)."""
+    if name not in DIT_PRESETS:
+        raise InputError(f"unknown DiT preset {name!r}; choose one of {', '.join(DIT_PRESETS)}")
+    return dataclasses.replace(DIT_PRESETS[name], **overrides)
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features [cos, sin] of timesteps t (any shape, in Wan's [0, 1000] scale) -> (*t.shape, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class MLP2(nn.Module):
+    """linear_1 -> activation -> linear_2 (the names diffusers' TimestepEmbedding / PixArt projection use)."""
+
+    def __init__(self, d_in: int, d_hidden: int, act: nn.Module):
+        super().__init__()
+        self.linear_1 = nn.Linear(d_in, d_hidden)
+        self.act = act
+        self.linear_2 = nn.Linear(d_hidden, d_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class ConditionEmbedder(nn.Module):
+    """Timestep -> (temb, six modulation vectors); text features -> model width."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.freq_dim = cfg.freq_dim
+        self.time_embedder = MLP2(cfg.freq_dim, cfg.dim, nn.SiLU())
+        self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
+        self.text_embedder = MLP2(cfg.text_dim, cfg.dim, nn.GELU(approximate="tanh"))
+
+    def time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (M,) in [0, 1000] -> temb (M, D) and block modulation (M, 6, D), both fp32.
+
+        The time path stays in fp32 even under autocast (Wan keeps it so): it is tiny and the
+        modulation multiplies every activation.
+        """
+        with torch.autocast(t.device.type, enabled=False):
+            w = self.time_embedder.linear_1.weight
+            temb = self.time_embedder(timestep_features(t, self.freq_dim).to(w.dtype)).float()
+            mod = F.linear(F.silu(temb), self.time_proj.weight.float(), self.time_proj.bias.float())
+        return temb, mod.unflatten(-1, (6, -1))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with Wan's QK RMSNorm across heads; self-attention (rotary) or cross-attention."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.heads = cfg.num_attention_heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0: diffusers' key is to_out.0
+        self.norm_q = nn.RMSNorm(dim, eps=cfg.eps)
+        self.norm_k = nn.RMSNorm(dim, eps=cfg.eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        context: torch.Tensor | None = None,  # (B, L, D) for cross-attention
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (N, 1, d/2) for self-attention
+        mask: torch.Tensor | None = None,  # (B, 1, 1, L) bool, True = attend
+    ) -> torch.Tensor:
+        kv_in = x if context is None else context
+        q = _rms_norm(self.norm_q, self.to_q(x))  # (B, N, D)
+        k = _rms_norm(self.norm_k, self.to_k(kv_in))  # (B, L, D)
+        v = self.to_v(kv_in)
+        q = q.unflatten(-1, (self.heads, -1))  # (B, N, H, d)
+        k = k.unflatten(-1, (self.heads, -1))
+        v = v.unflatten(-1, (self.heads, -1))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # SDPA takes (B, H, N, d); the transposes are views, the CPU kernels accept the strides.
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        out = out.transpose(1, 2).flatten(2)  # (B, N, D)
+        return self.to_out[0](out)
+
+
+def _rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    # Under autocast, x arrives in bf16 while the weight is fp32; the fused kernel wants one dtype.
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs (x0, x1), (x2, x3), ... of x (B, N, H, d) by per-token angles."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, N, H, d/2) each
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class GeluProj(nn.Module):
+    """Linear then tanh-GELU (diffusers' FeedForward first layer: key ffn.net.0.proj)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.proj = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        # net.0 / net.2 are diffusers' keys; net.1 was a dropout and holds nothing.
+        self.net = nn.ModuleList([GeluProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.eps = cfg.eps
+        self.attn1 = Attention(cfg)
+        self.attn2 = Attention(cfg)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.eps) if cfg.cross_attn_norm else None
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        # Learned offsets of the six modulation vectors (shift, scale, gate) x (attention, FFN).
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, G, N/G, D) fp32 residual stream, tokens grouped by shared timestep
+        context: torch.Tensor,  # (B, L, D)
+        mod: torch.Tensor,  # (B, G, 6, D) fp32 modulation from the timestep
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        dtype: torch.dtype,  # matmul dtype
+    ) -> torch.Tensor:
+        B, G, S, D = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table.float() + mod).unsqueeze(2).unbind(3)
+
+        h = torch.addcmul(shift1, _layer_norm(x, self.eps), 1 + scale1).to(dtype)  # (B, G, S, D)
+        x = x + self.attn1(h.view(B, G * S, D), rope=rope).view(B, G, S, D) * gate1
+
+        h = x.view(B, G * S, D)
+        if self.norm2 is not None:
+            h = F.layer_norm(h, (D,), self.norm2.weight.float(), self.norm2.bias.float(), self.eps)
+        x = x + self.attn2(h.to(dtype), context=context, mask=mask).view(B, G, S, D)
+
+        h = torch.addcmul(shift2, _layer_norm(x, self.eps), 1 + scale2).to(dtype)
+        return x + self.ffn(h.view(B, G * S, D)).view(B, G, S, D) * gate2
+
+
+def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], eps=eps)
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+class DiT(nn.Module):
+    """Diffusion transformer: velocity = DiT(noisy latents, flow time, text tokens)."""
+
+    def __init__(self, config: DiTConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or DIT_PRESETS["small"]
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.condition_embedder = ConditionEmbedder(cfg)
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
+        self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)  # output shift, scale
+        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ init
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """All special initialisation (Wan's init plus DiT's adaLN-zero).
+
+        Linear layers: Xavier-uniform, zero bias (patch embedding too, as a linear over a flattened patch).
+        Text and time MLPs: normal(0.02). adaLN-zero: the timestep modulation (time_proj) and every
+        block's scale_shift_table are zero, so each block starts as the identity; the output projection
+        is zero, so a fresh model predicts exactly zero velocity.
+        """
+        if self.patch_embedding.weight.is_meta:
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embedding.weight
+        w.copy_(nn.init.xavier_uniform_(torch.empty_like(w).flatten(1)).view_as(w))
+        nn.init.zeros_(self.patch_embedding.bias)
+        for mlp in (self.condition_embedder.time_embedder, self.condition_embedder.text_embedder):
+            nn.init.normal_(mlp.linear_1.weight, std=0.02)
+            nn.init.normal_(mlp.linear_2.weight, std=0.02)
+        nn.init.zeros_(self.condition_embedder.time_proj.weight)
+        nn.init.zeros_(self.condition_embedder.time_proj.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.scale_shift_table)
+        nn.init.normal_(self.scale_shift_table, std=self.config.dim**-0.5)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "DiT":
+        return cls(dit_config(name, **overrides))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, C, T, H, W) noisy latents
+        t: torch.Tensor | float,  # (B,) | (B, T) per latent frame | (B, N) per token, flow time in [0, 1]
+        context: torch.Tensor,  # (B, L, text_dim) text token features
+        context_mask: torch.Tensor | None = None,  # (B, L) bool, True = real token; None attends to all
+    ) -> torch.Tensor:
+        """Predicted velocity (noise - x0), shaped like ``x`` with ``out_channels`` channels.
+
+        Runs in the precision of the weights, or in the autocast dtype when autocast is on; the
+        residual stream, norms and modulation stay fp32 (as Wan does).
+        """
+        cfg = self.config
+        pt, ph, pw = cfg.patch_size
+        self._check_inputs(x, context, context_mask)
+        B, _, T, H, W = x.shape
+        grid = (T // pt, H // ph, W // pw)  # token grid (T', H', W')
+        N = math.prod(grid)
+        dtype = self._compute_dtype(x.device)
+
+        # 1. Timesteps -> modulation per group of tokens that share a timestep.
+        t_groups = self._timestep_groups(t, B, T, grid, x.device)  # (B, G) in [0, 1]
+        G = t_groups.shape[1]
+        values, index = torch.unique(t_groups, return_inverse=True)  # the time MLP runs once per distinct t
+        temb, mod = self.condition_embedder.time(values * TIMESTEP_SCALE)
+        temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
+
+        # 2. Patchify: a stride-p Conv3d is a linear map of the flattened patch.
+        tokens = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+        w = self.patch_embedding.weight
+        h = F.linear(tokens.to(dtype), w.flatten(1).to(dtype), self.patch_embedding.bias.to(dtype))  # (B, N, D)
+        h = h.float().view(B, G, N // G, -1)  # fp32 residual stream
+
+        # 3. Text tokens -> model width; the mask becomes SDPA's boolean attention mask.
+        ctx = self.condition_embedder.text_embedder(context.to(dtype)).to(dtype)  # (B, L, D)
+        mask = self._attention_mask(context_mask)  # (B, 1, 1, L) or None
+
+        # 4. Blocks.
+        rope = self.rope_tables(grid, x.device, dtype)
+        for block in self.blocks:
+            h = block(h, ctx, mod, rope, mask, dtype)
+
+        # 5. Output modulation, projection, unpatchify.
+        shift, scale = (self.scale_shift_table.float() + temb.unsqueeze(2)).unsqueeze(2).unbind(3)  # (B, G, 1, D)
+        h = torch.addcmul(shift, _layer_norm(h, cfg.eps), 1 + scale).to(dtype)
+        out = self.proj_out(h.view(B, N, -1))  # (B, N, pt*ph*pw*C)
+        out = rearrange(
+            out, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
+            t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw,
+        )
+        return out.to(x.dtype)
+
+    def _check_inputs(self, x, context, context_mask):
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise InputError(f"DiT input must be (B, {cfg.in_channels}, T, H, W) latents, got {tuple(x.shape)}")
+        for size, p, axis in zip(x.shape[2:], cfg.patch_size, "THW"):
+            if size % p:
+                raise InputError(f"latent {axis}={size} is not a multiple of the patch size {p} (patch {cfg.patch_size})")
+        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != cfg.text_dim:
+            raise InputError(
+                f"context must be (B={x.shape[0]}, L, text_dim={cfg.text_dim}), got {tuple(context.shape)}"
+            )
+        if context_mask is not None and tuple(context_mask.shape) != tuple(context.shape[:2]):
+            raise InputError(f"context_mask must be (B, L)={tuple(context.shape[:2])}, got {tuple(context_mask.shape)}")
+
+    def _compute_dtype(self, device: torch.device) -> torch.dtype:
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.proj_out.weight.dtype
+
+    def _timestep_groups(self, t, B: int, T: int, grid: tuple[int, int, int], device) -> torch.Tensor:
+        """t as (B, G): G = 1 (per sample), T' (per latent frame) or N (per token)."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.ndim == 0:
+            t = t.expand(B)
+        if t.ndim == 1:
+            if t.shape[0] != B:
+                raise InputError(f"t has {t.shape[0]} values for a batch of {B}")
+            return t.float()[:, None]
+        N, pt = math.prod(grid), self.config.patch_size[0]
+        if t.ndim != 2 or t.shape[0] != B or t.shape[1] not in (T, N):
+            raise InputError(f"t must be (B,), (B, T={T}) per latent frame or (B, N={N}) per token, got {tuple(t.shape)}")
+        t = t.float()
+        if t.shape[1] == N:
+            return t
+        if pt > 1:  # frames inside one temporal patch become one token: they must share t
+            t = t.view(B, grid[0], pt)
+            if not torch.equal(t, t[..., :1].expand_as(t)):
+                raise InputError(f"per-frame t must be equal within each temporal patch of {pt} frames")
+            t = t[..., 0]
+        return t
+
+    @staticmethod
+    def _attention_mask(context_mask):
+        if context_mask is None:
+            return None
+        mask = context_mask.bool()
+        if mask.all():
+            return None  # the unmasked kernel is faster
+        # A sample with no valid token would make softmax 0/0; let it attend to everything instead.
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        return mask[:, None, None, :]
+
+    def rope_tables(self, grid: tuple[int, int, int], device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (N, 1, head_dim/2) for a token grid (T', H', W'); cached per grid, device and dtype."""
+        key = (tuple(grid), str(device), dtype)
+        if key not in self._rope_cache:
+            if len(self._rope_cache) >= 32:
+                self._rope_cache.pop(next(iter(self._rope_cache)))
+            angles = []
+            for n, d, axis in zip(grid, self.config.rope_dims, range(3)):
+                inv_freq = 1.0 / self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+                a = torch.arange(n, dtype=torch.float64)[:, None] * inv_freq  # (n, d/2)
+                shape = [1, 1, 1, d // 2]
+                shape[axis] = n
+                angles.append(a.view(shape).expand(*grid, d // 2))
+            ang = torch.cat(angles, dim=-1).reshape(-1, 1, self.config.attention_head_dim // 2)  # (N, 1, d/2)
+            self._rope_cache[key] = (ang.cos().to(device, dtype), ang.sin().to(device, dtype))
+        return self._rope_cache[key]
