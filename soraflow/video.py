@@ -503,7 +503,7 @@ def write_video(path, frames, fps: float, *, lossless: bool = False, quality: in
              :func:`read_video` decodes back bit-exactly; plays in FFmpeg/VLC/mpv, not in browsers.
       .webm  VP9, CRF ``quality`` (32); ``lossless=True`` is exact RGB (gbrp).
       .gif   one 256-colour palette for the whole clip, loops forever; frame delays are rounded
-             to GIF's 1/100 s steps without drift (8 fps -> 12, 13, 12, 13 ...). Identical
+             to GIF's 1/100 s steps without drift (8 fps -> 13, 12, 13, 12 ...). Identical
              consecutive frames become one longer frame. Held in memory (GIFs are short).
       .png   one frame -> that file. Several frames -> NAME_0000.png, NAME_0001.png, ... beside it;
              the first file's path is returned.
@@ -594,7 +594,7 @@ def _chain(first, rest):
 
 def _gif_delays_cs(count: int, rate: Fraction) -> list[int]:
     """Per-frame delays in 1/100 s whose running sum tracks k / fps exactly (no drift)."""
-    ends = [round(Fraction(100 * k) / rate) for k in range(count + 1)]
+    ends = [math.floor(Fraction(100 * k) / rate + Fraction(1, 2)) for k in range(count + 1)]
     return [max(1, b - a) for a, b in zip(ends, ends[1:])]
 
 
