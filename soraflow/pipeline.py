@@ -386,7 +386,6 @@ class SoraPipeline:
                 (``expander`` overrides the config's); expand=False passes it as written.
             progress: show a tqdm progress bar over all steps of all windows.
         """
-        timings: dict[str, float] = collections.defaultdict(float)
         start = time.perf_counter()
         # 1. Check inputs (and read the image / clips).
         request = self.prepare(
@@ -394,6 +393,14 @@ class SoraPipeline:
             guidance_scale=guidance_scale, shift=shift, sampler=sampler, seed=seed, image=image, video=video,
             mode=mode, direction=direction, strength=strength,
         )
+        return self.generate(request, callback=callback, expand=expand, expander=expander, progress=progress,
+                             started=start)
+
+    def generate(self, request: Request, *, callback: Callable[[StepInfo], Any] | None = None, expand: bool = True,
+                 expander=None, progress: bool = True, started: float | None = None) -> "Generation":
+        """Steps 2-6 for a request from :meth:`prepare` (the CLI checks the request before loading weights)."""
+        timings: dict[str, float] = collections.defaultdict(float)
+        start = time.perf_counter() if started is None else started
         timings["check"] = time.perf_counter() - start
         # 2. Expand and encode the prompt.
         tick = time.perf_counter()
@@ -404,6 +411,7 @@ class SoraPipeline:
         tick = time.perf_counter()
         text = self._encode_text(expanded, request.negative_prompt, request.guidance_scale)
         timings["encode_text"] = time.perf_counter() - tick
+        # 3-6 run window by window as the Generation is iterated.
         return Generation(self, request, expanded, text, timings, callback=callback, progress=progress, started=start)
 
     def prepare(self, prompt, negative_prompt=None, *, size=None, seconds=None, num_frames=None, fps=None,
