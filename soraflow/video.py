@@ -315,8 +315,8 @@ def _video_frames(path: Path, container, start: float):
                 end = t + duration
                 yield t, duration, _lazy_rgb(frame)
         except av.FFmpegError as err:
-            at = f"after frame {index} ({end:.2f} s)" if end is not None else "at the first frame"
-            raise VideoError(f"{path} is truncated or corrupt: decoding failed {at}: {_reason(err)}") from None
+            raise VideoError(f"{path} is truncated or corrupt: decoding failed after {index} frames "
+                             f"({end or 0.0:.2f} s): {_reason(err)}") from None
         if index == 0 and start <= 0:
             raise VideoError(f"{path} has a video stream with no frames")
         if declared and end is not None and _stops_early(end, declared, nominal):
@@ -553,12 +553,12 @@ def _write_av(path: Path, first: np.ndarray, rest: Iterator[np.ndarray], rate: F
     else:  # .webm
         container_options = {}
         codec = "libvpx-vp9"
-        if lossless:
-            pix_fmt, options = "gbrp", {"lossless": "1"}
+        if lossless:  # RGB planes: exact; the fastest speed setting is also the smallest here
+            pix_fmt, options = "gbrp", {"lossless": "1", "cpu-used": "8"}
         else:
             pix_fmt = "yuv420p"
-            options = {"crf": str(DEFAULT_CRF[suffix] if quality is None else quality), "b:v": "0"}
-        options.update({"deadline": "good", "cpu-used": "4", "row-mt": "1"})
+            options = {"crf": str(DEFAULT_CRF[suffix] if quality is None else quality), "b:v": "0", "cpu-used": "4"}
+        options.update({"deadline": "good", "row-mt": "1"})
     yuv = pix_fmt.startswith("yuv")
 
     with atomic_path(path) as tmp:
