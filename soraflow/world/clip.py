@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .render import SHAPE_AREA, Background, TrailCanvas, draw_object, draw_occluder, occluder_coverage
+from .render import (SHAPE_AREA, Background, TrailCanvas, draw_object, draw_occluder, occluder_coverage,
+                     shape_bbox)
 from .scene import CLOSE_UP_LAG, CameraPose, Scene, build_scene
 from .spec import COLORS, SceneSpec, complete
 from .truth import CameraTruth, ClipTruth, FrameTruth, ObjectTruth
@@ -148,18 +149,22 @@ def _simulate(scene: Scene, fps: float, num_frames: int) -> Clip:
             bbox, in_frame, visible, hidden = None, 0.0, 0.0, 0.0
             if drawn is not None:
                 cov, (x0, y0, x1, y1) = drawn
-                in_frame = float(cov.sum()) / area
-                if occ_cov is not None:
-                    hidden = float((cov * occ_cov[x0:x1]).sum()) / area
+                total = float(cov.sum())
+                # The AA coverage sum differs from the exact area by a fraction of the outline's
+                # length; the clip keeps full objects at exactly 1.
+                in_frame = min(total / area, 1.0)
+                if occ_cov is not None and total > 0:
+                    hidden = in_frame * float((cov * occ_cov[x0:x1]).sum()) / total
                 visible = in_frame - hidden
-                rows, cols = np.nonzero(cov.max(1) >= 0.5)[0], np.nonzero(cov.max(0) >= 0.5)[0]
-                if len(rows) and len(cols):
-                    bbox = (float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1), float(y0 + rows[-1] + 1))
+                bx0, by0, bx1, by1 = shape_bbox(o.shape, px, py, radius_px, body.angle)
+                bx0, by0, bx1, by1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
+                if bx1 > bx0 and by1 > by0:
+                    bbox = (bx0, by0, bx1, by1)
             objects.append(ObjectTruth(
                 index=i, shape=o.shape, color=body.color, rgb=COLORS[body.color], world=(body.x, body.y),
                 velocity=(body.vx, body.vy), pixel=(px, py), bbox=bbox, size_px=2 * radius_px,
                 angle=math.degrees(body.angle) % 360.0, scale=body.scale,
-                in_frame=min(in_frame, 1.0), visible=min(max(visible, 0.0), 1.0), occluded=hidden > 0.5))
+                in_frame=in_frame, visible=max(visible, 0.0), occluded=hidden > 0.5))
         occ_px = None
         if scene.occluder is not None:
             draw_occluder(img, scene.occluder, pose, occ_cov)

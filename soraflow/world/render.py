@@ -104,6 +104,26 @@ def shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float, an
     return d.reshape(*d.shape[:-1], 5, 4).max(-1).min(-1) * radius
 
 
+_OUTLINE = {  # points whose hull contains the shape (units of R, before rotation)
+    "box": np.array([[-BOX_HALF, -BOX_HALF], [BOX_HALF, -BOX_HALF], [BOX_HALF, BOX_HALF], [-BOX_HALF, BOX_HALF]]),
+    "triangle": np.array([[TRI_RADIUS * math.cos(a), TRI_RADIUS * math.sin(a)]
+                          for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]),
+    "star": np.array([[STAR_OUTER * math.cos(a), STAR_OUTER * math.sin(a)]
+                      for a in (-math.pi / 2 + k * 2 * math.pi / 5 for k in range(5))]),
+}
+
+
+def shape_bbox(shape: str, cx: float, cy: float, radius: float, angle: float) -> tuple[float, float, float, float]:
+    """Exact bounding box (x0, y0, x1, y1) of a shape in pixels, unclipped."""
+    if shape == "ball":
+        return cx - radius, cy - radius, cx + radius, cy + radius
+    c, s = math.cos(angle), math.sin(angle)
+    pts = _OUTLINE[shape] * radius
+    xs = pts[:, 0] * c - pts[:, 1] * s
+    ys = pts[:, 0] * s + pts[:, 1] * c
+    return cx + float(xs.min()), cy + float(ys.min()), cx + float(xs.max()), cy + float(ys.max())
+
+
 # ---------------------------------------------------------------- background
 
 
@@ -250,9 +270,9 @@ class TrailCanvas:
         self.res = resolution  # canvas pixels per world unit
         self.w = int(math.ceil((x1 - self.x0) * resolution)) + 2
         self.h = int(math.ceil((y1 - self.y0) * resolution)) + 2
-        self.rgb = np.zeros((self.h, self.w, 3), np.float32)  # premultiplied colour
-        self.alpha = np.zeros((self.h, self.w), np.float32)
-        self.used = False
+        self._rgba = np.zeros((self.h, self.w, 4), np.float32)  # premultiplied colour + alpha
+        self.rgb, self.alpha = self._rgba[..., :3], self._rgba[..., 3]  # views
+        self.painted: list[int] | None = None  # [x0, y0, x1, y1] canvas pixels that hold paint
 
     def paint(self, points: list[tuple[float, float]], half_width: float, rgb, opacity: float = 0.8) -> None:
         """Stroke the polyline ``points`` (world) with a round brush of ``half_width`` (world)."""
@@ -283,30 +303,39 @@ class TrailCanvas:
         gain = np.where(new > a, (new - a) / np.maximum(1 - a, 1e-6), 0).astype(np.float32)
         self.rgb[sl] += gain[..., None] * (np.array(rgb, np.float32) - self.rgb[sl])
         self.alpha[sl] = new
-        self.used = True
+        p = self.painted
+        self.painted = [int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])] if p is None else [
+            min(p[0], int(lo[0])), min(p[1], int(lo[1])), max(p[2], int(hi[0])), max(p[3], int(hi[1]))]
 
     def composite(self, img: np.ndarray, pose: CameraPose) -> None:
         """Blend the paint into ``img`` as the camera ``pose`` sees it (bilinear sampling)."""
-        if not self.used:
+        if self.painted is None:
             return
         h, w = img.shape[:2]
         s = pose.scale(h)
-        u = (pose.cx + (np.arange(w) + 0.5 - w / 2) / s - self.x0) * self.res - 0.5
-        v = (pose.cy + (np.arange(h) + 0.5 - h / 2) / s - self.y0) * self.res - 0.5
+        # Only the image rectangle that can see paint is sampled (trails are thin).
+        cx0, cy0, cx1, cy1 = self.painted
+        ix0 = max(int(math.floor(((cx0 - 1) / self.res + self.x0 - pose.cx) * s + w / 2)), 0)
+        ix1 = min(int(math.ceil(((cx1 + 1) / self.res + self.x0 - pose.cx) * s + w / 2)) + 1, w)
+        iy0 = max(int(math.floor(((cy0 - 1) / self.res + self.y0 - pose.cy) * s + h / 2)), 0)
+        iy1 = min(int(math.ceil(((cy1 + 1) / self.res + self.y0 - pose.cy) * s + h / 2)) + 1, h)
+        if ix1 <= ix0 or iy1 <= iy0:
+            return
+        img = img[iy0:iy1, ix0:ix1]
+        u = (pose.cx + (np.arange(ix0, ix1) + 0.5 - w / 2) / s - self.x0) * self.res - 0.5
+        v = (pose.cy + (np.arange(iy0, iy1) + 0.5 - h / 2) / s - self.y0) * self.res - 0.5
         u0, v0 = np.floor(u).astype(int), np.floor(v).astype(int)
         fu, fv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
-        # Outside the canvas there is no paint: clamp indices onto the (empty) border.
-        cu = [np.clip(u0, 0, self.w - 1), np.clip(u0 + 1, 0, self.w - 1)]
-        cv = [np.clip(v0, 0, self.h - 1), np.clip(v0 + 1, 0, self.h - 1)]
-        wu, wv = [1 - fu, fu], [1 - fv, fv]
-        col = np.zeros((h, w, 3), np.float32)
-        alpha = np.zeros((h, w), np.float32)
-        for i in (0, 1):
-            for j in (0, 1):
-                wgt = wv[i][:, None] * wu[j][None, :]
-                idx = np.ix_(cv[i], cu[j])
-                alpha += wgt * self.alpha[idx]
-                col += wgt[..., None] * self.rgb[idx]
+        rgba = self._rgba
+        # Separable bilinear: blend two row gathers, then two column gathers (indices clamped onto
+        # the empty border, so outside the canvas there is no paint).
+        c0, c1 = np.clip(u0, 0, self.w - 1), np.clip(u0 + 1, 0, self.w - 1)
+        lo, hi = int(c0.min()), int(c1.max()) + 1
+        band = rgba[:, lo:hi]
+        r0, r1 = np.clip(v0, 0, self.h - 1), np.clip(v0 + 1, 0, self.h - 1)
+        rows = band[r0] * (1 - fv)[:, None, None] + band[r1] * fv[:, None, None]  # (h, w', 4)
+        out = rows[:, c0 - lo] * (1 - fu)[None, :, None] + rows[:, c1 - lo] * fu[None, :, None]  # (h, w, 4)
+        col, alpha = out[..., :3], out[..., 3]
         img *= 1 - alpha[..., None]
         img += col  # premultiplied: col already carries alpha
 

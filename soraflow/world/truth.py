@@ -10,7 +10,7 @@ centre of pixel (row i, column j) is (j + 0.5, i + 0.5). World coordinates: see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -35,8 +35,8 @@ class ObjectTruth:
     world: tuple[float, float]  # centre, world units
     velocity: tuple[float, float]  # world units / s
     pixel: tuple[float, float]  # centre, pixels (may lie outside the frame)
-    bbox: tuple[float, float, float, float] | None  # (x0, y0, x1, y1) pixels of the visible outline
-    # in the frame (ignoring the occluder); None when the object is outside the frame
+    bbox: tuple[float, float, float, float] | None  # (x0, y0, x1, y1) pixels: the outline's box clipped
+    # to the frame (the occluder is ignored); None when the object is outside the frame
     size_px: float  # diameter of the object's collision disc, pixels
     angle: float  # rotation, degrees, clockwise
     scale: float  # growth factor (1 = the spec's size)
@@ -77,7 +77,7 @@ class ClipTruth:
                 return [r(x) for x in v]
             return v
 
-        cams = [asdict(f.camera) for f in self.frames]
+        cams = [vars(f.camera) for f in self.frames]  # flat dataclasses: vars() is asdict() without the deep copy
         out = {
             "height": self.height, "width": self.width, "fps": self.fps, "frames": len(self.frames),
             "occluder": self.occluder, "horizon": self.horizon, "arena": self.arena,
@@ -90,7 +90,7 @@ class ClipTruth:
         }
         n_obj = len(self.frames[0].objects) if self.frames else 0
         for i in range(n_obj):
-            rows = [asdict(f.objects[i]) for f in self.frames]
+            rows = [vars(f.objects[i]) for f in self.frames]
             col = {k: [r(row[k]) for row in rows] for k in rows[0] if k not in ("index", "shape")}
             out["objects"].append({"index": i, "shape": rows[0]["shape"], **col})
         return out
