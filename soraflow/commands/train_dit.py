@@ -1,14 +1,140 @@
-"""`soraflow train dit`: train the diffusion transformer."""
+"""`soraflow train dit`, `train cache-latents`, `train export-dit`: the DiT's data and training loop."""
 
 from __future__ import annotations
 
-from ..errors import SoraflowError
+from pathlib import Path
+
+from . import parse_size, positive_int
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("dit", help="train the diffusion transformer", description="train the diffusion transformer.")
-    parser.set_defaults(func=run)
+    _register_cache(subparsers)
+    _register_train(subparsers)
+    _register_export(subparsers)
 
 
-def run(args) -> int:
-    raise SoraflowError("`soraflow train dit` is not implemented yet")
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_cache(subparsers) -> None:
+    p = subparsers.add_parser(
+        "cache-latents",
+        help="encode a dataset with the VAE once into a latent cache for DiT training",
+        description=(
+            "Encode every clip of a SoraWorld dataset (manifest.jsonl) or a folder of videos/images with "
+            "the VAE, and its captions with the text encoder, into safetensors shards + index.json. "
+            "Resumable: run it again to add what is missing. Unreadable clips are skipped with a warning."
+        ),
+        epilog="example: soraflow train cache-latents --data world/ --vae models/vae --out cache/",
+    )
+    p.add_argument("--data", type=Path, required=True, help="SoraWorld dataset folder or a folder of clips")
+    p.add_argument("--vae", type=Path, required=True, help="VAE model folder (config.json + safetensors)")
+    p.add_argument("--out", type=Path, required=True, help="cache folder to create or complete")
+    p.add_argument("--text-encoder", default="minilm", help="text encoder: 'minilm' or a local folder [default: minilm]")
+    p.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT to resize+centre-crop to [default: native size, cropped to multiples of 16]")
+    p.add_argument("--fps", type=float, default=None, help="resample clips to this frame rate [default: native]")
+    p.add_argument("--max-frames", type=positive_int, default=33, help="frames per clip at most (trimmed to 1+4k) [default: 33]")
+    p.add_argument("--shard-size", type=positive_int, default=64, help="clips per shard file [default: 64]")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of latents [default: float16]")
+    p.add_argument("--limit", type=positive_int, default=None, help="encode at most this many new clips")
+    p.add_argument("--no-autocast", action="store_true", help="encode in float32 instead of bf16 autocast")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.set_defaults(func=run_cache)
+
+
+def run_cache(args) -> int:
+    import torch
+
+    from ..data import build_latent_cache
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = build_latent_cache(
+        args.data, args.vae, args.out, text_reference=args.text_encoder, size=args.size, fps=args.fps,
+        max_frames=args.max_frames, shard_size=args.shard_size, dtype=getattr(torch, args.dtype),
+        autocast=not args.no_autocast, limit=args.limit,
+    )
+    shapes = ", ".join(f"{k} ({n})" for k, n in sorted(summary.shapes.items()))
+    print(f"{summary.out}: {summary.total} clips cached ({summary.added} new, {summary.skipped} skipped); latent shapes: {shapes}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_train(subparsers) -> None:
+    from ..train.config import add_config_arguments
+    from ..train.dit_config import TrainDiTConfig
+
+    p = subparsers.add_parser(
+        "dit",
+        help="train the diffusion transformer on a latent cache",
+        description=(
+            "Train the DiT with rectified flow on a latent cache (mixed sizes, bucketed batches, "
+            "conditioning masks for every prompting mode). Checkpoints go to OUT/checkpoints; running the "
+            "same command again resumes exactly from the latest one, with the saved config as the base "
+            "and the options given on the command line on top."
+        ),
+        epilog="example: soraflow train dit --data cache/ --out runs/dit --preset small --steps 20000",
+    )
+    p.add_argument("--config", type=Path, default=None, help="JSON config file to start from (options override it)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(p, TrainDiTConfig)
+    p.set_defaults(func=run_train)
+
+
+def resolve_train_config(args):
+    """Defaults < the resumed run's saved config < --config FILE < command-line options."""
+    from ..train.config import config_from_args, config_to_dict, load_config
+    from ..train.dit import checkpoint_config
+    from ..train.dit_config import TrainDiTConfig
+
+    base = {}
+    out = getattr(args, "cfg__out", None)
+    if out is not None and getattr(args, "cfg__resume", True):
+        saved = checkpoint_config(out)
+        if saved is not None:
+            base = config_to_dict(saved)
+    if args.config is not None:
+        base.update(config_to_dict(load_config(TrainDiTConfig, args.config, strict=True)))
+    return config_from_args(TrainDiTConfig, args, base=base)
+
+
+def run_train(args) -> int:
+    import json
+
+    from ..train.config import config_to_dict
+    from ..train.dit import train_dit
+
+    cfg = resolve_train_config(args)
+    if args.print_config:
+        print(json.dumps(config_to_dict(cfg), indent=2))
+        return 0
+    result = train_dit(cfg, progress=not args.quiet)
+    print(f"trained to step {result.step} (last loss {result.loss:.4f}); checkpoint: {result.checkpoint}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export-dit",
+        help="write a training run's EMA weights as a standalone DiT model folder",
+        description="Write the EMA (or raw) weights of a DiT training checkpoint as config.json + safetensors for inference.",
+        epilog="example: soraflow train export-dit runs/dit -o models/dit",
+    )
+    p.add_argument("run", type=Path, help="run folder (its latest checkpoint) or a checkpoint folder")
+    p.add_argument("-o", "--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--raw", action="store_true", help="export the raw trained weights instead of the EMA")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from ..train.dit import export_dit
+
+    out = export_dit(args.run, args.out, ema=not args.raw)
+    print(f"wrote {out}")
+    return 0

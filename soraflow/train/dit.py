@@ -1,0 +1,426 @@
+"""Training the diffusion transformer on a latent cache with rectified flow (``soraflow train dit``).
+
+One step (see :meth:`DiTTrainer.train_step`):
+
+1. a batch of one latent shape from the :class:`~soraflow.data.BucketSampler` (native sizes mixed
+   across batches);
+2. a timestep per sample (logit-normal, shifted by the grid size) and a conditioning mask per sample
+   (:mod:`soraflow.train.masks`): given latent frames get t = 0;
+3. ``x_t = (1 - t) x0 + t noise`` per frame, captions dropped to the null caption with
+   ``caption_dropout`` (classifier-free guidance needs the unconditional model);
+4. the DiT predicts the velocity under bf16 autocast; the loss is the squared error over the
+   generated frames only; AdamW with warmup + cosine, gradient clipping, EMA.
+
+Resume is exact: a checkpoint holds weights, EMA, optimizer, every RNG (the trainer's own generator
+included), the data position (epoch and batches consumed) and the resolved config, so 10 steps,
+a hard kill and 10 resumed steps give the same weights as 20 steps straight (tested bitwise).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import flow
+from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
+from ..errors import DataError, InputError, SoraflowError
+from ..models.dit import DiT, dit_config
+from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .config import config_from_dict, config_to_dict, validate_config
+from .dit_config import MaskConfig, TrainDiTConfig
+from .ema import EMA
+from .masks import frame_timesteps, sample_given_masks
+from .optim import build_adamw, lr_multiplier, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(SoraflowError):
+    """A run that cannot go on: a NaN or infinite loss, gradients that blew up."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_dit` returns."""
+
+    step: int  # optimizer steps done in total
+    loss: float  # loss of the last step
+    losses: list[float]  # loss of every step run in this process
+    run_dir: Path
+    checkpoint: Path | None  # the last checkpoint written
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _generator_state(g: torch.Generator) -> str:
+    return base64.b64encode(g.get_state().numpy().tobytes()).decode()
+
+
+def _set_generator_state(g: torch.Generator, state: str) -> None:
+    g.set_state(torch.from_numpy(np.frombuffer(base64.b64decode(state), dtype=np.uint8).copy()))
+
+
+class DiTTrainer:
+    """Builds everything from a :class:`TrainDiTConfig` and runs the loop; see :func:`train_dit`.
+
+    ``on_step(trainer, step, loss)`` runs after every step and ``on_checkpoint(trainer, step, path)``
+    after every checkpoint (hooks for tests and notebooks).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainDiTConfig,
+        *,
+        progress: bool = True,
+        on_step: Callable | None = None,
+        on_checkpoint: Callable | None = None,
+    ):
+        validate_config(cfg)
+        self.cfg = cfg
+        self.progress = progress
+        self.on_step = on_step
+        self.on_checkpoint = on_checkpoint
+        self.run_dir = Path(cfg.out)
+        self.device = torch.device(cfg.device)
+
+        # 1. Data (an empty or missing cache is a DataError here, before anything is built).
+        self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed)
+        self.sampler = BucketSampler(
+            self.dataset.shapes, tokens_per_batch=cfg.batch_tokens, max_batch_size=cfg.max_batch_size, seed=cfg.seed,
+        )
+        null = self.dataset.null_text()
+        if null is None:  # a cache without a null caption: an empty context with one masked-out token
+            null = torch.zeros(1, self.dataset.text_dim)
+            self.null_mask = torch.zeros(1, 1, dtype=torch.bool)
+        else:
+            self.null_mask = torch.ones(1, null.shape[0], dtype=torch.bool)
+        self.null_context = null[None]  # (1, L0, D)
+
+        # 2. Model, EMA, optimizer. The weights are initialised from the seed alone (not from the
+        # global RNG state at call time) so a run is reproducible from its config.
+        latent_channels = self.dataset.latent_channels
+        self.model_config = dit_config(
+            cfg.preset, **cfg.model_overrides(), in_channels=latent_channels, out_channels=latent_channels,
+            text_dim=self.dataset.text_dim,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = DiT(self.model_config)
+        if cfg.init is not None:
+            self._load_init(cfg.init)
+        self.model.to(self.device).train()
+        self.ema = EMA(self.model, cfg.ema_decay, warmup_steps=cfg.ema_warmup_steps)
+        self.optimizer = build_adamw(
+            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+        )
+        # All training randomness (timesteps, noise, masks, caption dropout) comes from this
+        # generator; its state is saved in every checkpoint.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.step = 0
+        self.epoch = 0
+        self.consumed = 0  # batches of the current epoch consumed (the data position)
+        self.last_checkpoint: Path | None = None
+        self.vae = None
+
+    # ------------------------------------------------------------------------------------------
+
+    def _load_init(self, path: Path) -> None:
+        from .checkpoint import load_state_dict_checked
+
+        src = DiT.from_pretrained(path)
+        load_state_dict_checked(self.model, src.state_dict(), source=f"--init {path}")
+
+    def resume(self) -> bool:
+        """Restore the latest checkpoint of the run folder, if any. Returns whether one was loaded."""
+        latest = latest_checkpoint(self.run_dir)
+        if latest is None:
+            return False
+        loaded = load_checkpoint(
+            latest, modules={"dit": self.model, "ema": self.ema}, optimizers={"adamw": self.optimizer}
+        )
+        extra = loaded.extra
+        self.step = loaded.step
+        self.epoch = int(extra.get("epoch", 0))
+        self.consumed = int(extra.get("consumed", 0))
+        if "generator" in extra:
+            _set_generator_state(self.generator, extra["generator"])
+        self.ema.load_state(extra.get("ema", {}))
+        self.last_checkpoint = latest
+        saved = loaded.config
+        for key in ("seed", "batch_tokens", "max_batch_size"):
+            if key in saved and saved[key] != getattr(self.cfg, key):
+                log.warning("resuming with --%s %s (the run started with %s): the data order changes", key.replace("_", "-"), getattr(self.cfg, key), saved[key])
+        return True
+
+    def save(self) -> Path:
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            modules={"dit": self.model, "ema": self.ema},
+            optimizers={"adamw": self.optimizer},
+            config=config_to_dict(self.cfg),
+            extra={
+                "epoch": self.epoch,
+                "consumed": self.consumed,
+                "generator": _generator_state(self.generator),
+                "ema": self.ema.state(),
+                "model_config": self.model_config.to_dict(),
+                "text": self.dataset.index.get("text", {}),
+                "vae": self.dataset.index.get("vae", {}),
+            },
+            keep_last=self.cfg.keep_last,
+        )
+        self.last_checkpoint = path
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self, self.step, path)
+        return path
+
+    # ------------------------------------------------------------------------------------------
+
+    def shift_for(self, batch: LatentBatch) -> float:
+        if self.cfg.timestep_shift is not None:
+            return self.cfg.timestep_shift
+        return flow.shift_for(latent_tokens(batch.latents.shape[2:], self.model_config.patch_size))
+
+    def autocast(self):
+        enabled = self.cfg.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, batch: LatentBatch) -> tuple[float, float]:
+        """One optimizer step on ``batch``; returns (loss, gradient norm before clipping)."""
+        cfg, g = self.cfg, self.generator
+        x0 = batch.latents.to(self.device)  # (B, C, T, H, W)
+        B, _, T = x0.shape[:3]
+        set_lr(self.optimizer, cfg.lr * lr_multiplier(self.step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=cfg.min_lr_ratio))
+
+        # Timesteps, conditioning masks, the noisy path, caption dropout: all from the trainer's generator.
+        t = flow.sample_timesteps(B, shift=self.shift_for(batch), mean=cfg.logit_mean, std=cfg.logit_std, generator=g)  # (B,)
+        given, _ = sample_given_masks(B, T, cfg.mask, g)  # (B, T) bool
+        t_frames = frame_timesteps(t, given)  # (B, T), 0 on given frames
+        path = flow.sample_path(x0, t_frames, generator=g)  # xt equals x0 exactly on given frames
+        context, context_mask, _ = flow.drop_condition(
+            batch.context.to(self.device), batch.context_mask.to(self.device),
+            self.null_context.to(self.device), self.null_mask.to(self.device), cfg.caption_dropout, g,
+        )
+
+        with self.autocast():
+            pred = self.model(path.xt, t_frames, context, context_mask)  # (B, C, T, H, W)
+        loss = flow.flow_loss(pred, path.target, frame_mask=~given)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise self._diverged(f"the loss is {loss_value}", batch)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            raise self._diverged(f"the gradient norm is {grad_norm}", batch)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        return loss_value, grad_norm
+
+    def _diverged(self, what: str, batch: LatentBatch) -> TrainingError:
+        keep = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+        ids = ", ".join(batch.ids[:3])
+        return TrainingError(
+            f"{what} at step {self.step + 1} (batch {ids}); training stopped without saving, {keep}. "
+            "Lower --lr, raise --warmup-steps or check the latent cache"
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        old_threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg.resume:
+                self.resume()
+            if cfg.vae is not None and cfg.sample_every:
+                self._load_vae()
+            writer = self._tensorboard()
+            stop = min(cfg.steps, cfg.stop_at_step or cfg.steps)
+            losses: list[float] = []
+            bar = tqdm(total=stop, initial=self.step, desc="training DiT", unit="step", disable=not self.progress, dynamic_ncols=True)
+            smooth = None
+            try:
+                while self.step < stop:
+                    self.sampler.set_epoch(self.epoch)
+                    self.dataset.set_epoch(self.epoch)
+                    self.sampler.load_state_dict({"seed": cfg.seed, "epoch": self.epoch, "start": self.consumed})
+                    loader = torch.utils.data.DataLoader(
+                        self.dataset, batch_sampler=self.sampler, collate_fn=collate_latents, num_workers=cfg.num_workers,
+                    )
+                    steps_before, resumed_mid_epoch = self.step, self.consumed > 0
+                    for batch in loader:
+                        self.consumed += 1
+                        if batch is None:  # every entry of it was corrupt (already reported)
+                            continue
+                        t0 = time.perf_counter()
+                        loss, grad_norm = self.train_step(batch)
+                        dt = time.perf_counter() - t0
+                        self.step += 1
+                        losses.append(loss)
+                        smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{smooth:.4f}", samples_s=f"{len(batch) / dt:.1f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                        if writer is not None and (self.step % cfg.log_every == 0 or self.step == stop):
+                            tokens = len(batch) * latent_tokens(batch.latents.shape[2:], self.model_config.patch_size)
+                            writer.add_scalar("train/loss", loss, self.step)
+                            writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                            writer.add_scalar("train/grad_norm", grad_norm, self.step)
+                            writer.add_scalar("train/samples_per_s", len(batch) / dt, self.step)
+                            writer.add_scalar("train/tokens_per_s", tokens / dt, self.step)
+                            writer.add_scalar("train/batch_size", len(batch), self.step)
+                            writer.add_scalar("train/epoch", self.epoch, self.step)
+                        if self.on_step is not None:
+                            self.on_step(self, self.step, loss)
+                        if self.step % cfg.checkpoint_every == 0 or self.step == stop:
+                            self.save()
+                        if cfg.sample_every and self.vae is not None and self.step % cfg.sample_every == 0:
+                            self.write_samples(writer)
+                        if self.step >= stop:
+                            break
+                    else:  # the epoch is exhausted: the next one starts from its first batch
+                        if self.step == steps_before and not resumed_mid_epoch:
+                            raise DataError(f"a whole epoch of {cfg.data} gave no usable batch (every entry corrupt?)")
+                        self.epoch += 1
+                        self.consumed = 0
+                        continue
+                    break
+            finally:
+                bar.close()
+                if writer is not None:
+                    writer.close()
+            if self.last_checkpoint is None or self.last_checkpoint.name != f"step_{self.step:08d}":
+                self.save()
+            return TrainResult(
+                step=self.step, loss=losses[-1] if losses else float("nan"), losses=losses,
+                run_dir=self.run_dir, checkpoint=self.last_checkpoint,
+            )
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
+
+    # ------------------------------------------------------------------------------------------
+    # Sample videos
+
+    def _load_vae(self) -> None:
+        from ..models.vae import VideoVAE
+
+        self.vae = VideoVAE.from_pretrained(self.cfg.vae).to(self.device).eval()
+        if self.vae.config.z_dim != self.dataset.latent_channels:
+            raise InputError(
+                f"--vae {self.cfg.vae} has {self.vae.config.z_dim} latent channels, the cache has {self.dataset.latent_channels}"
+            )
+
+    @torch.no_grad()
+    def write_samples(self, writer=None) -> list[Path]:
+        """Sample with the EMA weights from the captions and shapes of the first cache entries, decode
+        with the VAE and write MP4s to OUT/samples/. Uses its own seeded noise: training RNG untouched."""
+        from .. import video
+
+        cfg = self.cfg
+        out_dir = self.run_dir / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = self.ema.module
+        paths = []
+        for i in range(min(cfg.sample_count, len(self.dataset))):
+            item = self.dataset[i]
+            if item is None:
+                continue
+            g = torch.Generator(device=self.device).manual_seed(cfg.seed + i)
+            noise = torch.randn((1, *item.latent.shape), generator=g, device=self.device)
+            cond = {"context": item.text[None].to(self.device), "context_mask": torch.ones(1, item.text.shape[0], dtype=torch.bool, device=self.device)}
+            if item.text.shape[0] == 0:
+                cond = {"context": self.null_context.to(self.device), "context_mask": self.null_mask.to(self.device)}
+            uncond = {"context": self.null_context.to(self.device), "context_mask": self.null_mask.to(self.device)}
+
+            def model_fn(x, t, context, context_mask):
+                with self.autocast():
+                    return model(x, t, context, context_mask)
+
+            shift = cfg.timestep_shift or flow.shift_for(latent_tokens(item.latent.shape[1:], self.model_config.patch_size))
+            z = flow.sample(model_fn, noise, steps=cfg.sample_steps, shift=shift, guidance_scale=cfg.sample_guidance, cond=cond, uncond=uncond, progress=False)
+            pixels = self.vae.decode(self.vae.denormalize(z.float()))  # (1, 3, T, H, W) in [-1, 1]
+            frames = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+            suffix = ".png" if frames.shape[0] == 1 else ".mp4"
+            path = out_dir / f"step_{self.step:08d}_{i}{suffix}"
+            if suffix == ".png":
+                video.write_image(path, frames[0])
+            else:
+                video.write_video(path, frames, fps=item.fps or 8)
+            path.with_suffix(".txt").write_text(item.caption + "\n")
+            paths.append(path)
+            if writer is not None:
+                writer.add_image(f"samples/{i}", frames[0], self.step, dataformats="HWC")
+        return paths
+
+
+def train_dit(cfg: TrainDiTConfig, *, progress: bool = True, on_step=None, on_checkpoint=None) -> TrainResult:
+    """Train (or resume training) a DiT as configured; see :class:`TrainDiTConfig`."""
+    return DiTTrainer(cfg, progress=progress, on_step=on_step, on_checkpoint=on_checkpoint).run()
+
+
+def checkpoint_config(run_or_checkpoint: str | os.PathLike) -> TrainDiTConfig | None:
+    """The resolved config saved with a run's latest checkpoint (None if the run has none)."""
+    path = Path(run_or_checkpoint)
+    if not (path / "checkpoint.json").is_file() and latest_checkpoint(path) is None:
+        return None
+    import json
+
+    ckpt = resolve_checkpoint(path)
+    saved = json.loads((ckpt / "config.json").read_text())
+    return config_from_dict(TrainDiTConfig, saved, strict=False, where=str(ckpt / "config.json"))
+
+
+def export_dit(
+    run_or_checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True
+) -> Path:
+    """Write the (EMA) weights of a training checkpoint as a standalone DiT folder for inference
+    (config.json + safetensors, loadable with ``DiT.from_pretrained``)."""
+    import json
+
+    from ..atomic import write_json
+
+    ckpt = resolve_checkpoint(run_or_checkpoint)
+    extra = json.loads((ckpt / "extra.json").read_text())
+    if "model_config" not in extra:
+        raise InputError(f"{ckpt} is not a DiT training checkpoint (no model_config in extra.json)")
+    from ..models.dit import DiTConfig
+
+    model = DiT(DiTConfig.from_dict(extra["model_config"], source=str(ckpt / "extra.json")))
+    name = "ema" if ema else "dit"
+    load_checkpoint(ckpt, modules={name: model}, restore_rng=False)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    # Which text encoder and VAE the weights were trained with, for a pipeline to load them.
+    write_json(
+        out_dir / "training.json",
+        {"checkpoint": str(ckpt), "weights": name, "text": extra.get("text", {}), "vae": extra.get("vae", {})},
+    )
+    return out_dir
+
+
+__all__ = ["DiTTrainer", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit", "train_dit"]
