@@ -1,0 +1,161 @@
+"""SoraWorld dataset writer and `soraflow world` commands: manifest, resumability, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soraflow.cli import main
+from soraflow.errors import InputError
+from soraflow.world.dataset import DatasetConfig, make_clip, read_manifest, write_dataset
+
+KEYS = {"id", "path", "short", "long", "height", "width", "fps", "frames", "seed", "spec", "truth"}
+
+
+def tiny(n=6, **kw):
+    return DatasetConfig(n=n, sizes=[(64, 64), (64, 96)], seconds=(0.5, 1.0), fps=8, seed=0,
+                         image_fraction=kw.pop("image_fraction", 0.3), **kw)
+
+
+def check_dataset(out: Path, n: int):
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # strictly valid JSONL: every line parses
+    assert [e["id"] for e in entries] == [f"{i:06d}" for i in range(n)]
+    from soraflow.video import read_image, read_video
+
+    for e in entries:
+        assert KEYS <= set(e)
+        path = out / e["path"]
+        frames = read_image(path)[None] if path.suffix == ".png" else read_video(path)
+        assert frames.shape == (e["frames"], e["height"], e["width"], 3)
+        truth = json.loads((out / e["truth"]).read_text())
+        assert truth["entry"] == e and truth["truth"]["frames"] == e["frames"]
+        assert e["short"] and e["long"]
+    return entries
+
+
+def test_dataset_writes_valid_manifest_and_lossless_clips(tmp_path):
+    config = tiny(n=8)
+    summary = write_dataset(tmp_path, config, workers=1, progress=False)
+    assert (summary.total, summary.written, summary.skipped) == (8, 8, 0)
+    entries = check_dataset(tmp_path, 8)
+    assert any(e["frames"] == 1 and e["path"].endswith(".png") for e in entries)  # images are in the mix
+    assert {(e["height"], e["width"]) for e in entries} == {(64, 64), (64, 96)}
+    # A stored clip is exactly what the simulator renders for that id (lossless, and reproducible).
+    from soraflow.video import read_video
+
+    e = next(e for e in entries if e["frames"] > 1)
+    clip, entry = make_clip(config, int(e["id"]))
+    assert entry["long"] == e["long"] and entry["spec"] == e["spec"]
+    assert np.array_equal(read_video(tmp_path / e["path"]), clip.frames)
+    # A rerun finds everything finished and renders nothing.
+    again = write_dataset(tmp_path, config, workers=1, progress=False)
+    assert (again.written, again.skipped) == (0, 8)
+
+
+def test_dataset_resumes_after_kill_9(tmp_path):
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "soraflow.cli", "world", "dataset", "--n", "40", "--out", str(out),
+           "--sizes", "64x64,96x64", "--seconds", "0.5-1", "--workers", "2", "--image-fraction", "0.2", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list((out / "clips").glob("*.json"))) < 6:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group we started: writer and its workers
+        proc.wait()
+    finished = len(list((out / "clips").glob("*.json")))
+    assert 6 <= finished < 40, "the kill must land mid-run"
+    # Right after the kill the manifest is valid JSONL that lists only finished clips.
+    for e in read_manifest(out):
+        assert (out / e["truth"]).is_file() and (out / e["path"]).is_file()
+    summary = write_dataset(out, tiny(n=40, image_fraction=0.2), workers=1, progress=False)  # the same settings
+    assert summary.total == 40 and summary.skipped >= 6
+    check_dataset(out, 40)
+    assert not list((out / "clips").glob(".*"))  # no temporary files left
+
+
+def test_torn_manifest_line_and_missing_lines_are_repaired(tmp_path):
+    config = tiny(n=5)
+    write_dataset(tmp_path, config, workers=1, progress=False)
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines(keepends=True)
+    # Simulate a crash: the last clip's line missing and a torn half line at the end.
+    (tmp_path / "manifest.jsonl").write_text("".join(lines[:3]) + lines[4][: len(lines[4]) // 2])
+    assert len(read_manifest(tmp_path)) == 3  # readers skip the torn line
+    summary = write_dataset(tmp_path, config, workers=1, progress=False)
+    assert summary.written == 0
+    check_dataset(tmp_path, 5)
+
+
+def test_rerun_with_different_settings_is_refused(tmp_path):
+    write_dataset(tmp_path, tiny(n=2), workers=1, progress=False)
+    with pytest.raises(InputError, match="different settings"):
+        write_dataset(tmp_path, DatasetConfig(n=2, sizes=[(64, 64)], seconds=(0.5, 1.0)), workers=1, progress=False)
+    # Growing the dataset with the same settings is fine.
+    assert write_dataset(tmp_path, tiny(n=3), workers=1, progress=False).written == 1
+
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("soraflow: error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize("extra, word", [
+    (["--size", "100x128"], "multiple of 16"), (["--size", "48x64"], "between 64 and 512"),
+    (["--size", "1024x512"], "between 64 and 512"), (["--fps", "3"], "fps"), (["--fps", "31"], "fps"),
+    (["--seconds", "61"], "60"), (["--seconds", "0"], "positive"), (["--seconds", "-2"], "positive"),
+])
+def test_sample_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, extra, word):
+    out = tmp_path / "clip.mp4"
+    line = _one_line_error(capsys, ["world", "sample", "a red ball bouncing on grass", "-o", str(out), *extra])
+    assert word in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_empty_prompt_and_unwritable_output(tmp_path, capsys):
+    assert "empty" in _one_line_error(capsys, ["world", "sample", "  ", "-o", str(tmp_path / "a.mp4")])
+    assert "does not exist" in _one_line_error(capsys, ["world", "sample", "a red ball", "-o",
+                                                        str(tmp_path / "missing" / "a.mp4")])
+    assert "does not exist" in _one_line_error(capsys, ["world", "sample", "a red ball", "-o", str(tmp_path / "a.mp4"),
+                                                        "--truth", str(tmp_path / "missing" / "t.json")])
+    assert "PNG" in _one_line_error(capsys, ["world", "sample", "a red ball", "-o", str(tmp_path / "a.png")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_bad_input_exits_2(tmp_path, capsys):
+    base = ["world", "dataset", "--n", "2", "--out", str(tmp_path / "d")]
+    assert "multiple of 16" in _one_line_error(capsys, base + ["--sizes", "128x100"])
+    assert "60" in _one_line_error(capsys, base + ["--seconds", "1-70"])
+    assert "range" in _one_line_error(capsys, base + ["--seconds", "abc"])
+    assert "fps" in _one_line_error(capsys, base + ["--fps", "50"])
+    assert not (tmp_path / "d").exists()
+
+
+def test_sample_writes_clip_truth_and_prints_caption(tmp_path, capsys):
+    spec = {"objects": [{"shape": "box", "color": "green", "size": "large", "motion": "move", "direction": "left",
+                         "speed": "fast", "spin": "none", "growth": "none", "trail": False, "hit_color": "none"}],
+            "background": {"kind": "sky", "name": "day"}, "camera": "static", "occluder": None,
+            "shots": [{"kind": "wide", "target": None}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out, truth = tmp_path / "c.mp4", tmp_path / "t.json"
+    assert main(["world", "sample", "--spec", str(tmp_path / "spec.json"), "-o", str(out), "--size", "96x64",
+                 "--seconds", "1", "--fps", "8", "--truth", str(truth), "--lossless"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == str(out)
+    assert "green" in printed[1].lower() or "emerald" in printed[1].lower()  # the long caption
+    from soraflow.video import read_video
+
+    frames = read_video(out)
+    data = json.loads(truth.read_text())
+    assert frames.shape == (8, 64, 96, 3) and data["spec"] == spec and data["truth"]["frames"] == 8
+    xs = [p[0] for p in data["truth"]["objects"][0]["pixel"]]
+    assert xs[-1] < xs[0] - 20  # moving left, as the spec says
