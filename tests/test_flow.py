@@ -10,6 +10,18 @@ import torch
 from soraflow import flow
 from soraflow.errors import InputError
 
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run thousands of tiny tensor ops; intra-op threads only add synchronisation, which
+    on a loaded 2-core machine made the sampling test ~30x slower (0.2 s vs 7 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # A 3-D Gaussian with correlations and unequal scales, so mean and covariance errors are visible.
 MU = torch.tensor([1.5, -0.5, 0.25], dtype=torch.float64)
 _L = torch.tensor([[1.2, 0.0, 0.0], [0.6, 0.5, 0.0], [-0.3, 0.4, 0.3]], dtype=torch.float64)
@@ -22,15 +34,17 @@ def gaussian_velocity(mu: torch.Tensor, sigma: torch.Tensor):
     With C_t = (1-t)^2 sigma + t^2 I:  E[x0|x] = mu + (1-t) sigma C_t^-1 (x - (1-t) mu),
     E[noise|x] = t C_t^-1 (x - (1-t) mu),  v = E[noise|x] - E[x0|x].
     """
-    eye = torch.eye(len(mu), dtype=mu.dtype)
+    # Sigma = Q diag(lam) Q^T, so C_t^-1 = Q diag(1 / ((1-t)^2 lam + t^2)) Q^T: no batched solve needed.
+    lam, q = torch.linalg.eigh(sigma)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(x.dtype)[:, None, None]  # (B, 1, 1)
-        c = (1 - t) ** 2 * sigma + t**2 * eye  # (B, d, d)
-        r = torch.linalg.solve(c, (x - (1 - t[:, :, 0]) * mu)[..., None])  # (B, d, 1) = C_t^-1 (x - (1-t) mu)
+        m, l, b = mu.to(x.dtype), lam.to(x.dtype), q.to(x.dtype)
+        t = t.to(x.dtype)[:, None]  # (B, 1)
+        y = (x - (1 - t) * m) @ b  # (B, d) in the eigenbasis
+        r = y / ((1 - t) ** 2 * l + t**2)  # C_t^-1 (x - (1-t) mu), eigenbasis
         e_noise = t * r
-        e_x0 = mu[:, None] + (1 - t) * (sigma @ r)
-        return (e_noise - e_x0)[..., 0]
+        e_x0 = (m @ b) + (1 - t) * l * r
+        return (e_noise - e_x0) @ b.T
 
     return model_fn
 
@@ -280,12 +294,14 @@ def test_sdedit_small_strength_stays_close_and_starts_at_strength():
 def test_exact_field_reproduces_gaussian_by_sampling():
     # Monte Carlo: many points pushed through the exact field land on N(mu, Sigma).
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(20_000, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(20_000, 3, generator=g)
     field = gaussian_velocity(MU, SIGMA)
-    for method, steps in (("euler", 100), ("heun", 12)):
+    # Step counts whose discretisation error (max 0.02 per covariance entry, from the exact affine
+    # analysis below) leaves room for the Monte Carlo error (about 0.01).
+    for method, steps in (("euler", 200), ("heun", 24)):
         x = flow.sample(field, z, steps=steps, shift=2.0, method=method, progress=False)
-        assert torch.allclose(x.mean(0), MU, atol=0.03), method
-        assert torch.allclose(torch.cov(x.T), SIGMA, atol=0.05), method
+        assert torch.allclose(x.mean(0).double(), MU, atol=0.03), method
+        assert torch.allclose(torch.cov(x.T).double(), SIGMA, atol=0.05), method
 
 
 def test_heun_converges_faster_than_euler():

@@ -118,6 +118,11 @@ def _encoder_class(model_type: str):
     }.get(model_type, transformers.AutoModel)
 
 
+def _version(text: str) -> tuple[int, int]:
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in _TOKENIZER_FILES)
 
@@ -273,7 +278,11 @@ def load_text_encoder(
     try:
         config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-        model = _encoder_class(config.model_type).from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+        # transformers renamed torch_dtype to dtype in 4.56; load straight into the dtype (UMT5-XXL in fp32 is 23 GB).
+        dtype_kw = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
+        model = _encoder_class(config.model_type).from_pretrained(
+            model_dir, local_files_only=True, **{dtype_kw: dtype}
+        )
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot load the text encoder from {model_dir}: {str(e).splitlines()[0]}") from e
     finally:
