@@ -221,7 +221,7 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,  # (B, N, D)
         context: torch.Tensor | None = None,  # (B, L, D) for cross-attention
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (N, 1, d/2) for self-attention
+        rope: torch.Tensor | None = None,  # (N, 1, d/2) complex rotations, self-attention only
         mask: torch.Tensor | None = None,  # (B, 1, 1, L) bool, True = attend
     ) -> torch.Tensor:
         kv_in = x if context is None else context
@@ -232,7 +232,7 @@ class Attention(nn.Module):
         k = k.unflatten(-1, (self.heads, -1))
         v = v.unflatten(-1, (self.heads, -1))
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         # SDPA takes (B, H, N, d); the transposes are views, the CPU kernels accept the strides.
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)  # (B, N, D)
@@ -244,10 +244,14 @@ def _rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs (x0, x1), (x2, x3), ... of x (B, N, H, d) by per-token angles."""
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, N, H, d/2) each
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs (x0, x1), (x2, x3), ... of x (B, N, H, d) by per-token angles.
+
+    One complex multiply by ``freqs`` (N, 1, d/2) complex64 does the rotation: ~10x fewer passes over
+    memory than the real-valued cos/sin form (diffusers' writes strided halves), and it is fp32 math.
+    """
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, N, H, d/2)
+    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
 
 
 class GeluProj(nn.Module):
@@ -288,7 +292,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,  # (B, G, N/G, D) fp32 residual stream, tokens grouped by shared timestep
         context: torch.Tensor,  # (B, L, D)
         mod: torch.Tensor,  # (B, G, 6, D) fp32 modulation from the timestep
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,  # (N, 1, d/2) complex
         mask: torch.Tensor | None,
         dtype: torch.dtype,  # matmul dtype
     ) -> torch.Tensor:
@@ -325,7 +329,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)  # output shift, scale
-        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple, torch.Tensor] = {}
         self.initialize_weights()
 
     # ------------------------------------------------------------------ init
@@ -365,6 +369,35 @@ class DiT(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def flops(self, grid: tuple[int, int, int], text_len: int, batch_size: int = 1) -> int:
+        """Forward FLOPs for one latent grid (T, H, W) (the shape of ``x[:, :, ...]``) and L text tokens.
+
+        Counts matrix multiplies only (2 per multiply-add), as MFU conventions do: patch embedding,
+        text projection, per block the self-attention projections (4 D^2 per token), attention scores and
+        weighted sum (4 N^2 D for self-, 4 N L D for cross-attention), the cross-attention projections
+        (2 D^2 per image token for q/out, 2 D^2 per text token for k/v), the FFN (2 D F per token), and
+        the output projection. The time MLP (once per sample) is included; norms, rotary, softmax and
+        other elementwise work are not.
+        """
+        cfg = self.config
+        pt, ph, pw = cfg.patch_size
+        T, H, W = grid
+        N, L, D, Fd = (T // pt) * (H // ph) * (W // pw), text_len, cfg.dim, cfg.ffn_dim
+        patch = math.prod(cfg.patch_size)
+        macs = N * cfg.in_channels * patch * D  # patch embedding
+        macs += L * (cfg.text_dim * D + D * D)  # text projection
+        macs += cfg.freq_dim * D + D * D + D * 6 * D  # time MLP
+        per_block = 4 * N * D * D + 2 * N * N * D  # self-attention: q k v out, scores + weighted sum
+        per_block += 2 * N * D * D + 2 * L * D * D + 2 * N * L * D  # cross-attention
+        per_block += 2 * N * D * Fd  # feed-forward
+        macs += cfg.num_layers * per_block
+        macs += N * D * cfg.out_channels * patch  # output projection
+        return 2 * macs * batch_size
+
+    def flops_per_step(self, grid: tuple[int, int, int], text_len: int, batch_size: int = 1, training: bool = True) -> int:
+        """FLOPs of one step: forward, or forward + backward (3x forward: backward costs two matmuls per one)."""
+        return self.flops(grid, text_len, batch_size) * (3 if training else 1)
 
     # ------------------------------------------------------------------ forward
 
@@ -406,7 +439,7 @@ class DiT(nn.Module):
         mask = self._attention_mask(context_mask)  # (B, 1, 1, L) or None
 
         # 4. Blocks.
-        rope = self.rope_tables(grid, x.device, dtype)
+        rope = self.rope_table(grid, x.device)
         for block in self.blocks:
             h = block(h, ctx, mod, rope, mask, dtype)
 
@@ -472,11 +505,15 @@ class DiT(nn.Module):
         mask = mask | ~mask.any(dim=1, keepdim=True)
         return mask[:, None, None, :]
 
-    def rope_tables(self, grid: tuple[int, int, int], device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (N, 1, head_dim/2) for a token grid (T', H', W'); cached per grid, device and dtype."""
-        key = (tuple(grid), str(device), dtype)
-        if key not in self._rope_cache:
-            if len(self._rope_cache) >= 32:
+    def rope_table(self, grid: tuple[int, int, int], device) -> torch.Tensor:
+        """Rotations e^(i * angle) (N, 1, head_dim/2) complex64 for a token grid (T', H', W'), cached per grid.
+
+        Channel pairs of a head are split (t, h, w) as Wan does; angles are computed in float64.
+        """
+        key = (tuple(grid), str(device))
+        table = self._rope_cache.get(key)
+        if table is None:
+            if len(self._rope_cache) >= 32:  # bounded: a long run sees few distinct grids
                 self._rope_cache.pop(next(iter(self._rope_cache)))
             angles = []
             for n, d, axis in zip(grid, self.config.rope_dims, range(3)):
@@ -486,5 +523,103 @@ class DiT(nn.Module):
                 shape[axis] = n
                 angles.append(a.view(shape).expand(*grid, d // 2))
             ang = torch.cat(angles, dim=-1).reshape(-1, 1, self.config.attention_head_dim // 2)  # (N, 1, d/2)
-            self._rope_cache[key] = (ang.cos().to(device, dtype), ang.sin().to(device, dtype))
-        return self._rope_cache[key]
+            table = torch.polar(torch.ones_like(ang), ang).to(device=device, dtype=torch.complex64)
+            self._rope_cache[key] = table
+        return table
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + diffusion_pytorch_model.safetensors (a folder diffusers can load too), atomically."""
+        from safetensors.torch import save_file
+
+        from ..atomic import atomic_path, write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json(directory / CONFIG_NAME, self.config.to_diffusers_dict())
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "DiT":
+        """Load one of our folders or a diffusers ``WanTransformer3DModel`` folder (single file or sharded).
+
+        ``directory`` may be a pipeline folder with a ``transformer/`` subfolder. Weights keep their
+        stored dtype unless ``dtype`` is given. The model is built on the meta device and the tensors
+        are assigned, so a 14B checkpoint needs its own size in memory, not twice that.
+        """
+        from safetensors import safe_open
+
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() and (directory / "transformer" / CONFIG_NAME).is_file():
+            directory = directory / "transformer"
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise CheckpointError(f"{directory}: no {CONFIG_NAME} (expected a DiT / WanTransformer3DModel folder)")
+        try:
+            config = DiTConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+
+        files = _weight_files(directory)
+        with torch.device("meta"):
+            model = cls(config)
+        expected = model.state_dict()
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            try:
+                with safe_open(str(f), framework="pt", device=str(device)) as sf:
+                    for key in sf.keys():
+                        # Some Wan checkpoints carry an unused norm_added_q; diffusers ignores it too.
+                        if "norm_added_q" not in key:
+                            state[key] = sf.get_tensor(key)
+            except Exception as e:  # safetensors raises several types for a truncated or corrupt file
+                raise CheckpointError(f"{f}: cannot read weights ({e})") from None
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{directory}: weights do not match config.json: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        for k, v in state.items():
+            if v.shape != expected[k].shape:
+                raise CheckpointError(f"{directory}: {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}")
+            if dtype is not None:
+                state[k] = v.to(dtype)
+        model.load_state_dict(state, assign=True)
+        return model
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a folder: the sharded index's files, or the single weights file."""
+    index = directory / WEIGHTS_INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index}: not a safetensors index ({e})") from None
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    elif (directory / WEIGHTS_NAME).is_file():
+        files = [directory / WEIGHTS_NAME]
+    else:
+        found = sorted(p.name for p in directory.glob("*.safetensors"))
+        if len(found) != 1:
+            raise CheckpointError(
+                f"{directory}: no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}"
+                + (f" (found {len(found)} other .safetensors files)" if found else "")
+            )
+        files = [directory / found[0]]
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"{f}: weight shard listed in the index is missing")
+    return files
