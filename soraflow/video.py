@@ -6,11 +6,13 @@ antialiased bilinear filter, so a downscale averages every source pixel instead 
 
 Policies (the details people trip over, decided once here):
 
-- **Timestamps, not indices.** ``fps=`` resampling picks, for each output time ``start + k / fps``,
-  the source frame whose timestamp is nearest (ties go to the later frame); it repeats frames when
-  upsampling and works on variable-frame-rate files. The clip spans ``[start, end)`` where ``end`` is
-  the last frame's time plus its duration, so a 4.004 s clip at 8 fps gives ``ceil(4.004 * 8) = 33``
-  frames. Without ``fps=``, every frame from the one nearest to ``start`` on is returned.
+- **Timestamps, not indices.** ``fps=`` resampling gives each output time ``start + k / fps`` the
+  source frame whose timestamp is nearest, among those within half an output interval of it;
+  where there is none (upsampling, a frame held longer in a variable-rate file) it repeats the
+  frame on screen at that time, as FFmpeg's fps filter does. The clip spans ``[start, end)``
+  where ``end`` is the last frame's time plus its duration, so a 4.004 s clip at 8 fps gives
+  ``ceil(4.004 * 8) = 33`` frames. Without ``fps=``, every frame from the one nearest to
+  ``start`` on is returned.
 - **Damaged files raise.** A missing, empty or unreadable file, a decoder error, or a stream that
   stops more than two frames before the duration its header declares raises :class:`VideoError`
   naming the file. A truncated clip is never silently returned as if it were whole;
@@ -48,9 +50,9 @@ WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
 CROPS = ("center", "fit", "stretch", "none")
 
 DEFAULT_CRF = {".mp4": 18, ".webm": 32}  # visually near-transparent H.264; VP9's scale is higher
-# Frames up to this many pixels encode fastest on one thread: thread start-up costs more than the
-# work (a 128x128 lossless clip: ~5 ms on one thread, ~8 ms with a pool), and a dataset writer
-# runs one process per core anyway.
+# Frames up to this many pixels encode and decode fastest on one thread: thread start-up costs
+# more than the work (128x128 x 16 frames on the loaded 2-core machine, median: lossless write ~5
+# vs ~8 ms, read ~7 vs ~16 ms), and data loaders and dataset writers run a process per core anyway.
 SMALL_FRAME_PIXELS = 320 * 240
 
 
@@ -212,7 +214,7 @@ def read_video(path, *, fps: float | None = None, size: tuple[int, int] | None =
                start: float = 0.0, max_frames: int | None = None) -> np.ndarray:
     """Decode a video (or an image, as one frame) into a uint8 array (T, H, W, 3).
 
-    fps: resample to this frame rate by nearest timestamp (None keeps every frame).
+    fps: resample to this frame rate by timestamp (None keeps every frame); see the module notes.
     size: (height, width) of the output; None keeps the file's size.
     crop: how ``size`` meets a different aspect ratio: "center" scales to cover and crops the
         middle, "fit" scales to fit inside and pads with black, "stretch" (or "none") ignores aspect.
@@ -262,22 +264,30 @@ def _from_start(timed, start: float):
 
 
 def _retime(timed, fps: float, start: float):
-    """Nearest-timestamp resampling onto the grid start + k / fps, streaming."""
+    """Resample onto the grid g_k = start + k / fps, streaming.
+
+    Slot k takes the frame nearest to g_k among those within half an output interval of it (so
+    downsampling keeps the nearest frames); a slot with none (upsampling, or a frame held longer in
+    a variable-rate file) repeats the frame on screen at g_k. This is FFmpeg's fps filter.
+    """
     k = 0
-    previous = None  # (time, frame)
+    best = None  # (distance to g_k, frame) of the best frame in slot k so far
+    last = None  # the latest frame seen: the one on screen when a slot has no frame of its own
     end = None
     for t, duration, frame in timed:
-        while (grid := start + k / fps) <= t:
-            if previous is None or t - grid <= grid - previous[0]:
-                yield frame
-            else:
-                yield previous[1]
-            k += 1
-        previous, end = (t, frame), t + duration
-    # The last frame stays on screen until its end: grid points before that show it.
-    while previous is not None and start + k / fps < end - 1e-6:
-        yield previous[1]
-        k += 1
+        slot = math.floor((t - start) * fps + 0.5 + 1e-9)
+        while k < slot:  # frames arrive in time order, so slot k is complete
+            yield best[1] if best is not None else (last if last is not None else frame)
+            k, best = k + 1, None
+        if slot == k:
+            distance = abs(t - (start + k / fps))
+            if best is None or distance <= best[0] + 1e-9:  # ties go to the later frame
+                best = (distance, frame)
+        last, end = frame, t + duration
+    # The last frame stays on screen until its end: grid points before that still show it.
+    while last is not None and start + k / fps < end - 1e-6:
+        yield best[1] if best is not None else last
+        k, best = k + 1, None
 
 
 def _video_frames(path: Path, container, start: float):
@@ -290,7 +300,11 @@ def _video_frames(path: Path, container, start: float):
 
     with container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: ~2x on 2 cores for HD
+        context = stream.codec_context
+        if context.width * context.height <= SMALL_FRAME_PIXELS:
+            context.thread_count = 1  # a thread pool costs more than it saves on small frames
+        else:
+            stream.thread_type = "AUTO"  # frame + slice threads
         time_base, t0 = stream.time_base, stream.start_time or 0
         rate = _rate(stream)
         nominal = 1.0 / float(rate) if rate else 1.0 / 25

@@ -73,16 +73,25 @@ def test_fps_resampling_picks_the_nearest_frame_by_timestamp(real_videos):
     full = video.read_video(path)
     assert full.shape == (120, 144, 176, 3) and full.dtype == np.uint8
     source_times = np.arange(120) * 1001 / 30000
+
+    def expected_index(g: float, fps: float) -> int:
+        # Nearest frame within half an output interval, else the frame on screen at g.
+        distance = np.abs(source_times - g)
+        if distance.min() <= 0.5 / fps:
+            return int(np.argmin(distance))
+        return int(np.flatnonzero(source_times <= g)[-1])
+
     for fps in (8, 12.5, 60):
         out = video.read_video(path, fps=fps)
         # The clip lasts 120 * 1001/30000 = 4.004 s: output times k / fps in [0, 4.004).
         assert len(out) == math.ceil(4.004 * fps)
         for k in range(0, len(out), 7):
-            nearest = int(np.argmin(np.abs(source_times - k / fps)))
-            assert np.array_equal(out[k], full[nearest]), (fps, k)
-    # Upsampling repeats frames, downsampling drops them.
+            assert np.array_equal(out[k], full[expected_index(k / fps, fps)]), (fps, k)
+    # Upsampling repeats frames (held, never shown early), downsampling drops them.
     up = video.read_video(path, fps=60)
-    assert np.array_equal(up[0], up[1]) and not np.array_equal(up[0], up[3])
+    assert np.array_equal(up[0], full[0]) and np.array_equal(up[1], full[0]) and np.array_equal(up[2], full[1])
+    down = video.read_video(path, fps=10)
+    assert np.array_equal(down[1], full[3]) and np.array_equal(down[2], full[6])
 
 
 def test_start_and_max_frames(real_videos):
@@ -218,6 +227,8 @@ def test_lossy_writes_are_close_and_tagged(tmp_path):
         assert back.shape == clip.shape
         assert 35 < psnr(back, clip) < 99, suffix  # close, and not secretly lossless
         assert video.probe(path).frames == 16 and video.probe(path).fps == pytest.approx(24)
+    with av.open(str(tmp_path / "clip.webm")) as container:
+        assert container.streams.video[0].frames == 0  # WebM headers carry no count: probe counts packets
     with av.open(str(tmp_path / "clip.mp4")) as container:
         context = container.streams.video[0].codec_context
         assert (context.pix_fmt, context.colorspace) == ("yuv420p", 1)  # broadly playable, BT.709 tagged
@@ -263,6 +274,21 @@ def test_gif_palette_timing_and_loop(tmp_path):
     assert psnr(video.read_video(video.write_video(tmp_path / "s.gif", smooth, 10)), smooth) > 25
     with pytest.raises(InputError, match="256 colours"):
         video.write_video(tmp_path / "l.gif", clip, 8, lossless=True)
+    # A held frame is stored once with a longer delay; resampling at the written rate restores it.
+    held = np.concatenate([clip[:2], clip[1:2], clip[1:2], clip[2:]])
+    path = video.write_video(tmp_path / "held.gif", held, 8)
+    assert video.probe(path).frames == 6 and video.probe(path).duration == 1.0
+    assert np.array_equal(video.read_video(path, fps=8), held)
+
+
+def test_animated_images_are_clips(tmp_path):
+    frames = [np.full((20, 30, 3), 40 * k, np.uint8) for k in range(5)]
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(tmp_path / "a.webp", save_all=True, append_images=images[1:], duration=100, lossless=True)
+    assert np.array_equal(video.read_video(tmp_path / "a.webp"), np.stack(frames))
+    info = video.probe(tmp_path / "a.webp")
+    assert (info.frames, info.fps, info.duration) == (5, 10.0, 0.5)
+    assert len(video.read_video(tmp_path / "a.webp", fps=20)) == 10
 
 
 def test_png_one_frame_and_numbered_sequence(tmp_path):
