@@ -70,11 +70,14 @@ def _load_spec(args):
         return spec_mod.validate(spec_mod.SceneSpec.from_dict(data))
     if args.prompt is None or not args.prompt.strip():
         raise InputError("the prompt is empty; describe a scene, e.g. \"a red ball bouncing on grass\"")
-    try:
-        from ..world import parser
-    except ImportError:  # parser.py is being written in parallel
-        raise InputError("the prompt parser is not available yet; pass a scene spec with --spec") from None
-    return parser.parse(args.prompt)
+    import sys
+
+    from ..world import parser
+
+    result = parser.parse_prompt(args.prompt)  # InputError listing the vocabulary when no object is understood
+    if result.message:
+        print(f"soraflow: warning: {result.message}", file=sys.stderr)
+    return result.spec
 
 
 def run_sample(args) -> int:

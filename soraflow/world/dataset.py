@@ -98,12 +98,8 @@ def plan_clip(config: DatasetConfig, index: int) -> tuple[ClipPlan, random.Rando
 
 def captions_for(spec, rng: random.Random) -> tuple[str, str]:
     """(short prompt, long caption) of a spec, with varied wording drawn from ``rng``."""
-    try:
-        from . import captions
-    except ImportError:  # captions.py is being written in parallel; until then, a plain description
-        words = [f"a {o.color} {o.shape} ({o.motion})" for o in spec.objects]
-        text = ", ".join(words) + f" on a {spec.background.name} background"
-        return text, text
+    from . import captions
+
     return captions.short_prompt(spec, rng), captions.long_caption(spec, rng)
 
 
