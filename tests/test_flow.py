@@ -11,7 +11,6 @@ from soraflow import flow
 from soraflow.errors import InputError
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These tests run thousands of tiny tensor ops; intra-op threads only add synchronisation, which
@@ -236,6 +235,8 @@ def test_given_frames_are_held_bitwise_and_seen_at_t0(method):
     def model_fn(x, t, context):
         assert t.shape == (B, T)
         assert torch.all(t[given_mask] == 0) and torch.all(t[~given_mask] > 0)
+        hold = given_mask[:, None, :, None, None].expand_as(x)
+        assert torch.equal(x[hold], given[hold])  # the model always sees the given frames exactly (Heun's predictor too)
         seen.append(t.clone())
         # a velocity that would move every frame, given or not, and mixes frames
         return 0.3 * x + x.mean(dim=2, keepdim=True) + context
