@@ -208,6 +208,7 @@ class _Reader:
         self.objs: list[_Obj] = []
         self.subject: list[int] = []  # objects the next verb applies to
         self.subject_open = False  # no verb applied yet: "a ball and a box" -> both
+        self.subject_refs = False  # the subject was named by references back ("the ball")
         self.last: list[int] = []  # objects of the last noun phrase ("it", post-nominal adjectives)
         self.target: str | None = None  # what predicates describe: obj/camera/occluder/bg/shots
         self.np: _Phrase | None = None
@@ -435,6 +436,7 @@ class _Reader:
             return  # "objects can pass behind it": no particular objects
         elif np.definite or np.ordinal is not None:
             chosen = self.resolve(np, shape, color, size, plural)
+        referred = bool(chosen)
         if not chosen:
             count = np.count if np.count is not None else (2 if plural else 1)
             chosen = self.create(count, placeholder=bare)
@@ -443,11 +445,13 @@ class _Reader:
                 o.shape, o.color, o.size = shape, color, size
                 if not bare:
                     o.placeholder = False
-        if self.subject_open and self.target == "obj":
+        # "a ball and a box slide": one subject; but in "two balls and a star, the balls bounce"
+        # the reference starts a new one
+        if self.subject_open and self.target == "obj" and self.subject_refs == referred:
             self.subject = self.subject + [i for i in chosen if i not in self.subject]
         else:
             self.subject = list(chosen)
-        self.subject_open, self.last, self.target = True, list(chosen), "obj"
+        self.subject_open, self.subject_refs, self.last, self.target = True, referred, list(chosen), "obj"
         for m in np.mods:
             self.apply(m, chosen)
 
