@@ -278,18 +278,38 @@ def guided_velocity(
     cond: Mapping[str, Any],
     uncond: Mapping[str, Any] | None,
     guidance_scale: float,
+    *,
+    batch: bool = False,
 ) -> Tensor:
     """Classifier-free guidance: ``v_u + s (v_c - v_u)``. The only place guidance is applied.
 
     ``guidance_scale == 1`` is the plain conditional velocity, so the unconditional pass is skipped
-    (half the cost).
+    (half the cost). ``batch=True`` runs both passes as one call of batch 2B (faster on a GPU); it
+    needs tensor arguments of equal shapes in ``cond`` and ``uncond`` (pad text embeddings to one
+    length first) and equal non-tensor ones.
     """
-    v_cond = model_fn(x, t, **cond)
     if guidance_scale == 1.0:
-        return v_cond
+        return model_fn(x, t, **cond)
     if uncond is None:
         raise InputError(f"guidance_scale {guidance_scale} needs an unconditional input (uncond)")
-    v_uncond = model_fn(x, t, **uncond)
+    if not batch:
+        v_cond = model_fn(x, t, **cond)
+        v_uncond = model_fn(x, t, **uncond)
+    else:
+        if set(cond) != set(uncond):
+            raise InputError(f"cond and uncond take different arguments: {sorted(cond)} vs {sorted(uncond)}")
+        both = {}
+        for k in cond:
+            c, u = cond[k], uncond[k]
+            if torch.is_tensor(c) and torch.is_tensor(u):
+                if c.shape != u.shape:
+                    raise InputError(f"batched guidance needs equal shapes for {k!r}: {tuple(c.shape)} vs {tuple(u.shape)}")
+                both[k] = torch.cat([c, u])
+            elif c is u or c == u:
+                both[k] = c
+            else:
+                raise InputError(f"batched guidance needs tensors or equal values for {k!r}")
+        v_cond, v_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
     return v_uncond + guidance_scale * (v_cond - v_uncond)
 
 
@@ -309,6 +329,7 @@ def sample(
     timesteps: Tensor | None = None,
     callback: Callback | None = None,
     progress: bool = True,
+    cfg_batch: bool = False,
 ) -> Tensor:
     """Integrate the flow ODE ``dx/dt = v(x, t)`` from ``t_start`` (1 = pure noise) to t = 0.
 
@@ -332,6 +353,8 @@ def sample(
         timesteps: an explicit decreasing schedule (steps + 1,) ending at 0 instead of the shifted one.
         callback: ``callback(step, t, x)`` after each step, with the new time and state.
         progress: show a tqdm progress bar.
+        cfg_batch: run the conditional and unconditional passes as one batch of 2B (see
+            :func:`guided_velocity`); same result, fewer and larger model calls.
 
     Returns the sample at t = 0, same shape and dtype as ``noise``.
     """
@@ -371,7 +394,7 @@ def sample(
         if given_mask is not None:
             # Per-frame timesteps: given frames are clean, the rest at the current noise level.
             tt = torch.where(given_mask, 0.0, tt[:, None])  # (B, T)
-        return guided_velocity(model_fn, x, tt, cond, uncond, guidance_scale).to(x.dtype)
+        return guided_velocity(model_fn, x, tt, cond, uncond, guidance_scale, batch=cfg_batch).to(x.dtype)
 
     def held(x: Tensor) -> Tensor:
         return x if hold is None else torch.where(hold, given, x)

@@ -223,6 +223,31 @@ def test_guidance_scale_one_skips_unconditional_pass_and_formula():
         flow.sample(model_fn, x, steps=2, guidance_scale=3.0, cond={"label": "c"}, progress=False)
 
 
+def test_batched_guidance_equals_two_passes():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 4, generator=g)
+    batches = []
+
+    def model_fn(x, t, context, context_mask):
+        batches.append(x.shape[0])
+        pooled = (context * context_mask[..., None]).sum(1) / context_mask.sum(1, keepdim=True)  # (B, 4)
+        return torch.tanh(x @ w + pooled) * flow.expand_t(t, x)
+
+    noise = torch.randn(3, 4, generator=g)
+    cond = {"context": torch.randn(3, 5, 4, generator=g), "context_mask": torch.ones(3, 5, dtype=torch.bool)}
+    uncond = {"context": torch.zeros(3, 5, 4), "context_mask": torch.zeros(3, 5, dtype=torch.bool)}
+    uncond["context_mask"][:, :2] = True
+    kw = dict(steps=5, method="heun", guidance_scale=4.0, cond=cond, uncond=uncond, progress=False)
+    two = flow.sample(model_fn, noise, **kw)
+    assert batches == [3] * 18
+    batches.clear()
+    one = flow.sample(model_fn, noise, cfg_batch=True, **kw)
+    assert batches == [6] * 9
+    assert torch.allclose(one, two, atol=1e-6)
+    with pytest.raises(InputError, match="equal shapes"):
+        flow.sample(model_fn, noise, cfg_batch=True, **{**kw, "uncond": {**uncond, "context": torch.zeros(3, 2, 4)}})
+
+
 @pytest.mark.parametrize("method", ["euler", "heun"])
 def test_given_frames_are_held_bitwise_and_seen_at_t0(method):
     g = torch.Generator().manual_seed(0)
