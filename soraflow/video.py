@@ -50,6 +50,9 @@ WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
 CROPS = ("center", "fit", "stretch", "none")
 
 DEFAULT_CRF = {".mp4": 18, ".webm": 32}  # visually near-transparent H.264; VP9's scale is higher
+MAX_CRF = {".mp4": 51, ".webm": 63}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 # Frames up to this many pixels encode and decode fastest on one thread: thread start-up costs
 # more than the work (128x128 x 16 frames on the loaded 2-core machine, median: lossless write ~5
 # vs ~8 ms, read ~7 vs ~16 ms), and data loaders and dataset writers run a process per core anyway.
@@ -146,7 +149,8 @@ def probe(path, *, exact: bool = True) -> VideoInfo:
         if exact:
             container.seek(0)
             frames, end = _count_packets(path, container, stream)
-            if declared and frames and end > 0 and _stops_early(end, declared, 1.0 / float(rate) if rate else declared / frames):
+            frame_duration = 1.0 / float(rate) if rate else (declared or 0.0) / max(frames, 1)
+            if declared and frames and end > 0 and _stops_early(end, declared, frame_duration):
                 raise VideoError(f"{path} is truncated or corrupt: its packets end at {end:.2f} s "
                                  f"of the {declared:.2f} s its header declares")
         else:
@@ -376,13 +380,13 @@ def _image_frames(path: Path):
     image = _open_image(path)
     with image:
         if getattr(image, "n_frames", 1) == 1:
-            yield 0.0, 0.0, np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            yield 0.0, 0.0, np.array(ImageOps.exif_transpose(image).convert("RGB"))
             return
         t = 0.0
         for i, duration in enumerate(_image_durations(image)):
             try:
                 image.seek(i)
-                frame = np.asarray(image.convert("RGB"))
+                frame = np.array(image.convert("RGB"))
             except (OSError, ValueError) as err:
                 raise VideoError(f"{path} is truncated or corrupt: frame {i} failed: {err}") from None
             yield t, duration, frame
@@ -405,9 +409,10 @@ def read_image(path, *, size: tuple[int, int] | None = None, crop: str = "center
         if image is not None:
             with image:
                 try:
-                    rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+                    rgb = np.array(ImageOps.exif_transpose(image).convert("RGB"))
                 except (OSError, ValueError, SyntaxError) as err:
-                    raise VideoError(f"{path} is not an image that can be read (truncated or corrupt?): {err}") from None
+                    raise VideoError(f"{path} is not an image that can be read (truncated or corrupt?): "
+                                     f"{err}") from None
             return _resize(rgb, size, crop)
     try:
         return read_video(path, size=size, crop=crop, max_frames=1)[0]
@@ -457,7 +462,7 @@ def _resize(rgb: np.ndarray, size: tuple[int, int] | None, crop: str) -> np.ndar
                   ((width - inner_w) // 2, (height - inner_h) // 2))
     else:  # "stretch" / "none"
         out = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(out)
+    return np.array(out)  # writable, like the decoder's arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +526,8 @@ def write_video(path, frames, fps: float, *, lossless: bool = False, quality: in
              consecutive frames become one longer frame. Held in memory (GIFs are short).
       .png   one frame -> that file. Several frames -> NAME_0000.png, NAME_0001.png, ... beside it;
              the first file's path is returned.
-    ``preset``: x264 preset for .mp4 ("ultrafast" ... "veryslow").
+    ``quality``: CRF for .mp4 (0-51) and .webm (0-63), lower is better; ignored for .gif/.png.
+    ``preset``: x264 preset for .mp4 ("ultrafast" ... "veryslow"): slower is smaller, same quality.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -529,8 +535,10 @@ def write_video(path, frames, fps: float, *, lossless: bool = False, quality: in
         raise InputError(f"cannot write {path}: unknown video format {suffix or '(no suffix)'!r}; "
                          f"use one of {' '.join(WRITE_SUFFIXES)}")
     rate = _check_fps(fps)
-    if quality is not None and not 0 <= quality <= 63:
-        raise InputError(f"quality (CRF) must be in [0, 63], got {quality}")
+    if quality is not None and suffix in MAX_CRF and not 0 <= quality <= MAX_CRF[suffix]:
+        raise InputError(f"quality (CRF) for {suffix} must be in [0, {MAX_CRF[suffix]}], got {quality}")
+    if preset is not None and preset not in X264_PRESETS:
+        raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}; got {preset!r}")
     if lossless and suffix == ".gif":
         raise InputError(f"cannot write {path} losslessly: GIF has 256 colours; use .mp4, .webm or .png")
     check_writable(path)

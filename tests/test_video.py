@@ -148,6 +148,7 @@ def test_center_fit_stretch_on_a_known_frame(tmp_path):
     assert fit[:9].max() == 0 and fit[21:].max() == 0
     assert fit[15, 2].tolist() == [255, 0, 0] and fit[15, 15].tolist() == [0, 255, 0]
     assert fit[15, 27].tolist() == [0, 0, 255]
+    assert center.flags.writeable and video.read_image(path).flags.writeable  # callers may draw on them
     stretch = video.read_image(path, size=(30, 30), crop="none")
     assert stretch[:, 2].tolist() == [[255, 0, 0]] * 30 and stretch[:, 27].tolist() == [[0, 0, 255]] * 30
     with pytest.raises(InputError, match="crop must be one of"):
@@ -328,6 +329,10 @@ def test_frames_are_validated_with_clear_errors(tmp_path):
         video.write_video(tmp_path / "a.mp4", [], 8)
     with pytest.raises(InputError, match="fps"):
         video.write_video(tmp_path / "a.mp4", busy_clip(t=1, h=8, w=8), 0)
+    with pytest.raises(InputError, match=r"CRF\) for .mp4 must be in \[0, 51\]"):
+        video.write_video(tmp_path / "a.mp4", busy_clip(t=1, h=8, w=8), 8, quality=60)
+    with pytest.raises(InputError, match="preset must be one of"):
+        video.write_video(tmp_path / "a.mp4", busy_clip(t=1, h=8, w=8), 8, preset="quick")
     with pytest.raises(InputError, match="unknown video format '.avi'"):
         video.write_video(tmp_path / "a.avi", busy_clip(t=1, h=8, w=8), 8)
     assert list(tmp_path.iterdir()) == []
