@@ -97,11 +97,34 @@ def shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float, an
     v = (dy * c - dx * s) / radius
     if shape == "box":
         return (np.maximum(np.abs(u), np.abs(v)) - BOX_HALF) * radius
-    edges = _TRIANGLE if shape == "triangle" else _STAR.reshape(-1, 3)
-    d = u[..., None] * edges[:, 0] + v[..., None] * edges[:, 1] - edges[:, 2]  # (h, w, E)
     if shape == "triangle":
-        return d.max(-1) * radius
-    return d.reshape(*d.shape[:-1], 5, 4).max(-1).min(-1) * radius
+        e = _TRIANGLE
+        d = u * e[0, 0] + v * e[0, 1] - e[0, 2]
+        for k in (1, 2):
+            np.maximum(d, u * e[k, 0] + v * e[k, 1] - e[k, 2], out=d)
+        return d * radius
+    return _star_distance(u, -v) * radius  # the fold below works with y up
+
+
+# Unit vectors of the star's mirror lines (Inigo Quilez's sdStar5, exact for a regular 5-point star).
+_K1 = (math.cos(math.pi / 5), -math.sin(math.pi / 5))
+_K2 = (-_K1[0], _K1[1])
+_RF = STAR_INNER / STAR_OUTER
+_BA = (_RF * -_K1[1], _RF * _K1[0] - 1.0)  # from the tip to the notch, in units of the outer radius
+
+
+def _star_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact signed distance to the star (tip up, y up, units of R): fold the plane into one
+    tenth of the star by its mirror lines, then measure to the tip-notch edge."""
+    x = np.abs(x)
+    d1 = np.maximum(_K1[0] * x + _K1[1] * y, 0.0) * 2
+    x, y = x - d1 * _K1[0], y - d1 * _K1[1]
+    d2 = np.maximum(_K2[0] * x + _K2[1] * y, 0.0) * 2
+    x, y = np.abs(x - d2 * _K2[0]), y - d2 * _K2[1] - STAR_OUTER
+    bb = _BA[0] ** 2 + _BA[1] ** 2
+    h = np.clip((x * _BA[0] + y * _BA[1]) / bb, 0.0, STAR_OUTER)
+    dist = np.hypot(x - _BA[0] * h, y - _BA[1] * h)
+    return dist * np.sign(y * _BA[0] - x * _BA[1])
 
 
 _OUTLINE = {  # points whose hull contains the shape (units of R, before rotation)
