@@ -33,7 +33,7 @@ from pathlib import Path
 from ..atomic import write_json
 from ..errors import DataError, InputError
 from .clip import check_render_args, frames_for, render_clip
-from .spec import random_spec
+from .spec import ShotSpec, random_spec
 
 SETTINGS_FILE = "dataset.json"
 MANIFEST = "manifest.jsonl"
@@ -51,6 +51,8 @@ class DatasetConfig:
     image_fraction: float = 0.1  # share of single images (1-frame clips, written as PNG)
 
     def check(self) -> "DatasetConfig":
+        if float(self.fps).is_integer():
+            self.fps = int(self.fps)  # the manifest says "fps": 8, not 8.0
         if self.n < 1:
             raise InputError(f"--n {self.n} must be at least 1")
         if not self.sizes:
@@ -107,6 +109,9 @@ def make_clip(config: DatasetConfig, index: int):
     """Render clip ``index`` of a dataset: (Clip, manifest entry without the path)."""
     plan, rng = plan_clip(config, index)
     spec = random_spec(rng)
+    if plan.num_frames == 1:
+        # A still cannot show a camera move or a cut, so its caption must not claim one.
+        spec.camera, spec.shots = "static", [ShotSpec("wide")]
     short, long = captions_for(spec, rng)
     clip = render_clip(spec, plan.size, config.fps, num_frames=plan.num_frames, seed=plan.seed)
     entry = {"id": clip_id(index), "short": short, "long": long, "height": plan.size[0], "width": plan.size[1],
