@@ -376,18 +376,23 @@ def build_latent_cache(
     device: str | torch.device = "cpu",
     autocast: bool = True,
     limit: int | None = None,
+    caption_cache: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> CacheSummary:
     """Encode every clip of ``data`` with the VAE (once) and its captions with the text encoder
     into a latent cache at ``out``. Resumable: clips already in ``out`` are not encoded again.
 
     ``vae`` is a model folder (``VideoVAE.from_pretrained``) or a loaded model; ``text_encoder`` a
-    loaded encoder or None to load ``text_reference``. Unreadable clips are skipped with a warning.
+    loaded encoder or None to load ``text_reference``. Caption features go through a
+    :class:`~soraflow.text_cache.CaptionCache` (``caption_cache``, default ``OUT/captions``): every
+    distinct caption is encoded once, in batches, and reused by later runs and other caches.
+    Unreadable clips are skipped with a warning.
     """
     from tqdm.auto import tqdm
 
     from .models.text import load_text_encoder
     from .models.vae import VideoVAE
+    from .text_cache import CaptionCache
 
     items = discover_clips(data)
     if isinstance(vae, (str, os.PathLike)):
@@ -403,12 +408,15 @@ def build_latent_cache(
         "dtype": str(dtype).removeprefix("torch."),
     }
     added = skipped = 0
-    with LatentCacheWriter(out, meta=meta, shard_size=shard_size, dtype=dtype) as writer:
-        if "null_text" not in writer.index:
-            writer.set_null_text(_encode_texts(encoder, [""])[0])
+    captions = CaptionCache(Path(caption_cache) if caption_cache else Path(out) / "captions", encoder)
+    with LatentCacheWriter(out, meta=meta, shard_size=shard_size, dtype=dtype) as writer, captions:
         todo = [it for it in items if it.source not in writer.done]
         if limit is not None:
             todo = todo[:limit]
+        # Batched encoding of every caption up front (the encoder is fast per batch, slow per call).
+        captions.precompute([""] + [c for it in todo for c in it.captions.values()], progress=progress)
+        if "null_text" not in writer.index:
+            writer.set_null_text(_unpad(captions.get([""]))[0])
         bar = tqdm(todo, desc="caching latents", unit="clip", disable=not progress, dynamic_ncols=True)
         for item in bar:
             try:
@@ -421,7 +429,7 @@ def build_latent_cache(
                 continue
             latent = encode_frames(vae, frames, device=device, autocast=autocast)  # (C, T, H, W)
             kinds = list(item.captions)
-            feats = _encode_texts(encoder, [item.captions[k] for k in kinds]) if kinds else []
+            feats = _unpad(captions.get([item.captions[k] for k in kinds])) if kinds else []
             writer.add(
                 item.id, latent, dict(zip(kinds, feats)), captions=item.captions, fps=clip_fps,
                 frames=len(frames), height=frames.shape[1], width=frames.shape[2], source=item.source,
@@ -442,7 +450,7 @@ def build_latent_cache(
 @torch.no_grad()
 def encode_frames(vae, frames: np.ndarray, *, device="cpu", autocast: bool = True) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) -> normalized latent (C, T', H/8, W/8) float32 (the posterior mean)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)  # (T, H, W, 3) uint8
     x = x.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W) in [-1, 1]
     dev = torch.device(device)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and dev.type == "cpu"):
@@ -451,11 +459,9 @@ def encode_frames(vae, frames: np.ndarray, *, device="cpu", autocast: bool = Tru
     return vae.normalize(mean.float())[0].cpu()
 
 
-def _encode_texts(encoder, texts: list[str]) -> list[torch.Tensor]:
-    """Captions -> list of (L_i, D) features, padding removed."""
-    emb = encoder.encode(texts)
-    tokens, mask = emb.tokens, emb.mask
-    return [tokens[i][mask[i].bool()].float().cpu() for i in range(len(texts))]
+def _unpad(emb) -> list[torch.Tensor]:
+    """A TextEmbedding (B, L, D) + mask -> list of (L_i, D) float32 features, padding removed."""
+    return [emb.tokens[i][emb.mask[i].bool()].float().cpu() for i in range(emb.tokens.shape[0])]
 
 
 def _config_dict(cfg) -> dict:

@@ -183,3 +183,108 @@ def test_bucket_sampler_splits_batches_across_ranks():
     assert len({len(r) for r in ranks}) == 1
     flat = [tuple(b) for r in ranks for b in r]
     assert len(flat) == len(set(flat))  # no batch on two ranks
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a cache from clips with the (tiny) VAE
+
+
+class FakeTextEncoder:
+    """Deterministic word-hash features: the caching logic is under test here, not the encoder."""
+
+    dim, reference, max_length, cache_key = 8, "fake-words", 32, "fake-words|8"
+
+    def __init__(self):
+        self.encoded = 0
+
+    def encode(self, prompts, batch_size=64):
+        import zlib
+
+        from soraflow.models.text import TextEmbedding
+
+        self.encoded += len(prompts)
+        words = [["<s>"] + p.split() for p in prompts]
+        L = max(len(w) for w in words)
+        tokens, mask = torch.zeros(len(prompts), L, self.dim), torch.zeros(len(prompts), L, dtype=torch.bool)
+        for i, ws in enumerate(words):
+            for j, w in enumerate(ws):
+                tokens[i, j] = torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(w.encode())))
+                mask[i, j] = True
+        return TextEmbedding(tokens, mask)
+
+
+def _write_world(root, clips):
+    """A SoraWorld-style folder: clips/*.mp4|png and manifest.jsonl."""
+    import numpy as np
+
+    from soraflow import video
+
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for cid, (frames, h, w, caption) in clips.items():
+        rng = np.random.default_rng(len(lines))
+        if frames == "garbage":
+            rel = f"clips/{cid}.mp4"
+            (root / rel).write_bytes(b"this is not a video" * 10)
+        elif frames == 1:
+            rel = f"clips/{cid}.png"
+            video.write_image(root / rel, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        else:
+            rel = f"clips/{cid}.mp4"
+            video.write_video(root / rel, rng.integers(0, 255, (frames, h, w, 3), dtype=np.uint8), fps=8, lossless=True)
+        lines.append(json.dumps({"id": cid, "path": rel, "short": caption.split(",")[0], "long": caption, "fps": 8}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_build_latent_cache_encodes_once_skips_bad_clips_and_resumes(tmp_path):
+    import numpy as np
+
+    from soraflow import video
+    from soraflow.data import build_latent_cache
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("tiny"))
+    vae.save_pretrained(tmp_path / "vae")
+    clips = {
+        "a": (9, 32, 48, "a red ball bouncing, on green grass"),
+        "b": (7, 40, 40, "a blue cube sliding, left to right"),  # 7 -> 5 frames, 40x40 -> 32x32 crop
+        "c": (1, 32, 32, "a yellow star, still"),  # an image: one latent frame
+        "bad": ("garbage", 0, 0, "broken"),
+    }
+    _write_world(tmp_path / "world", clips)
+    enc = FakeTextEncoder()
+    kw = dict(text_encoder=enc, dtype=torch.float32, autocast=False, shard_size=2, progress=False)
+    with pytest.warns(DataWarning, match="bad.mp4"):
+        summary = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", **kw)
+    assert (summary.added, summary.skipped, summary.total) == (3, 1, 3)
+    assert summary.shapes == {"4x3x4x6": 1, "4x2x4x4": 1, "4x1x4x4": 1}
+
+    ds = LatentDataset(tmp_path / "cache")
+    by_id = {e.id: i for i, e in enumerate(ds.entries)}
+    frames = video.read_video(tmp_path / "world/clips/a.mp4")
+    x = torch.from_numpy(np.array(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        expected = vae.normalize(vae.encode(x).mean)[0]
+    sample = ds[by_id["a"]]
+    assert torch.allclose(sample.latent, expected, atol=1e-5)
+    assert sample.caption == clips["a"][3]
+    want = enc.encode([clips["a"][3]])
+    assert torch.allclose(sample.text, want.tokens[0][want.mask[0]])
+    entry = ds.entries[by_id["b"]]
+    assert (entry.frames, entry.height, entry.width) == (5, 32, 32)
+    assert ds.null_text().shape == (1, 8)  # "" -> the start token only
+
+    # Run again: nothing is encoded twice (VAE or text), the bad clip is not retried.
+    before = enc.encoded
+    again = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", **kw)
+    assert (again.added, again.skipped, again.total) == (0, 0, 3) and enc.encoded == before
+    # A new clip in the dataset: only it is added.
+    clips["d"] = (5, 32, 32, "a green disc falling")
+    _write_world(tmp_path / "world", clips)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # the bad clip is remembered, not retried
+        third = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", **kw)
+    assert (third.added, third.total) == (1, 4)
+    with pytest.raises(DataError, match="does not exist"):
+        build_latent_cache(tmp_path / "nowhere", tmp_path / "vae", tmp_path / "cache2", **kw)

@@ -250,3 +250,45 @@ def test_cli_trains_resumes_with_saved_config_and_reports_bad_input(tmp_path, ca
     assert cli_main(["train", "dit", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r3"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("soraflow: error: latent cache") and "does not exist" in err and "\n" not in err
+
+
+def test_end_to_end_cache_latents_train_with_sample_videos_and_export(tmp_path, monkeypatch, capsys):
+    """clips -> `cache-latents` (tiny VAE) -> `train dit` with periodic sample videos -> `export-dit`."""
+    import soraflow.models.text as text
+    from soraflow import video
+    from soraflow.models.dit import DiT
+    from soraflow.models.vae import VideoVAE, vae_config
+    from test_data import FakeTextEncoder, _write_world
+
+    torch.manual_seed(0)
+    VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "vae")
+    _write_world(tmp_path / "world", {"a": (9, 32, 48, "a red ball bouncing"), "c": (1, 32, 32, "a yellow star")})
+    monkeypatch.setattr(text, "load_text_encoder", lambda reference="minilm", **kw: FakeTextEncoder())
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    assert cli_main(["train", "cache-latents", "--data", str(tmp_path / "world"), "--vae", str(tmp_path / "vae"), "--out", str(cache)]) == 0
+    assert "2 clips cached (2 new, 0 skipped)" in capsys.readouterr().out
+
+    args = ["train", "dit", "--data", str(cache), "--out", str(run), "--preset", "tiny", "--steps", "2", "--threads", "1",
+            "--vae", str(tmp_path / "vae"), "--sample-every", "2", "--sample-steps", "2", "--quiet"]
+    assert cli_main(args) == 0
+    samples = sorted(p.name for p in (run / "samples").iterdir())
+    assert samples == ["step_00000002_0.mp4", "step_00000002_0.txt", "step_00000002_1.png", "step_00000002_1.txt"]
+    info = video.probe(run / "samples" / "step_00000002_0.mp4")
+    assert (info.frames, info.height, info.width) == (9, 32, 48)
+    assert (run / "samples" / "step_00000002_0.txt").read_text().strip() == "a red ball bouncing"
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+
+    assert cli_main(["train", "export-dit", str(run), "-o", str(tmp_path / "model")]) == 0
+    model = DiT.from_pretrained(tmp_path / "model")
+    ema = load_file(str(latest_checkpoint(run) / "ema.safetensors"))
+    assert model.config.in_channels == 4 and model.config.text_dim == 8
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ema[k]), k
+    # A complete model folder for the pipeline: the cache's VAE, the EMA DiT, sizes from the data.
+    from soraflow.pipeline import read_config
+
+    assert cli_main(["train", "export-dit", str(run), "-o", str(tmp_path / "pipe"), "--pipeline"]) == 0
+    pcfg = read_config(tmp_path / "pipe")
+    assert (pcfg.height, pcfg.width, pcfg.fps, pcfg.latent_channels, pcfg.text_encoder) == (32, 48, 8, 4, "fake-words")
+    assert torch.equal(DiT.from_pretrained(tmp_path / "pipe" / "dit").proj_out.weight, model.proj_out.weight)
+    assert VideoVAE.from_pretrained(tmp_path / "pipe" / "vae").config.z_dim == 4

@@ -129,12 +129,20 @@ def _register_export(subparsers) -> None:
     p.add_argument("run", type=Path, help="run folder (its latest checkpoint) or a checkpoint folder")
     p.add_argument("-o", "--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--raw", action="store_true", help="export the raw trained weights instead of the EMA")
+    p.add_argument(
+        "--pipeline", action="store_true",
+        help="write a complete model folder for `soraflow generate --model` (config.json, vae/, dit/) instead of the DiT alone",
+    )
+    p.add_argument("--vae", type=Path, default=None, help="with --pipeline: VAE folder [default: the one the latent cache was built with]")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    from ..train.dit import export_dit
+    from ..train.dit import export_dit, export_pipeline
 
-    out = export_dit(args.run, args.out, ema=not args.raw)
+    if args.pipeline:
+        out = export_pipeline(args.run, args.out, vae=args.vae, ema=not args.raw)
+    else:
+        out = export_dit(args.run, args.out, ema=not args.raw)
     print(f"wrote {out}")
     return 0

@@ -423,4 +423,68 @@ def export_dit(
     return out_dir
 
 
-__all__ = ["DiTTrainer", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit", "train_dit"]
+def export_pipeline(
+    run_or_checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    vae: str | os.PathLike | None = None,
+    ema: bool = True,
+    **pipeline_config,
+) -> Path:
+    """Write a complete model folder for :class:`~soraflow.pipeline.SoraPipeline` (config.json, vae/,
+    dit/ with the EMA weights) from a training checkpoint.
+
+    The VAE defaults to the one the latent cache was built with; the text encoder reference, latent
+    channels, fps and default size come from the cache (the most common clip size). Other
+    ``PipelineConfig`` fields can be given as keyword arguments. Written to a temporary folder first
+    and renamed into place.
+    """
+    import json
+    import shutil
+    from collections import Counter
+
+    from ..atomic import write_json
+    from ..models.vae import VideoVAE
+    from ..pipeline import CONFIG_NAME, DIT_FOLDER, VAE_FOLDER, PipelineConfig
+
+    ckpt = resolve_checkpoint(run_or_checkpoint)
+    extra = json.loads((ckpt / "extra.json").read_text())
+    vae_path = vae or extra.get("vae", {}).get("path")
+    if not vae_path or vae_path == "<in-memory>" or not Path(vae_path).is_dir():
+        raise InputError(f"no VAE folder for the pipeline (cache recorded {vae_path!r}); pass --vae DIR")
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        export_dit(ckpt, tmp / DIT_FOLDER, ema=ema)
+        vae_model = VideoVAE.from_pretrained(vae_path)
+        vae_model.save_pretrained(tmp / VAE_FOLDER)
+        model_cfg = json.loads((tmp / DIT_FOLDER / "config.json").read_text())
+        values = {
+            "latent_channels": int(model_cfg["in_channels"]),
+            "text_encoder": extra.get("text", {}).get("reference", "minilm"),
+            "size_multiple": vae_model.spatial_factor * max(model_cfg["patch_size"][1:]),
+        }
+        cfg_path = ckpt / "config.json"
+        data = json.loads(cfg_path.read_text()).get("data") if cfg_path.is_file() else None
+        if data and (Path(data) / "index.json").is_file():
+            entries = json.loads((Path(data) / "index.json").read_text())["entries"]
+            clips = [e for e in entries if e.get("frames", 0) > 1] or entries
+            if clips:
+                (h, w), _ = Counter((e["height"], e["width"]) for e in clips).most_common(1)[0]
+                fps = Counter(round(e["fps"]) for e in clips).most_common(1)[0][0]
+                frames = Counter(e["frames"] for e in clips).most_common(1)[0][0]
+                if h and w and fps:
+                    values.update(height=h, width=w, fps=int(fps), seconds=round(frames / fps, 3))
+        values.update(pipeline_config)
+        config = PipelineConfig(**values)
+        write_json(tmp / CONFIG_NAME, {"_class_name": "SoraPipeline", **config.to_dict()})
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+__all__ = ["DiTTrainer", "export_pipeline", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit", "train_dit"]
