@@ -211,3 +211,18 @@ def test_openai_expander_connection_refused_names_the_url():
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(SoraflowError, match=f"cannot reach the prompt expander at {url}/chat/completions"):
         OpenAIExpander(url, "m", timeout=2).expand("a ball")
+
+
+def test_docs_examples_run():
+    """Every ```python block of docs/prompts.md runs as written (its asserts included)."""
+    import re
+    import warnings
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "prompts.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in blocks:
+            exec(compile(block, str(doc), "exec"), {})

@@ -394,7 +394,8 @@ def _objects_introduced(r: random.Random, spec: SceneSpec, background: str) -> l
         another = any(astuple(p)[:3] == astuple(objects[start])[:3] for p in objects[:start])
         parts.append(_intro(r, objects[start], n, another=another))
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    head = r.choice(("the scene shows", "the clip shows", "we see", "the scene contains", "in view are"))
+    heads = ("the scene shows", "the clip shows", "we see", "the scene contains")
+    head = r.choice(heads + (("in view are",) if len(objects) > 1 else ()))
     out = [_cap(f"{head} {listed}{' ' + background if background else ''}") + "."]
     # one sentence per group of identical objects, referred back to
     groups: dict[tuple, list[int]] = {}

@@ -96,12 +96,9 @@ def parse_prompt(prompt: str) -> ParseResult:
     for tok in tokens:
         reader.feed(tok)
     reader.end_sentence()
-    spec, notes = reader.build(prompt)
-    seen = []
-    for word in unknown:
-        if word not in seen:
-            seen.append(word)
-    return ParseResult(spec, seen, reader.notes + notes)
+    unknown = list(dict.fromkeys(unknown))  # first occurrences, in order
+    spec, notes = reader.build(prompt, unknown)
+    return ParseResult(spec, unknown, reader.notes + notes)
 
 
 # ---------------------------------------------------------------- tokens
@@ -550,12 +547,13 @@ class _Reader:
                 o.trail = False
 
     # ------------------------------------------------------------ the spec
-    def build(self, prompt: str) -> tuple[SceneSpec, list[str]]:
+    def build(self, prompt: str, unknown: list[str]) -> tuple[SceneSpec, list[str]]:
         notes: list[str] = []
         if not self.objs:
+            ignored = f" (unknown words: {', '.join(unknown)})" if unknown else ""
             raise OutOfGrammarError(
-                f"no object understood in {prompt!r}; name one of the SoraWorld {vocabulary_summary()} "
-                "(e.g. 'a red ball bouncing on grass')")
+                f"no object understood in {prompt!r}{ignored}; name one of the SoraWorld "
+                f"{vocabulary_summary()} (e.g. 'a red ball bouncing on grass')")
         if len(self.objs) > MAX_OBJECTS:
             raise OutOfGrammarError(f"a SoraWorld scene holds at most {MAX_OBJECTS} objects, "
                                     f"the prompt names {len(self.objs)}")
