@@ -157,6 +157,7 @@ class Background:
         self.kind, self.name = scene.spec.background.kind, scene.spec.background.name
         self.horizon = scene.horizon
         self.height, self.width = scene.height, scene.width
+        self.vanish_x = scene.aspect / 2  # the ground's lines converge above the middle of the first view
         rng = np.random.default_rng(scene.texture_seed)
         # Texture: a few products of sinusoids in world units, incommensurate frequencies so the
         # pattern never repeats within a view (a shift is unambiguous to measure).
@@ -255,7 +256,7 @@ class Background:
         wyb = wy[r0:]
         depth_s = np.maximum(wyb - self.horizon, 0.5 / s)  # screen distance below the horizon
         z = 1.0 / depth_s  # ground depth of each row, (h,)
-        gx = (wx[None, :] - 0.0) * z[:, None]  # ground x of each pixel, (h, W)
+        gx = (wx[None, :] - self.vanish_x) * z[:, None]  # ground x of each pixel, (h, W)
         px_z = z * z / s  # depth change across one pixel (how fast the pattern gets finer)
         px_x = z / s
         base, pat = (np.array(c, np.float32) for c in GROUND[self.name])

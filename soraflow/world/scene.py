@@ -79,7 +79,7 @@ class Scene:
     width: int
     duration: float  # time of the last frame, s
     seed: int
-    physics: Physics
+    physics: Physics | None  # bodies and walls (set by build_scene once the camera path is known)
     occluder: Occluder | None
     horizon: float | None  # world y of the horizon ("ground" backgrounds)
     texture_seed: int  # phases of the background texture
@@ -128,7 +128,7 @@ def _wide_extent(scene: Scene, t: float) -> tuple[float, float, float, float]:
 def build_scene(spec: SceneSpec, height: int, width: int, duration: float, seed: int) -> Scene:
     """Lay out a complete spec: walls, bodies with start states, occluder, shot cuts."""
     rng = random.Random(f"soraworld-{seed}")
-    scene = Scene(spec, height, width, duration, seed, physics=None, occluder=None,  # type: ignore[arg-type]
+    scene = Scene(spec, height, width, duration, seed, physics=None, occluder=None,
                   horizon=HORIZON if spec.background.kind == "ground" else None,
                   texture_seed=rng.randrange(2**31))
     n_shots = len(spec.shots)
