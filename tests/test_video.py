@@ -420,3 +420,28 @@ def test_copy_of_real_clip_reads_identically(real_videos, tmp_path):
     copy = tmp_path / "copy.mp4"
     shutil.copy(real_videos / "carphone_pristine.mp4", copy)
     assert video.read_video(copy, fps=8).shape == (33, 144, 176, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_longer_than_video_is_not_truncation(tmp_path, suffix):
+    """The container's duration covers the audio too; only the video's own duration is checked."""
+    import av
+
+    path = tmp_path / f"talk{suffix}"
+    with av.open(str(path), "w") as container:
+        picture = container.add_stream("libx264", rate=8)
+        picture.width, picture.height, picture.pix_fmt = 32, 32, "yuv420p"
+        sound = container.add_stream("aac", rate=44100)
+        for i in range(8):  # 1 s of video
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 30 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        for k in range(3 * 44100 // 1024):  # 3 s of silence
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 44100, 1024 * k
+            container.mux(sound.encode(samples))
+        container.mux(sound.encode(None))
+    assert video.read_video(path).shape == (8, 32, 32, 3)
+    info = video.probe(path)
+    assert (info.frames, info.fps, info.duration) == (8, 8.0, 1.0)
