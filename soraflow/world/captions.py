@@ -465,7 +465,10 @@ def long_caption(spec: SceneSpec, rng: random.Random | int | None = None) -> str
 
 
 def short_prompt(spec: SceneSpec, rng: random.Random | int | None = None) -> str:
-    """A short user-style prompt stating a natural subset of ``spec`` ("a red ball bouncing on grass")."""
+    """A short user-style prompt stating a natural subset of the complete ``spec``
+    ("a red ball bouncing on grass")."""
+    if not spec.is_complete:
+        raise ValueError("short_prompt needs a complete spec; use spec.complete() first")
     validate(spec)
     r = _rng(rng)
     say_color = r.random() < 0.85
@@ -478,7 +481,8 @@ def short_prompt(spec: SceneSpec, rng: random.Random | int | None = None) -> str
         if o.motion == "still":
             return r.choice(("at rest", "sitting still", "resting", "standing still"))
         if o.motion == "move":
-            vp = r.choice(("moving", "sliding", "drifting", "gliding") + (("rolling",) if o.shape == "ball" else ()))
+            rolls = o.shape == "ball" and (o.direction in ("left", "right") or not say_direction)
+            vp = r.choice(("moving", "sliding", "drifting", "gliding") + (("rolling",) if rolls else ()))
             if say_direction and o.direction:
                 vp += " " + r.choice(_DIRECTION[o.direction] + (o.direction,))
         else:
@@ -543,12 +547,16 @@ def short_prompt(spec: SceneSpec, rng: random.Random | int | None = None) -> str
     return text
 
 
+_SHORT_BACKGROUND = {
+    "day": ("under a blue sky", "in daylight"), "sunset": ("at sunset", "under a sunset sky"),
+    "night": ("at night", "under a night sky"), "grass": ("on grass", "on the grass", "on a lawn"),
+    "sand": ("on sand", "on the beach"), "snow": ("in the snow", "on snow"),
+    "tiles": ("on a tiled floor", "on tiles"),
+}
+
+
 def _short_background(r: random.Random, spec: SceneSpec) -> str:
     bg = spec.background
     if bg.kind == "solid":
         return f"on a {bg.name} background"
-    if bg.kind == "sky":
-        return {"day": r.choice(("under a blue sky", "in daylight")), "sunset": r.choice(("at sunset", "under a sunset sky")),
-                "night": r.choice(("at night", "under a night sky"))}[bg.name]
-    return {"grass": r.choice(("on grass", "on the grass", "on a lawn")), "sand": r.choice(("on sand", "on the beach")),
-            "snow": r.choice(("in the snow", "on snow")), "tiles": r.choice(("on a tiled floor", "on tiles"))}[bg.name]
+    return r.choice(_SHORT_BACKGROUND[bg.name])

@@ -207,7 +207,7 @@ class _Reader:
         self.subject_open = False  # no verb applied yet: "a ball and a box" -> both
         self.subject_refs = False  # the subject was named by references back ("the ball")
         self.last: list[int] = []  # objects of the last noun phrase ("it", post-nominal adjectives)
-        self.target: str | None = None  # what predicates describe: obj/camera/occluder/bg/shots
+        self.target: str | None = None  # what predicates describe: obj/camera/occluder/bg/sky/shots
         self.np: _Phrase | None = None
         self.expect: str | None = None  # "turn" (a colour change) or "pan"/"tilt" waiting for a direction
         self.negate = False
@@ -303,6 +303,7 @@ class _Reader:
             for c in np.colors if np else ():
                 self.sky = self.sky or _SKY_COLORS.get(c)
             self.bg_kind = self.bg_kind or "sky"
+            self.target = "sky"  # "the sky is orange"
         elif cat == "sky":
             self.sky = tok.value
         elif cat == "ground":
@@ -380,6 +381,9 @@ class _Reader:
             return
         if self.target == "bg":
             self.background_phrase(np)
+        elif self.target == "sky":
+            for c in np.colors:
+                self.sky = _SKY_COLORS.get(c, self.sky)
         elif self.target == "occluder" and np.colors:
             self.occluder["color"] = self.object_color(np.colors[-1], "pillar")
         elif self.target == "camera":

@@ -70,6 +70,7 @@ mostly slightly somewhat directly diagonally straight overall area region wall w
 way there's here's view views motion movement kind sort viewer isn't stays stay staying
 remaining remained there dark bright clear light fresh stretch path if last finally followed
 follow follows we us sight ever entire happens happen happening set edited edit
+screen top bottom
 """.split())
 
 #: word or phrase (a tuple of words; hyphens split words) -> (category, value)
@@ -153,7 +154,7 @@ for _w, _d in {"rise": "up", "rises": "up", "rising": "up", "ascend": "up", "asc
     _add(_w, "move", _d)
 for _w in ("bounce", "bounces", "bouncing", "bounced", "bouncy", "hop", "hops", "hopping",
            "fall", "falls", "falling", "drop", "drops", "dropping", "dropped", "dribble",
-           "dribbles", "dribbling", "is dropped", "are dropped"):
+           "dribbles", "dribbling", "is dropped", "are dropped", "jump", "jumps", "jumping"):
     _add(_w, "bounce")
 
 # directions (value: one of DIRECTIONS); "to the left" is one token so "the" is no determiner there
@@ -183,6 +184,10 @@ for _v, _vwords in {"up": ("up", "upper", "top"), "down": ("down", "lower", "bot
             _add(f"{_v}ward {_mid} {_h}", "dir", _d)
         _add(f"{_h}ward and {_v}ward", "dir", _d)
         _add(f"{_h} and {_v}", "dir", _d)
+for _a, _b in (("left", "right"), ("right", "left"), ("top", "bottom"), ("bottom", "top")):
+    _to = {"top": "up", "bottom": "down"}.get(_b, _b)
+    for _the in ("", "the "):
+        _add(f"from {_the}{_a} to {_the}{_b}", "dir", _to)
 for _w in ("in place", "on the spot", "up and down", "straight up and down", "vertically",
            "on the same spot", "in the same place"):
     _add(_w, "inplace")
