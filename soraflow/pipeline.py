@@ -497,6 +497,7 @@ class SoraPipeline:
             self.dit, noise, steps=req.steps, shift=shift, method=req.sampler, guidance_scale=req.guidance_scale,
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
+            cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
         )
         timings["denoise"] += time.perf_counter() - tick
 
