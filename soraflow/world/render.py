@@ -186,49 +186,42 @@ class Background:
 
     def _texture(self, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
         # sum_k a_k sin(fx_k x + px_k) sin(fy_k y + py_k) as one matmul: (H, k) @ (k, W).
-        rows = np.sin(wy[:, None] * self.fy + self.py) * self.amp  # (H, k)
-        cols = np.sin(wx[:, None] * self.fx + self.px)  # (W, k)
-        return (rows @ cols.T).astype(np.float32)  # (H, W), about -1..1
-
-    def _sky(self, wy: np.ndarray, top: float, bottom: float, name: str) -> np.ndarray:
-        t = np.clip((wy - top) / (bottom - top), 0, 1)[:, None]  # (H, 1)
-        c0, c1 = (np.array(c, np.float32) for c in SKY[name])
-        return (c0 + (c1 - c0) * t).astype(np.float32)  # (H, 3)
+        rows = (np.sin(wy[:, None] * self.fy + self.py) * self.amp).astype(np.float32)  # (H, k)
+        cols = np.sin(wx[:, None] * self.fx + self.px).astype(np.float32)  # (W, k)
+        return rows @ cols.T  # (H, W), about -1..1
 
     def _render(self, pose: CameraPose) -> np.ndarray:
+        # Trigonometry runs on 1-D float64 world coordinates (exact positions); everything 2-D is float32.
         h, w = self.height, self.width
         s = pose.scale(h)  # pixels per world unit
         wx = pose.cx + (np.arange(w) + 0.5 - w / 2) / s  # world x of each column
         wy = pose.cy + (np.arange(h) + 0.5 - h / 2) / s  # world y of each row
+        tex = self._texture(wx, wy)[..., None]  # (H, W, 1)
         if self.kind == "solid":
-            base = np.array(BACKGROUND_COLORS[self.name], np.float32)
-            img = np.empty((h, w, 3), np.float32)
-            img[:] = base
-            img += (7.0 * self._texture(wx, wy))[..., None]  # subtle, but it moves with the camera
-            return img
+            return np.array(BACKGROUND_COLORS[self.name], np.float32) + 7.0 * tex  # subtle, but it moves with the camera
         if self.kind == "sky":
             img = self._sky_image(wx, wy, -0.3, 1.2, self.name, s)
-            return img
-        img = self._sky_image(wx, wy, -0.3, self.horizon, GROUND_SKY, s)
-        self._ground(img, wx, wy, s)
+        else:
+            img = self._sky_image(wx, wy, -0.3, self.horizon, GROUND_SKY, s)
+            self._ground(img, wx, wy, s)
+        img += 3.0 * tex
         return img
 
     def _sky_image(self, wx, wy, top, bottom, name, s) -> np.ndarray:
-        h, w = len(wy), len(wx)
-        img = np.empty((h, w, 3), np.float32)
-        img[:] = self._sky(wy, top, bottom, name)[:, None, :]
-        if name in CLOUD:
-            # Soft clouds: a low-frequency field, thresholded smoothly.
-            rows = np.sin(wy[:, None] * self.cfy + self.cpy)  # (H, 4)
-            cols = np.sin(wx[:, None] * self.cfx + self.cpx)  # (W, 4)
-            field = rows @ cols.T / 4 + 0.25 * np.sin(wx * 2.3 + self.cpx[0])[None, :]
-            alpha = np.clip((field - 0.2) * 3.0, 0, 0.85).astype(np.float32)
-            alpha *= np.clip((bottom - wy) * 4, 0, 1)[:, None].astype(np.float32)  # thin out at the horizon
-            img += alpha[..., None] * (np.array(CLOUD[name], np.float32) - img)
-        else:
+        t = np.clip((wy - top) / (bottom - top), 0, 1)[:, None]  # (H, 1)
+        c0, c1 = (np.array(c, np.float64) for c in SKY[name])
+        sky = (c0 + (c1 - c0) * t).astype(np.float32)[:, None, :]  # (H, 1, 3) gradient colour of each row
+        if name not in CLOUD:
+            img = np.broadcast_to(sky, (len(wy), len(wx), 3)).copy()
             self._stars(img, wx, wy, s)
-        img += (3.0 * self._texture(wx, wy))[..., None]
-        return img
+            return img
+        # Soft clouds: a low-frequency field, thresholded smoothly, thinning out towards the horizon.
+        rows = np.sin(wy[:, None] * self.cfy + self.cpy).astype(np.float32) / 4  # (H, 4)
+        cols = np.sin(wx[:, None] * self.cfx + self.cpx).astype(np.float32)  # (W, 4)
+        field = rows @ cols.T + (0.25 * np.sin(wx * 2.3 + self.cpx[0])).astype(np.float32)  # (H, W)
+        alpha = np.clip((field - 0.2) * 3.0, 0, 0.85)
+        alpha *= np.clip((bottom - wy) * 4, 0, 1).astype(np.float32)[:, None]
+        return sky + alpha[..., None] * (np.array(CLOUD[name], np.float32) - sky)  # (H, W, 3)
 
     def _stars(self, img: np.ndarray, wx: np.ndarray, wy: np.ndarray, s: float) -> None:
         h, w = img.shape[:2]
@@ -256,31 +249,31 @@ class Background:
         wyb = wy[r0:]
         depth_s = np.maximum(wyb - self.horizon, 0.5 / s)  # screen distance below the horizon
         z = 1.0 / depth_s  # ground depth of each row, (h,)
-        gx = (wx[None, :] - self.vanish_x) * z[:, None]  # ground x of each pixel, (h, W)
         px_z = z * z / s  # depth change across one pixel (how fast the pattern gets finer)
         px_x = z / s
-        base, pat = (np.array(c, np.float32) for c in GROUND[self.name])
+        zc = z.astype(np.float32)[:, None]  # (h, 1)
+        gx = (wx - self.vanish_x).astype(np.float32)[None, :] * zc  # ground x of each pixel, (h, W)
+        two_pi = np.float32(2 * math.pi)
         if self.name == "grass":  # mowing stripes converging to the vanishing point
-            p = np.sin(gx * (2 * math.pi / 0.7))
-            fade = np.clip(1 - 1.5 * px_x / 0.7, 0, 1)[:, None]
-            v = 0.5 + 0.5 * np.tanh(3 * p) * fade
+            fade = np.clip(1 - 1.5 * px_x / 0.7, 0, 1).astype(np.float32)[:, None]
+            v = np.clip(2.5 * np.sin(gx * (two_pi / np.float32(0.7))), -1, 1) * fade
         elif self.name == "sand":  # ripples across the depth
-            p = np.sin(z[:, None] * (2 * math.pi / 0.45) + 0.6 * np.sin(gx * 1.3))
-            fade = np.clip(1 - 1.5 * px_z / 0.45, 0, 1)[:, None]
-            v = 0.5 + 0.5 * p * fade
+            fade = np.clip(1 - 1.5 * px_z / 0.45, 0, 1).astype(np.float32)[:, None]
+            v = np.sin(zc * (two_pi / np.float32(0.45)) + np.float32(0.6) * np.sin(gx * np.float32(1.3))) * fade
         elif self.name == "snow":  # faint drifts
-            p = np.sin(z[:, None] * (2 * math.pi / 0.8)) * np.sin(gx * (2 * math.pi / 1.1))
-            fade = np.clip(1 - 1.5 * px_z / 0.8, 0, 1)[:, None]
-            v = 0.5 + 0.35 * p * fade
+            fade = np.clip(1 - 1.5 * px_z / 0.8, 0, 1).astype(np.float32)[:, None]
+            v = np.sin(gx * (two_pi / np.float32(1.1))) * (0.7 * np.sin(z * (2 * math.pi / 0.8)).astype(np.float32)[:, None] * fade)
         else:  # tiles: a checkerboard
-            p = np.sin(gx * (math.pi / 0.5)) * np.sin(z * (math.pi / 0.5))[:, None]
-            fade = np.clip(1 - 1.5 * np.maximum(px_z, px_x) / 0.5, 0, 1)[:, None]
-            v = 0.5 + 0.5 * np.tanh(4 * p) * fade
-        ground = base + (pat - base) * v[..., None].astype(np.float32)  # (h, W, 3)
-        ground += (4.0 * self._texture(wx, wyb))[..., None]
-        # Anti-aliased horizon: the row that straddles it is blended by coverage.
-        cov = np.clip((wyb - self.horizon) * s + 0.5, 0, 1).astype(np.float32)[:, None, None]
-        img[r0:] += cov * (ground - img[r0:])
+            fade = np.clip(1 - 1.5 * np.maximum(px_z, px_x) / 0.5, 0, 1).astype(np.float32)[:, None]
+            rows = (np.sin(z * (math.pi / 0.5)) * 4).astype(np.float32)[:, None]
+            v = np.clip(np.sin(gx * np.float32(math.pi / 0.5)) * rows, -1, 1) * fade
+        base, pat = (np.array(c, np.float32) for c in GROUND[self.name])
+        mid, half = (base + pat) / 2, (pat - base) / 2
+        ground = mid + v[..., None] * half  # (h, W, 3); v in -1..1
+        # Anti-aliased horizon: only the row that straddles it is blended by coverage.
+        cov = float(np.clip((wyb[0] - self.horizon) * s + 0.5, 0, 1))
+        img[r0] += cov * (ground[0] - img[r0])
+        img[r0 + 1:] = ground[1:]
 
 
 # ---------------------------------------------------------------- paint trails
