@@ -250,3 +250,28 @@ def test_empty_prompt_is_an_input_error(prompt):
 def test_too_many_objects_is_an_error():
     with pytest.raises(OutOfGrammarError, match="at most 4 objects.*names 5"):
         parse("five red balls")
+
+
+def test_articles_agree_with_the_next_word():
+    import re
+
+    text = " ".join(long_caption(random_spec(i), i) + " " + short_prompt(random_spec(i), i) for i in range(800))
+    assert not set(re.findall(r"\b[aA] [aeio]\w+", text)), "'a' before a vowel"
+    assert not set(re.findall(r"\b[aA]n [^aeiou\s]\w+", text)), "'an' before a consonant"
+
+
+def test_random_word_salad_never_crashes_the_parser():
+    """Any sequence of known words parses into a spec complete() accepts, or raises a clear InputError."""
+    words = [" ".join(k) for k in vocab.LEXICON] + sorted(vocab.STOPWORDS)[:80] + [".", ",", "cat", "and"]
+    r = random.Random(0)
+    parsed = 0
+    for i in range(3000):
+        prompt = " ".join(r.choice(words) for _ in range(r.randint(1, 14)))
+        try:
+            spec = parse_prompt(prompt).spec
+        except OutOfGrammarError:
+            continue
+        complete(spec, i)
+        complete(spec, i, closed_world=True)
+        parsed += 1
+    assert parsed > 500

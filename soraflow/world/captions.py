@@ -69,7 +69,7 @@ _GROWTH = {"growing": (("grows larger", "grow larger", "growing larger"),
                          ("shrinks in size", "shrink in size", "shrinking in size"))}
 _TRAIL = (("leaves a trail of paint behind {it}", "leave trails of paint behind {it}",
            "leaving a trail of paint behind {it}"),
-          ("leaves a {color} paint trail", "leave {color} paint trails", "leaving a {color} paint trail"),
+          ("leaves {a_color} paint trail", "leave {color} paint trails", "leaving {a_color} paint trail"),
           ("paints a trail along {its} path", "paint trails along {its} paths",
            "painting a trail along {its} path"),
           ("draws a line of paint on the ground", "draw lines of paint on the ground",
@@ -214,7 +214,8 @@ def _modifiers(r: random.Random, o: ObjectSpec, n: int) -> list[str]:
     if o.growth != "none":
         out.append(r.choice(_GROWTH[o.growth])[2])
     if o.trail:
-        out.append(r.choice(_TRAIL)[2].format(it=it, its=its, color=_color(r, o.color)))
+        color = _color(r, o.color)
+        out.append(r.choice(_TRAIL)[2].format(it=it, its=its, color=color, a_color=f"{_article(color)} {color}"))
     r.shuffle(out)
     return out
 
@@ -281,7 +282,7 @@ def _occluder_sentence(r: random.Random, spec: SceneSpec) -> str:
     pos = r.choice(_POSITION[occ.position])
     return r.choice((f"A tall {pillar} stands in the foreground {pos}.",
                      f"In the foreground, a tall {pillar} stands {pos}, and objects can pass behind it.",
-                     f"A {pillar} rises in front of the scene {pos}.",
+                     f"{_cap(_article(pillar))} {pillar} rises in front of the scene {pos}.",
                      f"{_cap(pos)}, a tall {pillar} stands in the foreground.")).replace("  ", " ")
 
 
@@ -541,7 +542,8 @@ def short_prompt(spec: SceneSpec, rng: random.Random | int | None = None) -> str
             "pan-left": "pans left", "pan-right": "pans right", "pan-up": "tilts up", "pan-down": "tilts down",
             "zoom-in": "zooms in", "zoom-out": "zooms out"}[spec.camera]
     if spec.occluder and spec.occluder.color and r.random() < 0.35:
-        text += f", with a {_color(r, spec.occluder.color)} pillar"
+        color = _color(r, spec.occluder.color)
+        text += f", with {_article(color)} {color} pillar"
         if spec.occluder.position and r.random() < 0.5:
             text += " " + _POSITION[spec.occluder.position][0]
     return text
