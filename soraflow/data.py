@@ -599,6 +599,11 @@ class LatentDataset(torch.utils.data.Dataset):
         with safe_open(str(self.cache / name), framework="pt") as f:
             return f.get_tensor("tokens").float()
 
+    def __getstate__(self):  # DataLoader workers (spawn): open shards are per process
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
     def _handle(self, shard: str):
         if os.getpid() != self._pid:  # forked into a DataLoader worker: mmaps are per process
             self._handles, self._pid = {}, os.getpid()

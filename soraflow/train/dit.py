@@ -91,7 +91,10 @@ class DiTTrainer:
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
         self.run_dir = Path(cfg.out)
-        self.device = torch.device(cfg.device)
+        try:
+            self.device = torch.device(cfg.device)
+        except RuntimeError:
+            raise InputError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
 
         # 1. Data (an empty or missing cache is a DataError here, before anything is built).
         self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed)
@@ -123,9 +126,12 @@ class DiTTrainer:
         self.optimizer = build_adamw(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
         )
-        # All training randomness (timesteps, noise, masks, caption dropout) comes from this
-        # generator; its state is saved in every checkpoint.
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        # All training randomness comes from these generators, whose states are saved in every
+        # checkpoint: small draws (timesteps, masks, caption dropout) on the CPU, noise on the device
+        # (one and the same generator on a CPU).
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        on_cpu = self.device.type == "cpu"
+        self.noise_generator = self.generator if on_cpu else torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.epoch = 0
         self.consumed = 0  # batches of the current epoch consumed (the data position)
@@ -154,6 +160,13 @@ class DiTTrainer:
         self.consumed = int(extra.get("consumed", 0))
         if "generator" in extra:
             _set_generator_state(self.generator, extra["generator"])
+        if "noise_generator" in extra and self.noise_generator is not self.generator:
+            _set_generator_state(self.noise_generator, extra["noise_generator"])
+        if extra.get("dataset_size", len(self.dataset)) != len(self.dataset):
+            log.warning(
+                "the latent cache has %d usable entries, the run had %d when it was saved: the data order changes",
+                len(self.dataset), extra["dataset_size"],
+            )
         self.ema.load_state(extra.get("ema", {}))
         self.last_checkpoint = latest
         saved = loaded.config
@@ -173,6 +186,8 @@ class DiTTrainer:
                 "epoch": self.epoch,
                 "consumed": self.consumed,
                 "generator": _generator_state(self.generator),
+                **({} if self.noise_generator is self.generator else {"noise_generator": _generator_state(self.noise_generator)}),
+                "dataset_size": len(self.dataset),
                 "ema": self.ema.state(),
                 "model_config": self.model_config.to_dict(),
                 "text": self.dataset.index.get("text", {}),
@@ -206,8 +221,9 @@ class DiTTrainer:
         # Timesteps, conditioning masks, the noisy path, caption dropout: all from the trainer's generator.
         t = flow.sample_timesteps(B, shift=self.shift_for(batch), mean=cfg.logit_mean, std=cfg.logit_std, generator=g)  # (B,)
         given, _ = sample_given_masks(B, T, cfg.mask, g)  # (B, T) bool
-        t_frames = frame_timesteps(t, given)  # (B, T), 0 on given frames
-        path = flow.sample_path(x0, t_frames, generator=g)  # xt equals x0 exactly on given frames
+        given = given.to(self.device)
+        t_frames = frame_timesteps(t.to(self.device), given)  # (B, T), 0 on given frames
+        path = flow.sample_path(x0, t_frames, generator=self.noise_generator)  # xt equals x0 exactly on given frames
         context, context_mask, _ = flow.drop_condition(
             batch.context.to(self.device), batch.context_mask.to(self.device),
             self.null_context.to(self.device), self.null_mask.to(self.device), cfg.caption_dropout, g,
