@@ -13,7 +13,7 @@ import pytest
 
 from soraflow.cli import main
 from soraflow.errors import InputError
-from soraflow.world.dataset import DatasetConfig, make_clip, read_manifest, write_dataset
+from soraflow.world.dataset import DatasetConfig, make_clip, read_manifest, read_truth, write_dataset
 
 KEYS = {"id", "path", "short", "long", "height", "width", "fps", "frames", "seed", "spec", "truth"}
 
@@ -54,6 +54,9 @@ def test_dataset_writes_valid_manifest_and_lossless_clips(tmp_path):
     clip, entry = make_clip(config, int(e["id"]))
     assert entry["long"] == e["long"] and entry["spec"] == e["spec"]
     assert np.array_equal(read_video(tmp_path / e["path"]), clip.frames)
+    truth = read_truth(tmp_path, e)
+    assert len(truth.frames) == e["frames"]
+    assert truth.frames[-1].objects[0].pixel == pytest.approx(clip.truth.frames[-1].objects[0].pixel, abs=1e-3)
     # A rerun finds everything finished and renders nothing.
     again = write_dataset(tmp_path, config, workers=1, progress=False)
     assert (again.written, again.skipped) == (0, 8)

@@ -158,6 +158,17 @@ def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
     return entries
 
 
+def read_truth(out_dir: str | os.PathLike, entry: dict):
+    """The per-frame ground truth (:class:`~soraflow.world.truth.ClipTruth`) of a manifest entry."""
+    from .truth import ClipTruth
+
+    path = Path(out_dir) / entry["truth"]
+    try:
+        return ClipTruth.from_dict(json.loads(path.read_text())["truth"])
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"cannot read the ground truth {path}: {err}") from None
+
+
 def _append(fd: int, entry: dict) -> None:
     os.write(fd, (json.dumps(entry) + "\n").encode())  # one write on O_APPEND: never interleaved or torn
     os.fsync(fd)
