@@ -179,3 +179,19 @@ def test_random_spec_is_deterministic():
 def test_every_colour_is_drawn():
     colors = {o.color for i in range(1000) for o in random_spec(i).objects}
     assert colors == set(COLORS)
+
+
+@pytest.mark.parametrize("stated,motions", [
+    (dict(direction="left"), {"move", "bounce"}),
+    (dict(direction="up-right"), {"move"}),
+    (dict(direction="none"), {"still", "bounce"}),
+    (dict(speed="fast"), {"move", "bounce"}),
+])
+def test_complete_draws_a_motion_the_stated_direction_and_speed_allow(stated, motions):
+    """A partial spec validate() accepts always completes (a stated direction rules out some motions)."""
+    drawn = set()
+    for seed in range(120):
+        full = complete(SceneSpec([ObjectSpec(**stated)]), seed)
+        assert all(getattr(full.objects[0], k) == v for k, v in stated.items())
+        drawn.add(full.objects[0].motion)
+    assert drawn == motions

@@ -262,7 +262,13 @@ def complete(spec: SceneSpec, rng: random.Random | int | None = None, *, closed_
         o.shape = o.shape or rng.choice(SHAPES)
         o.color = o.color or rng.choice([c for c in COLORS if c not in clashes])
         o.size = o.size or rng.choice(SIZES)
-        o.motion = o.motion or _pick(rng, P_MOTION)
+        if o.motion is None:
+            # only motions the stated direction and speed allow ("left" cannot be at rest)
+            allowed = {m: p for m, p in P_MOTION.items()
+                       if (o.direction is None or o.direction in {"still": ("none",), "move": DIRECTIONS,
+                                                                   "bounce": BOUNCE_DIRECTIONS}[m])
+                       and (o.speed in (None, "normal") or m != "still")}
+            o.motion = _pick(rng, allowed or P_MOTION)
     moving = sum(o.motion != "still" for o in out.objects)
     for o in out.objects:
         if o.direction is None:
