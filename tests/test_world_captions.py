@@ -199,6 +199,10 @@ FREE = [
     ("Two cubes slide left. They turn green when hit.", [dict(direction="left", hit_color="green")] * 2, {}),
     ("a ball bouncing in place on a sandy beach", [dict(motion="bounce", direction="none")],
      dict(background=BackgroundSpec("ground", "sand"))),
+    ("a red ball bouncing on grass, static camera", [dict(motion="bounce")], dict(camera="static")),
+    ("a ball rolling left, slow zoom in", [dict(direction="left", speed=None)], dict(camera="zoom-in")),
+    ("a ball moving from left to right across the screen", [dict(motion="move", direction="right")], {}),
+    ("a star. The sky is orange.", [dict(shape="star")], dict(background=BackgroundSpec("sky", "sunset"))),
 ]
 
 

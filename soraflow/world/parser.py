@@ -141,7 +141,20 @@ def tokenize(prompt: str) -> tuple[list[Token], list[str]]:
                 continue
             else:
                 unknown.append(w)
-    return tokens, unknown
+    return _fold_camera_adjectives(tokens), unknown
+
+
+def _fold_camera_adjectives(tokens: list[Token]) -> list[Token]:
+    """'a static camera' is the camera's, 'a slow pan' has no object speed: fold such a word into
+    the camera token after it, so it never lands on the object named before."""
+    out: list[Token] = []
+    for tok in tokens:
+        if out and tok.cat in ("camera", "pan", "tilt", "zoom") and out[-1].cat in ("still", "speed"):
+            prev = out.pop()
+            if prev.cat == "still" and tok.cat == "camera":
+                tok = Token("camera", "static", f"{prev.text} {tok.text}")
+        out.append(tok)
+    return out
 
 
 # ---------------------------------------------------------------- the reader
@@ -224,7 +237,8 @@ class _Reader:
         if cat == "stop":
             self.end_sentence()
         elif cat == "comma":
-            self.expect = None if self.expect != "turn" else self.expect
+            if self.expect != "turn":  # "when hit, it turns green" keeps waiting for the colour
+                self.expect = None
             self.negate = False
         elif cat == "and":
             self.flush()
@@ -275,8 +289,8 @@ class _Reader:
             else:
                 self.loose_pos = tok.value
         elif cat == "camera":
-            np = self.take_np(keep=("still",))
-            if np and any(m.cat == "still" for m in np.mods):
+            self.take_np()
+            if tok.value == "static":
                 self.camera = "static"
             self.target = "camera"
         elif cat in ("pan", "tilt"):
@@ -327,13 +341,12 @@ class _Reader:
             self.np = _Phrase()
         return self.np
 
-    def take_np(self, keep: tuple[str, ...] = ()) -> _Phrase | None:
+    def take_np(self) -> _Phrase | None:
         """Hand the pending phrase to a non-object noun; attributes it cannot use go to the subject."""
         np, self.np = self.np, None
         if np is not None:
             for m in np.mods:
-                if m.cat not in keep:
-                    self.apply(m, self.subject)
+                self.apply(m, self.subject)
         return np
 
     def end_sentence(self) -> None:
