@@ -96,3 +96,15 @@ def test_sub_steps_make_the_trajectory_independent_of_the_frame_rate():
         return body.x, body.y
 
     assert final(8) == pytest.approx(final(24), abs=2e-3)
+
+
+def test_growing_object_at_rest_on_the_ground_stays_on_it():
+    spec = SceneSpec([ObjectSpec("box", "red", "medium", "still", "none", "normal", "none", "growing", False, "none")],
+                     BackgroundSpec("ground", "sand"), "static", None, [ShotSpec("wide")])
+    clip = render_clip(spec, (64, 64), fps=8, seconds=2, seed=0)
+    floor = clip.truth.arena["floor"]
+    sizes = [f.objects[0].size_px for f in clip.truth.frames]
+    assert sizes[-1] > 1.3 * sizes[0]
+    for f in clip.truth.frames:
+        o = f.objects[0]
+        assert o.world[1] + o.size_px / 2 / f.camera.scale == pytest.approx(floor)

@@ -39,6 +39,7 @@ class Body:
     base_radius: float = 0.08  # collision radius at scale 1
     gravity: float = 0.0  # units/s^2 (0: no gravity, e.g. "move" objects)
     fixed: bool = False  # infinite mass: never moves (objects at rest)
+    grounded: bool = False  # a fixed body standing on the ground: stays on it while it grows or shrinks
     angle: float = 0.0  # rotation, radians; positive = clockwise on screen (y points down)
     omega: float = 0.0  # spin, radians/s
     scale_from: float = 1.0  # growth: radius scale goes from scale_from to scale_to ...
@@ -108,6 +109,8 @@ class Physics:
         for b in self.bodies:
             b.angle += b.omega * dt
             if b.fixed:
+                if b.grounded:
+                    b.y = self.arena.floor - b.radius
                 continue
             if b.gravity and not b.resting:
                 b.vy += b.gravity * dt  # semi-implicit Euler: velocity first, then position

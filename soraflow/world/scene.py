@@ -84,6 +84,7 @@ class Scene:
     horizon: float | None  # world y of the horizon ("ground" backgrounds)
     texture_seed: int  # phases of the background texture
     shot_starts: list[float] = field(default_factory=list)  # start time of each shot
+    zoom_anchor: tuple[float, float] | None = None  # world point a zoom moves towards (the objects' centroid)
 
     @property
     def aspect(self) -> float:
@@ -104,6 +105,10 @@ class Scene:
         elif cam in ("zoom-in", "zoom-out"):
             k = min(ZOOM_RATE, ZOOM_MAX / d)
             zoom = math.exp(k * (t if cam == "zoom-in" else self.duration - t))
+            # Zoom towards the objects, keeping the view inside the first wide view.
+            ax, ay = self.zoom_anchor or (cx, cy)
+            hw, hh = a / 2 / zoom, 0.5 / zoom
+            cx, cy = min(max(ax, hw), a - hw), min(max(ay, hh), 1 - hh)
         return CameraPose(cx, cy, zoom)
 
     def shot_at(self, t: float) -> int:
@@ -170,10 +175,13 @@ def build_scene(spec: SceneSpec, height: int, width: int, duration: float, seed:
             body.vx = side * DRIFT[o.speed] * rng.uniform(0.9, 1.1)
         else:
             body.fixed = True
+            body.grounded = spec.background.kind == "ground"  # things at rest on a ground plane sit on it
         body.x, body.y = _place(rng, o, body, r_max, bodies, occluder, spec.background.kind,
                                 (vx0, vy0, vx1, vy1), arena)
         bodies.append(body)
     scene.physics = Physics(bodies, arena)
+    if spec.camera in ("zoom-in", "zoom-out"):
+        scene.zoom_anchor = (sum(b.x for b in bodies) / len(bodies), sum(b.y for b in bodies) / len(bodies))
     return scene
 
 
