@@ -169,3 +169,14 @@ def test_sample_writes_clip_truth_and_prints_caption(tmp_path, capsys):
     assert frames.shape == (8, 64, 96, 3) and data["spec"] == spec and data["truth"]["frames"] == 8
     xs = [p[0] for p in data["truth"]["objects"][0]["pixel"]]
     assert xs[-1] < xs[0] - 20  # moving left, as the spec says
+
+
+def test_second_writer_on_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    write_dataset(tmp_path, tiny(n=1), workers=1, progress=False)
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running writer would
+        with pytest.raises(InputError, match="another process"):
+            write_dataset(tmp_path, tiny(n=2), workers=1, progress=False)
+    assert write_dataset(tmp_path, tiny(n=2), workers=1, progress=False).written == 1

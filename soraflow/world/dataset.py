@@ -221,6 +221,23 @@ def write_dataset(out_dir: str | os.PathLike, config: DatasetConfig, *, workers:
     if not os.access(out_dir, os.W_OK):
         raise InputError(f"cannot write into {out_dir}")
 
+    # One writer per folder: the lock dies with its process, so a killed run never blocks a rerun.
+    import fcntl
+
+    lock = open(out_dir / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise InputError(f"{out_dir} is being written by another process") from None
+    try:
+        return _write_locked(out_dir, config, workers=workers, progress=progress, chunksize=chunksize)
+    finally:
+        lock.close()
+
+
+def _write_locked(out_dir: Path, config: DatasetConfig, *, workers: int, progress: bool,
+                  chunksize: int) -> DatasetSummary:
     settings_path = out_dir / SETTINGS_FILE
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
