@@ -299,16 +299,27 @@ class DiTBlock(nn.Module):
         B, G, S, D = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table.float() + mod).unsqueeze(2).unbind(3)
 
-        h = torch.addcmul(shift1, _layer_norm(x, self.eps), 1 + scale1).to(dtype)  # (B, G, S, D)
-        x = x + self.attn1(h.view(B, G * S, D), rope=rope).view(B, G, S, D) * gate1
+        h = modulated_norm(x, shift1, scale1, self.eps).to(dtype)  # (B, G, S, D)
+        x = torch.addcmul(x, self.attn1(h.view(B, G * S, D), rope=rope).view(B, G, S, D), gate1)
 
         h = x.view(B, G * S, D)
         if self.norm2 is not None:
             h = F.layer_norm(h, (D,), self.norm2.weight.float(), self.norm2.bias.float(), self.eps)
         x = x + self.attn2(h.to(dtype), context=context, mask=mask).view(B, G, S, D)
 
-        h = torch.addcmul(shift2, _layer_norm(x, self.eps), 1 + scale2).to(dtype)
-        return x + self.ffn(h.view(B, G * S, D)).view(B, G, S, D) * gate2
+        h = modulated_norm(x, shift2, scale2, self.eps).to(dtype)
+        return torch.addcmul(x, self.ffn(h.view(B, G * S, D)).view(B, G, S, D), gate2)
+
+
+def modulated_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm(x) * (1 + scale) + shift for x (B, G, S, D) and shift/scale (B|1, G, 1, D).
+
+    When one (shift, scale) covers every token (one timestep for the whole batch, the usual sampling
+    step) it is LayerNorm's own affine: one fused pass instead of three.
+    """
+    if shift.shape[0] == 1 and shift.shape[1] == 1:
+        return F.layer_norm(x, x.shape[-1:], 1 + scale.reshape(-1), shift.reshape(-1), eps)
+    return torch.addcmul(shift, _layer_norm(x, eps), 1 + scale)
 
 
 def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -426,7 +437,10 @@ class DiT(nn.Module):
         G = t_groups.shape[1]
         values, index = torch.unique(t_groups, return_inverse=True)  # the time MLP runs once per distinct t
         temb, mod = self.condition_embedder.time(values * TIMESTEP_SCALE)
-        temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
+        if values.numel() == 1:  # one time for every token: a single modulation broadcast over the batch
+            G, temb, mod = 1, temb[:, None], mod[:, None]  # (1, 1, D), (1, 1, 6, D)
+        else:
+            temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
 
         # 2. Patchify: a stride-p Conv3d is a linear map of the flattened patch.
         tokens = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
@@ -445,7 +459,7 @@ class DiT(nn.Module):
 
         # 5. Output modulation, projection, unpatchify.
         shift, scale = (self.scale_shift_table.float() + temb.unsqueeze(2)).unsqueeze(2).unbind(3)  # (B, G, 1, D)
-        h = torch.addcmul(shift, _layer_norm(h, cfg.eps), 1 + scale).to(dtype)
+        h = modulated_norm(h, shift, scale, cfg.eps).to(dtype)
         out = self.proj_out(h.view(B, N, -1))  # (B, N, pt*ph*pw*C)
         out = rearrange(
             out, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
