@@ -6,6 +6,7 @@ Layout of a dataset folder::
     DIR/manifest.jsonl      one JSON object per finished clip (format: notes/contracts.md)
     DIR/clips/000123.mp4    lossless RGB H.264 (1-frame clips: .png)
     DIR/clips/000123.json   the clip's manifest entry and its per-frame ground truth
+    DIR/.lock               held by the running writer (one writer per folder)
 
 Crash safety (a ``kill -9`` at any moment leaves a valid dataset that a rerun completes):
 
