@@ -216,6 +216,8 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0: diffusers' key is to_out.0
         self.norm_q = nn.RMSNorm(dim, eps=cfg.eps)
         self.norm_k = nn.RMSNorm(dim, eps=cfg.eps)
+        # None: local SDPA. soraflow.parallel.ulysses sets a sequence-parallel attention here (same signature).
+        self.attention_fn = None
 
     def forward(
         self,
@@ -234,7 +236,8 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         # SDPA takes (B, H, N, d); the transposes are views, the CPU kernels accept the strides.
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        attend = self.attention_fn or F.scaled_dot_product_attention
+        out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)  # (B, N, D)
         return self.to_out[0](out)
 
