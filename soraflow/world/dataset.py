@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic import write_json
+from ..atomic import write_json, write_text
 from ..errors import DataError, InputError
 from .clip import check_render_args, frames_for, render_clip
 from .spec import ShotSpec, random_spec
@@ -135,7 +135,8 @@ def write_clip(out_dir: Path, config: DatasetConfig, index: int) -> dict:
     entry = {"id": name, "path": f"{CLIPS}/{name}{suffix}", **{k: v for k, v in entry.items() if k != "id"},
              "truth": f"{CLIPS}/{name}.json"}
     # The sidecar marks the clip finished, so it is written last (and atomically).
-    write_json(out_dir / CLIPS / f"{name}.json", {"entry": entry, "truth": clip.truth.to_dict()}, indent=None)
+    write_text(out_dir / CLIPS / f"{name}.json",
+               json.dumps({"entry": entry, "truth": clip.truth.to_dict()}, separators=(",", ":")) + "\n")
     return entry
 
 
@@ -176,8 +177,6 @@ def _append(fd: int, entry: dict) -> None:
 
 
 def _rewrite_manifest(out_dir: Path, entries: dict[str, dict]) -> None:
-    from ..atomic import write_text
-
     text = "".join(json.dumps(entries[k]) + "\n" for k in sorted(entries, key=int))
     write_text(out_dir / MANIFEST, text)
 
