@@ -196,7 +196,7 @@ def run(args) -> int:
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {generation.expanded_prompt}")
-        print(f"generating {request.num_frames} frames ({request.mode}, {w}x{h}, {request.fps} fps, "
+        print(f"generating {request.num_frames} frame{'s' if request.num_frames != 1 else ''} ({request.mode}, {w}x{h}, {request.fps} fps, "
               f"seed {request.seed}, {request.windows} window{'s' if request.windows > 1 else ''})")
         written = generation.save(output, sidecar=not args.no_sidecar)
     print(f"wrote {written}" + ("" if args.no_sidecar else f" (settings in {sidecar_path(output)})"))
