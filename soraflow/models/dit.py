@@ -532,17 +532,21 @@ class DiT(nn.Module):
         if table is None:
             if len(self._rope_cache) >= 32:  # bounded: a long run sees few distinct grids
                 self._rope_cache.pop(next(iter(self._rope_cache)))
-            angles = []
-            for n, d, axis in zip(grid, self.config.rope_dims, range(3)):
-                inv_freq = 1.0 / self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
-                a = torch.arange(n, dtype=torch.float64)[:, None] * inv_freq  # (n, d/2)
-                shape = [1, 1, 1, d // 2]
-                shape[axis] = n
-                angles.append(a.view(shape).expand(*grid, d // 2))
-            ang = torch.cat(angles, dim=-1).reshape(-1, 1, self.config.attention_head_dim // 2)  # (N, 1, d/2)
-            table = torch.polar(torch.ones_like(ang), ang).to(device=device, dtype=torch.complex64)
+            with torch.inference_mode(False):  # a table made while sampling must still serve training
+                table = self._make_rope_table(grid).to(device)
             self._rope_cache[key] = table
         return table
+
+    def _make_rope_table(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        angles = []
+        for n, d, axis in zip(grid, self.config.rope_dims, range(3)):
+            inv_freq = 1.0 / self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+            a = torch.arange(n, dtype=torch.float64)[:, None] * inv_freq  # (n, d/2)
+            shape = [1, 1, 1, d // 2]
+            shape[axis] = n
+            angles.append(a.view(shape).expand(*grid, d // 2))
+        ang = torch.cat(angles, dim=-1).reshape(-1, 1, self.config.attention_head_dim // 2)  # (N, 1, d/2)
+        return torch.polar(torch.ones_like(ang), ang).to(torch.complex64)
 
     # ------------------------------------------------------------------ save / load
 
