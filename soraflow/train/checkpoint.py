@@ -77,6 +77,10 @@ def save_checkpoint(
     ``config`` is a dataclass or a dict (saved resolved, as JSON). ``extra`` must be JSON-serialisable.
     ``keep_last`` keeps that many newest checkpoints and removes older ones (None or 0: keep all).
     """
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        from .dcp import save_dcp_checkpoint  # several ranks: each writes its own shards (torch.distributed.checkpoint)
+
+        return save_dcp_checkpoint(run_dir, step, modules=modules, optimizers=optimizers, config=config, extra=extra, keep_last=keep_last)
     if step < 0:
         raise CheckpointError(f"checkpoint step must be >= 0, got {step}")
     for name in modules:
@@ -198,6 +202,11 @@ def load_checkpoint(
     one line (``strict=False``: load what matches and ignore the rest).
     """
     path = resolve_checkpoint(path)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    if distributed or (path / "state" / ".metadata").is_file():
+        from .dcp import load_dcp_checkpoint  # a sharded checkpoint, or sharded modules: resharded by DCP
+
+        return load_dcp_checkpoint(path, modules=modules, optimizers=optimizers, restore_rng=restore_rng, strict=strict)
     meta = _load_json(path / "checkpoint.json")
     for name, module in modules.items():
         state = _load_tensors(path / f"{name}.safetensors", what=f"module {name!r}")
