@@ -1,0 +1,126 @@
+"""VAE encode/decode: soraflow's VideoVAE vs diffusers' AutoencoderKLWan, same config, same weights, same input.
+
+Each (implementation, operation) runs in its own subprocess so its peak RSS is its own; the
+subprocesses alternate in one run so machine noise hits all of them alike. Outputs are compared
+with diffusers in fp32 (max abs error).
+
+    python benchmarks/bench_vae.py --preset small --frames 33 --size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IMPLS = {
+    # name: (library, dtype, description)
+    "diffusers-fp32": ("diffusers", "fp32", "diffusers AutoencoderKLWan, fp32 (its default)"),
+    "diffusers-bf16": ("diffusers", "bf16", "diffusers AutoencoderKLWan, model.to(bfloat16)"),
+    "soraflow-fp32": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 4-latent chunks"),
+    "soraflow-fast": ("soraflow", "bf16", "soraflow VideoVAE.to_fast(): bf16 + channels_last_3d"),
+}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(args) -> None:
+    """One implementation, one operation: time it and report peak RSS above the pre-op baseline."""
+    import torch
+    from safetensors.torch import save_file
+
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    torch.manual_seed(0)
+    lib, dtype, _ = IMPLS[args.impl]
+    config = vae_config(args.preset)
+    ours = VideoVAE(config).eval()  # fixed-seed weights, shared by both libraries
+    frames, size = args.frames, args.size
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 3, frames, size, size, generator=g) * 2 - 1
+    z = torch.randn(1, config.z_dim, ours.latent_frames(frames), size // 8, size // 8, generator=g)
+    if lib == "diffusers":
+        from diffusers import AutoencoderKLWan
+
+        model = AutoencoderKLWan(**{k: v for k, v in config.to_diffusers().items() if not k.startswith("_")}).eval()
+        model.load_state_dict(ours.state_dict())
+        del ours
+        if dtype == "bf16":
+            model.to(torch.bfloat16)
+        cast = torch.bfloat16 if dtype == "bf16" else torch.float32
+        run = {
+            "encode": lambda: model.encode(x.to(cast)).latent_dist.mean,
+            "decode": lambda: model.decode(z.to(cast)).sample,
+        }[args.op]
+    else:
+        model = ours.to_fast() if dtype == "bf16" else ours
+        run = {"encode": lambda: model.encode(x).mean, "decode": lambda: model.decode(z)}[args.op]
+    times = []
+    with torch.inference_mode():
+        base = _rss_mib()
+        for _ in range(args.repeats + 1):  # the first run warms up (oneDNN kernels, allocator)
+            t0 = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    save_file({"out": out.float().contiguous()}, args.out)
+    print(json.dumps({"impl": args.impl, "op": args.op, "time_s": min(times[1:]), "times": times, "peak_mib": peak}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small", help="VAE preset (same config for both libraries)")
+    p.add_argument("--frames", type=int, default=33, help="pixel frames (1 + 4k)")
+    p.add_argument("--size", type=int, default=128, help="square frame side in pixels")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (after one warm-up); the best is reported")
+    p.add_argument("--ops", default="encode,decode")
+    p.add_argument("--impls", default=",".join(IMPLS))
+    p.add_argument("--json", help="also write the results here")
+    # internal: worker mode
+    p.add_argument("--impl", help=argparse.SUPPRESS)
+    p.add_argument("--op", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.impl:
+        return worker(args)
+
+    import torch
+    from safetensors.torch import load_file
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for op in args.ops.split(","):
+            for impl in args.impls.split(","):
+                out = str(Path(tmp) / f"{impl}-{op}.safetensors")
+                cmd = [sys.executable, __file__, "--impl", impl, "--op", op, "--out", out, "--preset", args.preset,
+                       "--frames", str(args.frames), "--size", str(args.size), "--repeats", str(args.repeats)]  # fmt: skip
+                res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+                res["output"] = load_file(out)["out"]
+                results.append(res)
+                print(f"{op:6s} {impl:15s} {res['time_s']:7.2f} s  peak +{res['peak_mib']:7.0f} MiB", flush=True)
+    print(f"\npreset {args.preset}, input 1x3x{args.frames}x{args.size}x{args.size}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+    print("| op | implementation | time (s) | speed-up vs diffusers fp32 | peak RSS above baseline (MiB) | max abs err vs diffusers fp32 |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for op in args.ops.split(","):
+        ref = next((r for r in results if r["op"] == op and r["impl"] == "diffusers-fp32"), None)
+        for r in (r for r in results if r["op"] == op):
+            speed = ref["time_s"] / r["time_s"] if ref else float("nan")
+            err = (r["output"] - ref["output"]).abs().max().item() if ref else float("nan")
+            print(f"| {op} | {IMPLS[r['impl']][2]} | {r['time_s']:.2f} | {speed:.2f}x | {r['peak_mib']:.0f} | {err:.2e} |")
+            rows.append({k: v for k, v in r.items() if k != "output"} | {"speedup": speed, "max_abs_err": err})
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

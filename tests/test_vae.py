@@ -1,0 +1,211 @@
+"""The causal 3D VAE: diffusers oracle, causality, chunked/tiled equivalence, frame policy, loading, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from soraflow.errors import CheckpointError, InputError
+from soraflow.models.vae import VAEConfig, VideoVAE, vae_config
+
+TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[], temporal_downsample=[False, True, True])
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Perturb every parameter (norm gains too), so the oracle test exercises all of them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> VideoVAE:
+    torch.manual_seed(0)
+    return _randomize(VideoVAE(VAEConfig(**TINY)))
+
+
+def _video(t: int, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, t, h, w, generator=g) * 2 - 1
+
+
+# ---- diffusers oracle ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 9])
+def test_matches_diffusers_autoencoder_kl_wan(frames):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    config = VAEConfig(**TINY)
+    ref = _randomize(diffusers.AutoencoderKLWan(**{k: v for k, v in config.to_diffusers().items() if not k.startswith("_")}))
+    ours = VideoVAE(config).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)  # same keys, no mapping
+    x = _video(frames)
+    with torch.no_grad():
+        ref_post = ref.encode(x).latent_dist
+        post = ours.encode(x)
+        assert post.mean.shape == (1, 4, 1 + (frames - 1) // 4, 4, 4)
+        assert (post.mean - ref_post.mean).abs().max() <= 1e-4
+        assert (post.logvar - ref_post.logvar).abs().max() <= 1e-4
+        ref_out = ref.decode(ref_post.mean).sample
+        out = ours.decode(ref_post.mean)
+    assert out.shape == x.shape
+    assert (out - ref_out).abs().max() <= 1e-4
+    assert out.std() > 1e-3  # a non-trivial output, so agreement means something
+
+
+def test_saved_folder_loads_in_diffusers_and_back(tiny, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    tiny.save_pretrained(tmp_path / "vae")
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["_class_name"] == "AutoencoderKLWan"
+    ref = diffusers.AutoencoderKLWan.from_pretrained(tmp_path / "vae").eval()
+    again = VideoVAE.from_pretrained(tmp_path / "vae")
+    x = _video(5, 16, 16)
+    with torch.no_grad():
+        assert (ref.encode(x).latent_dist.mean - tiny.encode(x).mean).abs().max() <= 1e-4
+        assert torch.equal(again.encode(x).mean, tiny.encode(x).mean)
+    ref.save_pretrained(tmp_path / "from_diffusers")  # diffusers' own folder loads unchanged
+    assert torch.equal(VideoVAE.from_pretrained(tmp_path / "from_diffusers").decoder.conv_out.weight, tiny.decoder.conv_out.weight)
+
+
+# ---- causality, chunking, tiling -------------------------------------------------------------
+
+
+def test_first_frame_is_encoded_alone_and_decode_is_causal(tiny):
+    x = _video(9, 16, 16)
+    with torch.no_grad():
+        video = tiny.encode(x).mean
+        image = tiny.encode(x[:, :, :1]).mean
+        later = x.clone()
+        later[:, :, 5:] = 0.0  # change only the last latent frame's pixels
+        assert torch.allclose(video[:, :, :1], image, atol=1e-6)
+        changed = tiny.encode(later).mean
+        assert torch.allclose(changed[:, :, :2], video[:, :, :2], atol=1e-6)
+        assert not torch.allclose(changed[:, :, 2:], video[:, :, 2:], atol=1e-3)
+        z2 = video.clone()
+        z2[:, :, 2] += 1.0
+        a, b = tiny.decode(video), tiny.decode(z2)
+        assert torch.allclose(a[:, :, :5], b[:, :, :5], atol=1e-6)
+        assert not torch.allclose(a[:, :, 5:], b[:, :, 5:], atol=1e-3)
+
+
+def test_chunked_equals_whole_clip(tiny):
+    x = _video(17, 16, 16)
+    with torch.no_grad():
+        whole = tiny.encode(x, chunk_frames=None).mean
+        for chunk in (4, 12):
+            assert (tiny.encode(x, chunk_frames=chunk).mean - whole).abs().max() <= 1e-5
+        z = torch.randn(1, 4, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+        whole = tiny.decode(z, chunk_latents=None)
+        for chunk in (1, 4):
+            assert (tiny.decode(z, chunk_latents=chunk) - whole).abs().max() <= 1e-5
+        streamed = list(tiny.decode_iter(z, chunk_latents=2))
+    assert [f.shape[2] for f in streamed] == [1, 8, 8]
+    assert (torch.cat(streamed, 2) - whole).abs().max() <= 1e-5
+
+
+def test_tile_blending_is_exact_for_a_pointwise_map(tiny):
+    # With a per-pixel map (no receptive field across tiles) tiles + blend must reproduce the whole.
+    z = torch.randn(1, 4, 2, 20, 28)
+    tiny.tiling.tile, tiny.tiling.overlap = 8, 3
+    try:
+        up = lambda t, key=None: t.repeat_interleave(8, -1).repeat_interleave(8, -2) * 2.0  # noqa: E731
+        out = tiny._tiled(z, 1, up, down=False, sf=8)
+        assert torch.allclose(out, up(z), atol=1e-5)
+        x = torch.randn(1, 3, 1, 64, 48)
+        down = lambda t: t[..., ::8, ::8] + 1.0  # noqa: E731
+        assert torch.allclose(tiny._tiled(x, 8, down, down=True), down(x), atol=1e-5)
+    finally:
+        tiny.tiling.tile, tiny.tiling.overlap = 32, 8
+
+
+def test_tiled_decode_close_to_untiled_on_smooth_latents(tiny):
+    # A random decoder has global (per-frame) attention, so tiles cannot match exactly; what must
+    # hold: one tile covering the frame is exact, and blended overlaps shrink the seams.
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    z = torch.stack([torch.sin(2 * xx), torch.cos(2 * yy), xx * yy, xx + yy])[None, :, None]  # (1, 4, 1, 16, 16)
+    errors = {}
+    try:
+        with torch.no_grad():
+            whole = tiny.decode(z, tiled=False)
+            for tile, overlap in [(16, 0), (8, 0), (8, 4)]:
+                tiny.tiling.tile, tiny.tiling.overlap = tile, overlap
+                tiled = tiny.decode(z, tiled=True)
+                assert tiled.shape == whole.shape == (1, 3, 1, 128, 128)
+                err = (tiled - whole).abs()
+                errors[tile, overlap] = (err.mean().item(), err[..., 56:72, :].mean().item())  # seam rows at 64 px
+    finally:
+        tiny.tiling.tile, tiny.tiling.overlap = 32, 8
+    assert errors[16, 0] == (0.0, 0.0)
+    assert errors[8, 4][1] < 0.75 * errors[8, 0][1]
+    assert errors[8, 4][0] < 0.3 * whole.std()
+
+
+# ---- frame-count policy ----------------------------------------------------------------------
+
+
+def test_frame_policy_pad_trim_error(tiny):
+    x = _video(7, 16, 16)
+    with torch.no_grad():
+        padded = tiny.encode(x).mean  # 7 -> 9 frames by repeating the last
+        explicit = tiny.encode(torch.cat([x, x[:, :, -1:], x[:, :, -1:]], 2)).mean
+        assert padded.shape[2] == 3 == tiny.latent_frames(7)
+        assert torch.allclose(padded, explicit, atol=1e-6)
+        assert tiny.decode(padded, num_frames=7).shape[2] == 7
+        assert tiny.encode(x, frame_policy="trim").mean.shape[2] == 2 == tiny.latent_frames(7, "trim")
+    with pytest.raises(InputError, match="not 1 \\+ 4k"):
+        tiny.encode(x, frame_policy="error")
+
+
+# ---- normalisation, presets ------------------------------------------------------------------
+
+
+def test_normalize_roundtrip_and_presets():
+    cfg = vae_config("wan2.1")
+    assert (cfg.base_dim, cfg.z_dim, cfg.temporal_factor, cfg.spatial_factor) == (96, 16, 4, 8)
+    vae = VideoVAE(VAEConfig(**TINY, latents_mean=[1.0, 2.0, 3.0, 4.0], latents_std=[2.0] * 4))
+    z = torch.randn(2, 4, 3, 4, 4)
+    n = vae.normalize(z)
+    assert torch.allclose(n[:, 1], (z[:, 1] - 2.0) / 2.0)
+    assert torch.allclose(vae.denormalize(n), z, atol=1e-6)
+    with pytest.raises(InputError):
+        vae_config("huge")
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_pixels_raise_input_error(tiny):
+    with pytest.raises(InputError, match="dtype torch.uint8"):
+        tiny.encode(torch.zeros(1, 3, 1, 32, 32, dtype=torch.uint8))
+    with pytest.raises(InputError, match="expected 3 channels"):
+        tiny.encode(torch.zeros(1, 4, 1, 32, 32))
+    with pytest.raises(InputError, match="multiples of 8"):
+        tiny.encode(torch.zeros(1, 3, 1, 30, 32))
+    with pytest.raises(InputError, match="latent channels"):
+        tiny.decode(torch.zeros(1, 5, 1, 4, 4))
+
+
+def test_bad_checkpoints_raise_checkpoint_error(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = tiny.save_pretrained(tmp_path / "vae")
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    del state["decoder.conv_out.bias"]
+    state["decoder.extra.weight"] = torch.zeros(1)
+    save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing key.*decoder.conv_out.bias.*unexpected key.*decoder.extra.weight"):
+        VideoVAE.from_pretrained(folder)
+    data = (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        VideoVAE.from_pretrained(folder)
+    (folder / "config.json").write_text('{"base_dim": 8, "bogus": 1}')
+    with pytest.raises(CheckpointError, match="bogus"):
+        VideoVAE.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="config.json missing"):
+        VideoVAE.from_pretrained(tmp_path / "nowhere")
