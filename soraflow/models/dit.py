@@ -197,8 +197,9 @@ class ConditionEmbedder(nn.Module):
         modulation multiplies every activation.
         """
         with torch.autocast(t.device.type, enabled=False):
-            w = self.time_embedder.linear_1.weight
-            temb = self.time_embedder(timestep_features(t, self.freq_dim).to(w.dtype)).float()
+            emb = self.time_embedder
+            h = F.linear(timestep_features(t, self.freq_dim), emb.linear_1.weight.float(), emb.linear_1.bias.float())
+            temb = F.linear(F.silu(h), emb.linear_2.weight.float(), emb.linear_2.bias.float())
             mod = F.linear(F.silu(temb), self.time_proj.weight.float(), self.time_proj.bias.float())
         return temb, mod.unflatten(-1, (6, -1))
 
@@ -385,14 +386,13 @@ class DiT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops(self, grid: tuple[int, int, int], text_len: int, batch_size: int = 1) -> int:
-        """Forward FLOPs for one latent grid (T, H, W) (the shape of ``x[:, :, ...]``) and L text tokens.
+        """Forward FLOPs for a latent grid (T, H, W) (``x.shape[2:]``) and ``text_len`` text tokens.
 
-        Counts matrix multiplies only (2 per multiply-add), as MFU conventions do: patch embedding,
-        text projection, per block the self-attention projections (4 D^2 per token), attention scores and
-        weighted sum (4 N^2 D for self-, 4 N L D for cross-attention), the cross-attention projections
-        (2 D^2 per image token for q/out, 2 D^2 per text token for k/v), the FFN (2 D F per token), and
-        the output projection. The time MLP (once per sample) is included; norms, rotary, softmax and
-        other elementwise work are not.
+        Matrix multiplies only, 2 FLOPs per multiply-add (the MFU convention). In multiply-adds, with N
+        tokens, L text tokens, width D, FFN width F: patch embedding; text projection; time MLP (once
+        per sample); per block the self-attention projections 4 N D^2, scores and weighted sum 2 N^2 D,
+        cross-attention q/out 2 N D^2, k/v 2 L D^2, scores and sum 2 N L D, FFN 2 N D F; the output
+        projection. Norms, rotary, softmax and GELU are not counted.
         """
         cfg = self.config
         pt, ph, pw = cfg.patch_size
