@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -142,7 +143,9 @@ def save_dcp_checkpoint(
         state: dict[str, Any] = {name: get_model_state_dict(m) for name, m in mods.items()}
         for name, opt in (optimizers or {}).items():
             state[f"optim.{name}"] = get_optimizer_state_dict(_owner(opt, mods, name), opt)
-        dcp.save(state, checkpoint_id=str(tmp / STATE_DIR))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+            dcp.save(state, checkpoint_id=str(tmp / STATE_DIR), no_dist=world == 1)
         rng_tensors, rng_json = _rng_state()
         save_file(rng_tensors, str(tmp / f"rng.rank{rank:05d}.safetensors"))
         _dump_json(tmp / f"rng.rank{rank:05d}.json", rng_json)
@@ -210,9 +213,10 @@ def load_dcp_checkpoint(
         _load_full_state(path, mods, optimizers or {}, strict)
     if restore_rng:
         rank, _ = _dist()
-        own = path / f"rng.rank{rank:05d}.safetensors"
-        stem = own.with_suffix("") if own.is_file() else path / ("rng.rank00000" if is_dcp_checkpoint(path) else "rng")
-        _set_rng_state(_load_tensors(stem.with_suffix(".safetensors"), what="RNG state"), _load_json(stem.with_suffix(".json")))
+        stem = f"rng.rank{rank:05d}"
+        if not (path / f"{stem}.safetensors").is_file():  # saved on fewer ranks, or by one process
+            stem = "rng.rank00000" if is_dcp_checkpoint(path) else "rng"
+        _set_rng_state(_load_tensors(path / f"{stem}.safetensors", what="RNG state"), _load_json(path / f"{stem}.json"))
     config = _load_json(path / "config.json") if (path / "config.json").is_file() else {}
     extra = _load_json(path / "extra.json") if (path / "extra.json").is_file() else {}
     return LoadedCheckpoint(step=int(meta["step"]), config=config or {}, extra=extra or {}, path=path)
@@ -233,7 +237,9 @@ def _load_dcp_state(path: Path, mods: dict[str, nn.Module], optimizers, strict: 
         state[f"optim.{name}"] = get_optimizer_state_dict(owners[name], opt)
     try:
         # Keys are read into the tensors (or DTensor shards) this process holds: that is the resharding.
-        dcp.load(state, checkpoint_id=str(path / STATE_DIR))
+        with warnings.catch_warnings():  # DCP warns that it assumes one process when there is no group: we mean it
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+            dcp.load(state, checkpoint_id=str(path / STATE_DIR), no_dist=_dist()[1] == 1)
     except Exception as err:  # DCP wraps per-rank failures in CheckpointException
         raise CheckpointError(f"{path}: cannot load the sharded checkpoint: {_one_line(err)}") from None
     for name, m in mods.items():

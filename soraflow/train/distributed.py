@@ -110,7 +110,7 @@ def init_distributed(
     if device is None:
         device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
+    if device.type == "cuda":  # one GPU per local rank, whatever index a saved config names
         device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from ..errors import InputError
 from .config import option
 
-MODES = ("auto", "none", "ddp", "fsdp")
+MODES = ("auto", "ddp", "fsdp")
 
 
 @dataclass
 class ParallelConfig:
     """Data parallelism, sharding, sequence parallelism, activation checkpointing, compile."""
 
-    mode: str = option("auto", choices=MODES)  # auto: fsdp for models of 500M parameters or more, ddp below; none: no gradient sync (only for inference-like runs)
+    mode: str = option("auto", choices=MODES)  # auto: fsdp for models of 500M parameters or more, ddp below (only used under torchrun)
     sequence: int = option(1, ge=1)  # Ulysses sequence-parallel degree: ranks that split the tokens of one video (divides the world size and the attention heads)
     param_dtype: str = option("fp32", choices=("fp32", "bf16"))  # fsdp: dtype parameters are all-gathered and computed in (gradients are reduced in fp32)
     reshard_after_forward: bool = True  # fsdp: free gathered block weights after forward (ZeRO-3); false keeps them until backward (ZeRO-2, more memory, less traffic)
