@@ -396,6 +396,12 @@ class DiTTrainer:
 
 def train_dit(cfg: TrainDiTConfig, *, progress: bool = True, on_step=None, on_checkpoint=None) -> TrainResult:
     """Train (or resume training) a DiT as configured; see :class:`TrainDiTConfig`."""
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun():  # the same entry point on several processes: see soraflow.train.dit_parallel
+        from .dit_parallel import train_dit_distributed
+
+        return train_dit_distributed(cfg, progress=progress, on_step=on_step, on_checkpoint=on_checkpoint)
     return DiTTrainer(cfg, progress=progress, on_step=on_step, on_checkpoint=on_checkpoint).run()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .config import option
+from .parallel_config import ParallelConfig
 
 # Conditioning mask strategies, see soraflow.train.masks.
 STRATEGIES = ("none", "first_frame", "first_frames", "last_frames", "both_ends", "random_spans")
@@ -88,6 +89,7 @@ class TrainDiTConfig:
     threads: int | None = option(None, ge=1)  # torch CPU threads (default: torch's choice)
     device: str = "cpu"  # torch device
     tensorboard: bool = True  # write TensorBoard scalars to OUT/tensorboard
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # several processes under torchrun (--parallel-*, see docs/distributed.md)
 
     def validate(self) -> None:
         from ..models.dit import DIT_PRESETS  # here, not at import: `soraflow --help` stays instant
