@@ -137,7 +137,9 @@ def build_scene(spec: SceneSpec, height: int, width: int, duration: float, seed:
                   horizon=HORIZON if spec.background.kind == "ground" else None,
                   texture_seed=rng.randrange(2**31))
     n_shots = len(spec.shots)
-    scene.shot_starts = [duration * i / n_shots for i in range(n_shots)] if duration > 0 else [0.0] * n_shots
+    # An image (duration 0) shows the first shot.
+    scene.shot_starts = [duration * i / n_shots if duration > 0 and i else (0.0 if i == 0 else math.inf)
+                         for i in range(n_shots)]
 
     # Walls: the union of every wide view over the clip (a pan or zoom never leaves them behind).
     boxes = [_wide_extent(scene, duration * k / 8) for k in range(9)]
