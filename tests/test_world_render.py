@@ -193,6 +193,8 @@ def test_multi_shot_cuts_at_equal_fractions_and_close_up_frames_its_target():
             assert star.size_px > 1.5 * clip.truth.frames[0].objects[1].size_px
         else:
             assert f.camera.kind == "wide" and f.camera.zoom == 1
+    image = render_clip(spec, (96, 96), fps=8, num_frames=1, seed=0)
+    assert image.truth.frames[0].shot == 0  # an image shows the first shot
 
 
 def test_same_seed_same_bytes_different_seed_different_clip():
