@@ -189,6 +189,7 @@ class Request:
     new_latents: int  # latents generated (per mode, see modes.generated_latents); edit: the clip's
     num_frames: int  # frames of the output
     chains: list[list[WindowPlan]]  # DiT passes, grouped by chain (a loop has two: main, bridge)
+    extra: dict = field(default_factory=dict)  # recorded with the output: model folder, expander
 
     @property
     def windows(self) -> int:
@@ -201,6 +202,7 @@ class Request:
             "size": f"{w}x{h}", "fps": self.fps, "frames": self.num_frames, "steps": self.steps,
             "guidance_scale": self.guidance_scale, "shift": self.shift, "sampler": self.sampler,
             "strength": self.strength, "negative_prompt": self.negative_prompt, "windows": self.windows,
+            **self.extra,
         }
 
 
@@ -247,6 +249,7 @@ class SoraPipeline:
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
         self._expander = expander  # built lazily from config.expander
+        self.name_or_path: str | None = None  # the folder it was loaded from (stored with every output)
         self._check_models()
 
     def _check_models(self) -> None:
@@ -295,6 +298,7 @@ class SoraPipeline:
         text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
         pipe = cls(vae, dit, text_encoder, config, expander=expander)
+        pipe.name_or_path = str(directory)
         return pipe.to(device=device, dtype=dtype)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -404,9 +408,12 @@ class SoraPipeline:
         timings["check"] = time.perf_counter() - start
         # 2. Expand and encode the prompt.
         tick = time.perf_counter()
-        expanded = request.prompt
+        expanded, expander_name = request.prompt, "none"
         if expand:
-            expanded = (expander or self.expander).expand(request.prompt, seed=request.seed).caption
+            expander = expander or self.expander
+            expanded = expander.expand(request.prompt, seed=request.seed).caption
+            expander_name = getattr(expander, "name", type(expander).__name__)
+        request.extra.update(model=self.name_or_path, expander=expander_name)
         timings["expand"] = time.perf_counter() - tick
         tick = time.perf_counter()
         text = self._encode_text(expanded, request.negative_prompt, request.guidance_scale)
