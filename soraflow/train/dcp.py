@@ -320,7 +320,9 @@ def export_safetensors(
             mods = sorted({k.split(".")[0] for k in md if not k.startswith("optim.")})
             raise CheckpointError(f"{path} has no module {module!r} (modules: {', '.join(mods)})")
         try:
-            dcp.load(state, storage_reader=reader, no_dist=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+                dcp.load(state, storage_reader=reader, no_dist=True)
         except Exception as err:
             raise CheckpointError(f"{path}: cannot read module {module!r}: {_one_line(err)}") from None
         state = {k[len(prefix):]: v for k, v in state.items()}
