@@ -178,10 +178,11 @@ def resolve_mode(mode: str | None, *, has_image: bool, videos: int, strength_giv
 
 
 def generated_latents(mode: str, n: int) -> int:
-    """Latent frames to generate for ``n`` requested frames (see the table in the module docstring).
+    """How much to generate for ``n`` requested frames (see the table in the module docstring).
 
-    t2v/t2i/i2v/loop: the whole output (for a loop: 4k frames = k groups plus the image latent, counted
-    as main + bridge in :func:`loop_split`); extend: k added groups; connect: k bridge groups.
+    t2v/t2i/i2v: latent frames of the whole output; extend: k added latents (4k frames); connect: k
+    bridge latents (4k - 1 frames); loop: k groups of 4 frames, split into main and bridge by
+    :func:`loop_split`.
     """
     if mode == "t2i":
         return 1

@@ -99,6 +99,10 @@ def test_window_plans_cover_the_request():
         assert all(p.latents <= 5 and p.new >= 1 for p in plans)
         assert plans[0].head == head and all(p.head == 2 for p in plans[1:])
         assert plans[-1].tail == tail and all(p.tail == 0 for p in plans[:-1])
+        # what the passes emit adds up: 1 + 4 (new - 1) frames from scratch, 4 new after a head, one
+        # fewer before a tail (the frame in the tail's first slot is the tail's own)
+        emitted = sum(modes.window_frames(p) for p in plans)
+        assert emitted == (4 * new if head else 1 + 4 * (new - 1)) - (1 if tail else 0)
 
 
 def test_mode_inference_and_conflicts():

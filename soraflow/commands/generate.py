@@ -191,8 +191,14 @@ def run(args) -> int:
             options = {k: v for k, v in (("base_url", args.expander_url), ("model", args.expander_model)) if v}
             expander = get_expander(args.expander, **options)
 
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise InputError(f"unknown device {args.device!r}; use cpu, cuda, cuda:1, mps, ...") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {args.device!r} asked for, but this torch build or machine has no CUDA")
         dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-        pipe = SoraPipeline.from_pretrained(model_dir, device=args.device, dtype=dtype)
+        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=dtype)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {generation.expanded_prompt}")
