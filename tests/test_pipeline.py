@@ -223,6 +223,16 @@ def test_every_mode_writes_a_valid_mp4(pipe, clip, tmp_path, name, kwargs, frame
     assert json.loads((tmp_path / f"{name}.mp4.json").read_text())["seed"] == 0
 
 
+def test_any_aspect_ratio_and_every_output_format(pipe, tmp_path):
+    result = _gen(pipe, size=(48, 16), num_frames=5)  # portrait 1:3, not the model's default 2:1
+    assert result.frames.shape == (5, 48, 16, 3) and result.settings["size"] == "16x48"
+    for suffix in (".mp4", ".webm", ".gif"):
+        path = result.save(tmp_path / f"out{suffix}")
+        assert read_video(path).shape == (5, 48, 16, 3)
+    first = result.save(tmp_path / "out.png")  # several frames -> out_0000.png ... out_0004.png
+    assert first.name == "out_0000.png" and len(list(tmp_path.glob("out_*.png"))) == 5
+
+
 def test_modes_keep_the_original_clip(pipe, clip):
     fwd = _gen(pipe, video=clip, seconds=1)
     assert np.array_equal(fwd.frames[:13], clip)
