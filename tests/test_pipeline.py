@@ -316,6 +316,9 @@ def test_bad_inputs_raise_one_line_errors(pipe, tmp_path, clip):
         (dict(video=tmp_path / "missing.mp4"), VideoError, "missing.mp4"),
         (dict(video=clip[:3], direction="backward"), InputError, "at least 5 frames"),
         (dict(image=clip[0], mode="extend"), InputError, "takes one video"),
+        (dict(video=np.zeros((60 * 8 + 1, H, W, 3), np.uint8)), InputError, "longer than the limit of 60 s"),
+        (dict(fps=0), InputError, "fps must be"),
+        (dict(seed=-1), InputError, "seed must be"),
     ]
     for kwargs, error, match in cases:
         kwargs = {"prompt": "a ball", **kwargs}
