@@ -124,7 +124,8 @@ def check_fps(fps) -> int:
 
 def check_duration(frames: int, fps: int, max_seconds: float, what: str = "the requested duration") -> None:
     if frames / fps > max_seconds + 1e-9:
-        raise InputError(f"{what} is {frames / fps:.2f} s ({frames} frames at {fps} fps), over the limit of {max_seconds:g} s")
+        raise InputError(
+            f"{what} is {frames / fps:.2f} s ({frames} frames at {fps} fps), over the limit of {max_seconds:g} s")
 
 
 def check_strength(strength) -> float:

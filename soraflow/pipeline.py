@@ -29,10 +29,9 @@ import json
 import os
 import secrets
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -81,7 +80,8 @@ class PipelineConfig:
         if self.steps < 1 or self.max_seconds <= 0 or self.seconds <= 0 or self.size_multiple < 1:
             raise InputError("steps, seconds, max_seconds and size_multiple must be positive")
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
-        modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames, overlap=self.overlap_latent_frames)
+        modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
+                           overlap=self.overlap_latent_frames)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -231,7 +231,8 @@ def _load_clip(clip, size: tuple[int, int], fps: int, max_frames: int, name: str
             frames = np.stack([video_io._resize(f, size, "center") for f in frames])
         where = name
     if len(frames) > max_frames:
-        raise InputError(f"{where} is longer than the limit of {max_frames / fps:g} s ({max_frames} frames at {fps} fps)")
+        raise InputError(
+            f"{where} is longer than the limit of {max_frames / fps:g} s ({max_frames} frames at {fps} fps)")
     return frames
 
 
@@ -266,7 +267,8 @@ class SoraPipeline:
                 f"the DiT expects {dcfg.text_dim}"
             )
         if dcfg.patch_size[0] != 1:
-            raise CheckpointError(f"temporal patch size {dcfg.patch_size[0]} is not supported (per-frame conditioning needs 1)")
+            raise CheckpointError(
+                f"temporal patch size {dcfg.patch_size[0]} is not supported (per-frame conditioning needs 1)")
         multiple = self.vae.spatial_factor * max(dcfg.patch_size[1:])
         if cfg.size_multiple != multiple or self.vae.temporal_factor != modes.TEMPORAL_FACTOR:
             raise CheckpointError(
@@ -821,7 +823,8 @@ def _backward_plans(groups: int, clip_frames: int, window: int, overlap: int) ->
     (the first an image latent; its ``4 g`` frames are kept) and the start of what follows as its tail."""
     available = min(clip_frames, modes.tail_frames(overlap))  # frames of what follows the next pass
     if not modes.tail_latents(available, overlap):
-        raise InputError(f"extending backward needs a clip of at least {modes.tail_frames(1)} frames, got {clip_frames}")
+        raise InputError(
+            f"extending backward needs a clip of at least {modes.tail_frames(1)} frames, got {clip_frames}")
     plans, left = [], groups
     while left:
         tail = modes.tail_latents(available, overlap)

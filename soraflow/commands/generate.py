@@ -52,7 +52,8 @@ def register(subparsers) -> None:
                         help="output size WIDTHxHEIGHT, multiples of 16 (default: the model's)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, default=None,
-                        help="duration; for --extend the time added, for --connect the transition (default: the model's)")
+                        help="duration; for --extend the time added, for --connect the transition "
+                             "(default: the model's)")
     length.add_argument("--frames", type=positive_int, default=None,
                         help="number of frames instead of --seconds (1: an image)")
     parser.add_argument("--fps", type=positive_int, default=None, help="frames per second (default: the model's)")
@@ -91,7 +92,8 @@ def register(subparsers) -> None:
     run_opts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     run_opts.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                           help="model precision; bfloat16 is several times faster on AMX CPUs and GPUs")
-    run_opts.add_argument("--no-sidecar", action="store_true", help="do not write OUT.json with the prompt and settings")
+    run_opts.add_argument("--no-sidecar", action="store_true",
+                          help="do not write OUT.json with the prompt and settings")
     run_opts.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -202,7 +204,8 @@ def run(args) -> int:
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {generation.expanded_prompt}")
-        print(f"generating {request.num_frames} frame{'s' if request.num_frames != 1 else ''} ({request.mode}, {w}x{h}, {request.fps} fps, "
+        plural = "s" if request.num_frames != 1 else ""
+        print(f"generating {request.num_frames} frame{plural} ({request.mode}, {w}x{h}, {request.fps} fps, "
               f"seed {request.seed}, {request.windows} window{'s' if request.windows > 1 else ''})")
         written = generation.save(output, sidecar=not args.no_sidecar)
     print(f"wrote {written}" + ("" if args.no_sidecar else f" (settings in {sidecar_path(output)})"))
