@@ -112,7 +112,10 @@ def run_train(args) -> int:
         print(json.dumps(config_to_dict(cfg), indent=2))
         return 0
     result = train_dit(cfg, progress=not args.quiet)
-    print(f"trained to step {result.step} (last loss {result.loss:.4f}); checkpoint: {result.checkpoint}")
+    from ..train.distributed import launched_rank
+
+    if launched_rank() == 0:  # under torchrun: one summary line, not one per rank
+        print(f"trained to step {result.step} (last loss {result.loss:.4f}); checkpoint: {result.checkpoint}")
     return 0
 
 

@@ -81,6 +81,11 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in ("RANK", "WORLD_SIZE")) and int(os.environ["WORLD_SIZE"]) >= 1 and "LOCAL_RANK" in os.environ
 
 
+def launched_rank() -> int:
+    """This process's global rank as torchrun set it (0 without torchrun); valid before and after the group exists."""
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
+
+
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
 
@@ -271,5 +276,5 @@ def _one_line(err: BaseException) -> str:
 __all__ = [
     "DistributedError", "World", "all_reduce_max", "all_reduce_mean", "barrier", "broadcast_object",
     "destroy_distributed", "distributed_session", "env_world_size", "init_distributed", "is_main_process",
-    "launched_by_torchrun", "rank_zero_logging",
+    "launched_by_torchrun", "launched_rank", "rank_zero_logging",
 ]
