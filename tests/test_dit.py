@@ -106,6 +106,8 @@ def test_context_mask_hides_padded_tokens(pair):
     # An all-true mask is the same as no mask; sample 1 (all valid) is unaffected by sample 0's mask.
     torch.testing.assert_close(ours(x, t, ctx, torch.ones(2, 6, dtype=torch.bool)), ours(x, t, ctx), atol=0, rtol=0)
     torch.testing.assert_close(out[1], ours(x, t, ctx)[1], atol=1e-6, rtol=0)
+    # A sample with no valid token (a dropped caption) gives finite output, not softmax's 0/0.
+    assert torch.isfinite(ours(x, t, ctx, torch.zeros(2, 6, dtype=torch.bool))).all()
 
 
 def test_fresh_model_predicts_zero_then_learns():
