@@ -1,0 +1,374 @@
+"""Training the causal 3D VAE (``soraflow train vae``).
+
+One step:
+
+1. a batch of random crops: with probability ``image_prob`` single frames (an image is a one-frame
+   video, so one model learns both), otherwise ``frames``-frame clips; random start, random square crop;
+2. reconstruct through a sampled posterior under bf16 autocast;
+3. loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL (+ adv_weight * hinge generator loss from
+   ``adv_start`` on, with a small 3D patch discriminator trained alongside);
+4. AdamW with warmup, gradient clipping.
+
+Every random choice of step ``s`` comes from generators seeded with (seed, s), so a resumed run
+draws exactly what an uninterrupted one would; with the checkpoint (weights, optimizer, step) resume
+is exact. At the end the model is exported to ``RUN/model`` (config.json + safetensors, diffusers
+layout) with per-channel latent mean/std measured on the data, ready for ``soraflow eval vae`` and
+the DiT's latent cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import DataError, InputError, SoraflowError, VideoError
+from ..eval.recon import ssim_loss
+from ..models.vae import VideoVAE, vae_config
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import config_to_dict, validate_config
+from .optim import build_adamw, lr_multiplier, set_lr
+from .vae_config import TrainVAEConfig
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Clip:
+    path: Path
+    id: str
+
+
+def list_clips(data: str | Path) -> list[Clip]:
+    """Clips of a SoraWorld dataset (DIR/manifest.jsonl) or of a folder of videos and images."""
+    from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"dataset {data} does not exist")
+    if data.is_file():
+        return [Clip(data, data.stem)]
+    manifest = data / "manifest.jsonl"
+    clips: list[Clip] = []
+    if manifest.is_file():
+        for n, line in enumerate(manifest.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                clips.append(Clip(data / entry["path"], str(entry.get("id", n))))
+            except (ValueError, KeyError, TypeError) as err:
+                raise DataError(f"{manifest} line {n} is not a manifest entry with a 'path': {err}") from None
+    else:
+        suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        clips = [Clip(p, p.stem) for p in sorted(data.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes]
+    if not clips:
+        raise DataError(f"{data} has no clips (no manifest.jsonl entries and no video or image files)")
+    return clips
+
+
+class ClipReader:
+    """Reads clips resized to size x size; keeps short ones decoded in memory; skips unreadable ones
+    once, reporting each (a corrupt clip must not stop a long run)."""
+
+    def __init__(self, clips: list[Clip], size: int, cache_mb: int, report=print) -> None:
+        self.clips, self.size = clips, size
+        self.cache: dict[int, np.ndarray] = {}
+        self.lengths: dict[int, int] = {}
+        self.bad: set[int] = set()
+        self.budget = cache_mb * 2**20
+        self.report = report
+
+    def good(self) -> list[int]:
+        return [i for i in range(len(self.clips)) if i not in self.bad]
+
+    def read(self, i: int, start_frac: float, frames: int) -> np.ndarray | None:
+        """``frames`` frames (T, size, size, 3) starting at a fraction of the clip; None if unreadable.
+        Clips shorter than ``frames`` are padded by repeating their last frame."""
+        from ..video import probe, read_video
+
+        if i in self.bad:
+            return None
+        clip = self.clips[i]
+        try:
+            if i in self.cache:
+                video = self.cache[i]
+            else:
+                n = self.lengths.get(i)
+                if n is None:
+                    n = self.lengths[i] = max(1, probe(clip.path).frames or 1)
+                cost = n * self.size * self.size * 3
+                if cost <= self.budget:
+                    video = read_video(clip.path, size=(self.size, self.size))
+                    self.cache[i] = video
+                    self.budget -= video.nbytes
+                else:  # too long to keep: read only the window
+                    start = int(start_frac * max(0, n - frames))
+                    info_fps = probe(clip.path).fps or 25.0
+                    video = read_video(clip.path, size=(self.size, self.size), start=start / info_fps, max_frames=frames)
+                    start_frac = 0.0
+        except (VideoError, InputError, OSError) as err:
+            self.bad.add(i)
+            self.report(f"skipping unreadable clip {clip.path}: {err}")
+            return None
+        start = int(start_frac * max(0, len(video) - frames))
+        out = video[start : start + frames]
+        if len(out) < frames:
+            out = np.concatenate([out, np.repeat(out[-1:], frames - len(out), axis=0)])
+        return out
+
+
+def sample_batch(reader: ClipReader, cfg: TrainVAEConfig, step: int, *, tries: int = 50) -> torch.Tensor:
+    """The batch of optimizer step ``step``: (B, 3, T, crop, crop) in [-1, 1], T = 1 or cfg.frames."""
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    frames = 1 if rng.random() < cfg.image_prob else cfg.frames
+    crop = cfg.crop or cfg.size
+    out = []
+    for _ in range(tries * cfg.batch_size):
+        if not reader.good():
+            raise DataError(f"no readable clips in {cfg.data} ({len(reader.bad)} unreadable)")
+        # Draw from all clips and redraw on an unreadable one: the random stream then does not
+        # depend on when a bad clip was found, which keeps resumed runs exact.
+        i = int(rng.integers(len(reader.clips)))
+        start = float(rng.random())
+        y, x = (int(v) for v in rng.integers(0, cfg.size - crop + 1, size=2))
+        clip = reader.read(i, start, frames)
+        if clip is None:
+            continue
+        out.append(torch.from_numpy(np.ascontiguousarray(clip[:, y : y + crop, x : x + crop])))
+        if len(out) == cfg.batch_size:
+            break
+    if len(out) < cfg.batch_size:
+        raise DataError(f"could not read {cfg.batch_size} clips from {cfg.data}")
+    batch = torch.stack(out).permute(0, 4, 1, 2, 3).float()  # (B, 3, T, H, W) uint8 values
+    return batch / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Discriminator (optional adversarial term)
+
+
+class PatchDiscriminator3D(nn.Module):
+    """A small 3D patch discriminator: strided 3D convs -> a logit per spacetime patch."""
+
+    def __init__(self, channels: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv3d(3, channels, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)), nn.LeakyReLU(0.2)]
+        c = channels
+        for _ in range(layers - 1):
+            mods += [nn.Conv3d(c, c * 2, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)), nn.GroupNorm(8, c * 2), nn.LeakyReLU(0.2)]
+            c *= 2
+        mods.append(nn.Conv3d(c, 1, 3, padding=1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 1, T, H/2^layers, W/2^layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer
+
+
+@dataclass
+class VAETrainResult:
+    step: int  # optimizer steps done in total
+    losses: list[float]  # total loss of each step run in this process
+    run_dir: Path
+    model_dir: Path | None  # the exported model folder
+    skipped: list[str]  # clips that could not be read
+
+
+def _autocast(cfg: TrainVAEConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def vae_loss(vae: VideoVAE, x: torch.Tensor, cfg: TrainVAEConfig, generator: torch.Generator, disc: nn.Module | None, adv_on: bool):
+    """Loss terms of one batch; returns (total, terms dict of floats, recon)."""
+    with _autocast(cfg):
+        recon, posterior = vae(x, sample=True, generator=generator)
+    recon = recon.float()
+    l1 = (recon - x).abs().mean()
+    ss = ssim_loss(recon, x) if cfg.ssim_weight > 0 else recon.new_zeros(())
+    kl = posterior.kl().mean()
+    total = cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.kl_weight * kl
+    terms = {"l1": l1.item(), "ssim_loss": ss.item(), "kl": kl.item()}
+    if disc is not None and adv_on:
+        with _autocast(cfg):
+            g_adv = -disc(recon).float().mean()
+        total = total + cfg.adv_weight * g_adv
+        terms["g_adv"] = g_adv.item()
+    return total, terms, recon
+
+
+def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrainResult:
+    """Train (or resume) a VAE run in ``cfg.run_dir``; ``stop_after`` ends early after that many
+    steps in this process (tests use it to simulate an interruption)."""
+    from tqdm import tqdm
+
+    validate_config(cfg)
+    if cfg.frames < 1 or (cfg.frames - 1) % 4:
+        raise InputError(f"--frames must be 1 + 4k (1, 5, 9, 13, ...), got {cfg.frames}")
+    crop = cfg.crop or cfg.size
+    if crop > cfg.size or crop % 8:
+        raise InputError(f"--crop {crop} must be a multiple of 8 and at most --size {cfg.size}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    clips = list_clips(cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(vae_config(cfg.preset))
+    vae.train()
+    opt = build_adamw(vae, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    disc = PatchDiscriminator3D() if cfg.adv_weight > 0 else None
+    modules: dict[str, nn.Module] = {"vae": vae}
+    optimizers: dict[str, torch.optim.Optimizer] = {"vae": opt}
+    if disc is not None:
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        modules["disc"], optimizers["disc"] = disc, disc_opt
+
+    step = 0
+    last = latest_checkpoint(run_dir)
+    if last is not None:
+        loaded = load_checkpoint(last, modules=modules, optimizers=optimizers)
+        step = loaded.step
+        saved_model = loaded.config.get("preset"), loaded.config.get("init")
+        if saved_model != (cfg.preset, str(cfg.init) if cfg.init else None):
+            raise InputError(f"{run_dir} holds a run of preset {saved_model[0]!r}; use another --run-dir or the same --preset")
+        log.info("resumed %s at step %d", last, step)
+
+    messages: list[str] = []
+    bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+
+    def report(msg: str) -> None:
+        messages.append(msg)
+        bar.write(msg) if cfg.progress else log.warning(msg)
+
+    reader = ClipReader(clips, cfg.size, cfg.cache_mb, report=report)
+    if last is not None:  # clips found unreadable before the interruption are not re-read
+        known = set(loaded.extra.get("skipped_clips", []))
+        reader.bad = {i for i, c in enumerate(clips) if str(c.path) in known}
+    writer = _tensorboard(run_dir)
+    losses: list[float] = []
+    done_here = 0
+    t_last, clips_since = time.perf_counter(), 0
+    ckpt = None
+    try:
+        while step < cfg.steps and (stop_after is None or done_here < stop_after):
+            x = sample_batch(reader, cfg, step)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            adv_on = disc is not None and step >= cfg.adv_start
+            set_lr(opt, cfg.lr * lr_multiplier(step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=0.1))
+            total, terms, recon = vae_loss(vae, x, cfg, gen, disc, adv_on)
+            if not math.isfinite(total.item()):
+                raise SoraflowError(f"loss became {total.item()} at step {step}; lower --lr or use --precision fp32")
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip > 0:
+                terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip))
+            opt.step()
+            if adv_on:
+                terms["d_loss"] = _disc_step(disc, disc_opt, x, recon.detach(), cfg)
+            step += 1
+            done_here += 1
+            losses.append(total.item())
+            clips_since += x.shape[0]
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                rate = clips_since / max(now - t_last, 1e-9)
+                t_last, clips_since = now, 0
+                bar.set_postfix(loss=f"{total.item():.4f}", l1=f"{terms['l1']:.4f}", clips_s=f"{rate:.2f}")
+                if writer is not None:
+                    writer.add_scalar("loss/total", total.item(), step)
+                    for k, v in terms.items():
+                        writer.add_scalar(f"loss/{k}", v, step)
+                    writer.add_scalar("lr", opt.param_groups[0]["lr"], step)
+                    writer.add_scalar("throughput/clips_per_s", rate, step)
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                save_side_by_side(vae, x, recon, run_dir / "samples" / f"step_{step:08d}.png")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                ckpt = _save(run_dir, step, modules, optimizers, cfg, reader)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if ckpt is None and done_here:
+        ckpt = _save(run_dir, step, modules, optimizers, cfg, reader)
+    model_dir = None
+    if step >= cfg.steps:
+        model_dir = export_model(vae, reader, cfg, run_dir / "model")
+    skipped = [str(reader.clips[i].path) for i in sorted(reader.bad)]
+    return VAETrainResult(step=step, losses=losses, run_dir=run_dir, model_dir=model_dir, skipped=skipped)
+
+
+def _disc_step(disc, disc_opt, real, fake, cfg) -> float:
+    with _autocast(cfg):
+        loss = F.relu(1.0 - disc(real)).float().mean() + F.relu(1.0 + disc(fake)).float().mean()  # hinge
+    disc_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    disc_opt.step()
+    return loss.item()
+
+
+def _save(run_dir, step, modules, optimizers, cfg, reader) -> Path:
+    extra = {"skipped_clips": [str(reader.clips[i].path) for i in sorted(reader.bad)]}
+    return save_checkpoint(run_dir, step, modules=modules, optimizers=optimizers, config=config_to_dict(cfg), extra=extra, keep_last=cfg.keep_last)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+        log.warning("tensorboard is not importable; no TensorBoard logs")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+@torch.no_grad()
+def save_side_by_side(vae: VideoVAE, x: torch.Tensor, recon: torch.Tensor, path: Path, max_items: int = 4, max_frames: int = 5) -> Path:
+    """PNG grid: for each clip a row of input frames above a row of its reconstruction."""
+    from ..video import write_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x, recon = x[:max_items, :, :max_frames].float(), recon[:max_items, :, :max_frames].float().clamp(-1, 1)
+    rows = []
+    for a, b in zip(x, recon):
+        rows += [torch.cat(list(a.unbind(1)), dim=2), torch.cat(list(b.unbind(1)), dim=2)]  # (3, H, T*W) each
+    grid = torch.cat(rows, dim=1)  # (3, 2*B*H, T*W)
+    img = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return write_image(path, img)
+
+
+@torch.no_grad()
+def measure_latent_stats(vae: VideoVAE, reader: ClipReader, cfg: TrainVAEConfig) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of posterior means over ``cfg.stats_batches`` batches."""
+    zs = []
+    for k in range(cfg.stats_batches):
+        x = sample_batch(reader, cfg, 10_000_000 + k)
+        with _autocast(cfg):
+            zs.append(vae.encode(x, chunk_frames=None, tiled=False).mean.float())
+    z = torch.cat([t.transpose(0, 1).flatten(1) for t in zs], dim=1)  # (C, N)
+    return z.mean(1).tolist(), z.std(1).clamp_min(1e-4).tolist()
+
+
+def export_model(vae: VideoVAE, reader: ClipReader, cfg: TrainVAEConfig, out: Path) -> Path:
+    """Write the trained VAE as a model folder, with latent statistics measured on the data."""
+    vae.eval()
+    if cfg.stats_batches > 0:
+        mean, std = measure_latent_stats(vae, reader, cfg)
+        vae.config.latents_mean, vae.config.latents_std = [round(v, 5) for v in mean], [round(v, 5) for v in std]
+    return vae.save_pretrained(out)

@@ -1,0 +1,45 @@
+"""The typed config of VAE training (no torch import here, so `soraflow train vae --help` is instant).
+
+Every field is an option of ``soraflow train vae`` (``--field-name``), documented by its comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import option
+
+
+@dataclass
+class TrainVAEConfig:
+    data: Path | None = None  # (required) SoraWorld dataset folder (manifest.jsonl) or a folder of clips/images
+    run_dir: Path = option(Path("runs/vae"))  # where checkpoints, TensorBoard logs, samples and the final model go
+    preset: str = option("small", choices=("tiny", "small", "wan2.1"))  # VAE size (see soraflow.models.vae.VAE_PRESETS)
+    init: Path | None = None  # start from this VAE folder (config.json + safetensors) instead of random weights
+    steps: int = option(2000, ge=1)  # optimizer steps to train for (in total, across resumes)
+    batch_size: int = option(4, ge=1)  # clips per step
+    size: int = option(128, ge=8)  # frames are resized (cover + centre crop) to size x size when read
+    crop: int = option(64, ge=0)  # random square crop side for training (0: the whole size x size frame)
+    frames: int = option(9, ge=1)  # frames of a video crop (1 + 4k)
+    image_prob: float = option(0.25, ge=0, le=1)  # fraction of steps that train on single frames (images)
+    lr: float = option(3e-4, gt=0)  # peak learning rate (AdamW)
+    warmup_steps: int = option(50, ge=0)  # linear warmup steps
+    weight_decay: float = option(0.0, ge=0)  # AdamW weight decay on conv kernels
+    grad_clip: float = option(1.0, ge=0)  # gradient norm clip (0: off)
+    l1_weight: float = option(1.0, ge=0)  # weight of the L1 pixel loss
+    ssim_weight: float = option(0.2, ge=0)  # weight of the (1 - SSIM) structural loss
+    kl_weight: float = option(1e-4, ge=0)  # weight of the KL term (per latent element); small: a near-deterministic AE
+    adv_weight: float = option(0.0, ge=0)  # weight of the adversarial (hinge) loss; 0 keeps the discriminator off
+    adv_start: int = option(1000, ge=0)  # step at which the adversarial term switches on (when adv_weight > 0)
+    disc_lr: float = option(1e-4, gt=0)  # discriminator learning rate
+    precision: str = option("bf16", choices=("bf16", "fp32"))  # autocast dtype for forward/backward
+    seed: int = 0  # seeds the model init, data order, crops and posterior samples
+    log_every: int = option(10, ge=1)  # steps between TensorBoard scalars
+    save_every: int = option(250, ge=1)  # steps between checkpoints (and one at the end)
+    sample_every: int = option(250, ge=1)  # steps between reconstruction side-by-side PNGs
+    keep_last: int = option(3, ge=1)  # checkpoints kept
+    cache_mb: int = option(2048, ge=0)  # decoded clips kept in memory (MiB); longer clips are read per sample
+    stats_batches: int = option(8, ge=0)  # batches used to measure latent mean/std for the exported model
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    progress: bool = True  # show a progress bar

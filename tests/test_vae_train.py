@@ -1,0 +1,116 @@
+"""VAE training: a step lowers the loss, exact resume, corrupt clips skipped, outputs, eval, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from soraflow.errors import DataError, InputError
+from soraflow.eval.recon import psnr, ssim
+from soraflow.models.vae import VideoVAE, vae_config
+from soraflow.train.vae import TrainVAEConfig, list_clips, train_vae, vae_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs: a second OpenMP thread only adds barrier waits (badly so on a shared machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from soraflow.video import write_video
+
+    root = tmp_path_factory.mktemp("clips")
+    t, y, x = np.meshgrid(np.arange(12), np.arange(32), np.arange(32), indexing="ij")
+    for k in range(3):
+        f = np.stack([128 + 100 * np.sin(0.3 * x + 0.2 * y + 0.5 * t + k + c) for c in range(3)], -1)
+        write_video(root / f"clip{k}.mp4", f.astype(np.uint8), 8, lossless=True)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 20)
+    return root
+
+
+def _cfg(clips, run_dir, **kw) -> TrainVAEConfig:
+    base = dict(data=clips, run_dir=run_dir, preset="tiny", steps=4, batch_size=2, size=32, crop=16, frames=5,
+                image_prob=0.5, save_every=2, sample_every=2, stats_batches=1, progress=False, lr=1e-3)  # fmt: skip
+    return TrainVAEConfig(**(base | kw))
+
+
+def test_one_step_lowers_reconstruction_loss():
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("tiny")).train()
+    cfg = TrainVAEConfig(precision="fp32", kl_weight=0.0)
+    x = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    before, _, _ = vae_loss(vae, x, cfg, torch.Generator().manual_seed(0), None, False)
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after, _, _ = vae_loss(vae, x, cfg, torch.Generator().manual_seed(0), None, False)
+    assert after.item() < before.item() - 1e-4
+
+
+def test_training_run_resumes_exactly_and_skips_corrupt_clips(clips, tmp_path):
+    straight = train_vae(_cfg(clips, tmp_path / "a"))
+    assert straight.step == 4 and len(straight.losses) == 4
+    assert [p.endswith("broken.mp4") for p in straight.skipped] == [True]
+    part = train_vae(_cfg(clips, tmp_path / "b"), stop_after=2)  # "interrupted" after 2 steps
+    assert part.step == 2 and part.model_dir is None
+    rest = train_vae(_cfg(clips, tmp_path / "b"))
+    assert rest.step == 4 and len(rest.losses) == 2
+    assert rest.losses == straight.losses[2:]
+    a = VideoVAE.from_pretrained(straight.model_dir)
+    b = VideoVAE.from_pretrained(rest.model_dir)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    # what a run leaves behind
+    run = tmp_path / "a"
+    assert (run / "samples" / "step_00000004.png").is_file()
+    assert any((run / "tb").iterdir())
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert len(config["latents_mean"]) == 4 and all(s > 0 for s in config["latents_std"])
+
+
+def test_adversarial_term_switches_on_late(clips, tmp_path):
+    cfg = _cfg(clips, tmp_path / "adv", steps=2, adv_weight=0.1, adv_start=1, save_every=2, sample_every=2, stats_batches=0)
+    result = train_vae(cfg)
+    assert result.step == 2
+    from soraflow.train.checkpoint import latest_checkpoint
+
+    assert (latest_checkpoint(tmp_path / "adv") / "disc.safetensors").is_file()
+
+
+def test_bad_training_inputs(clips, tmp_path):
+    with pytest.raises(InputError, match="1 \\+ 4k"):
+        train_vae(_cfg(clips, tmp_path / "x", frames=4))
+    with pytest.raises(DataError, match="does not exist"):
+        list_clips(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no clips"):
+        list_clips(tmp_path / "empty")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.jsonl").write_text('{"id": "1", "path": "clips/1.mp4"}\n{"id": 2}\n')
+    with pytest.raises(DataError, match="line 2"):
+        list_clips(tmp_path / "m")
+
+
+def test_metrics_psnr_ssim():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 2, 32, 32, generator=g) * 2 - 1
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert torch.all(ssim(x, x) > 0.9999)
+    assert torch.isinf(psnr(x, x)).all()
+    # PSNR of additive noise of std 0.1 on [-1, 1] (0.05 on [0, 1]) is about 26 dB (a bit more: clamping)
+    p = psnr(noisy, x)
+    assert torch.all((p > 25.5) & (p < 27.5))
+    noisier = (x + 0.4 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert torch.all(ssim(noisier, x) < ssim(noisy, x)) and torch.all(ssim(noisy, x) < 0.999)
+    assert torch.all(ssim(x, -x) < 0.2)
+    with pytest.raises(InputError):
+        psnr(x, x[:, :, :1])
