@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -256,7 +256,32 @@ class DiTTrainer:
 
     # ------------------------------------------------------------------------------------------
 
+    def batches(self) -> Iterator[LatentBatch]:
+        """Batches from the saved data position on, epoch after epoch (endless).
+
+        Keeps ``self.epoch`` / ``self.consumed`` (batches of the epoch taken so far) current: they
+        are what a checkpoint saves, so a resumed run continues with the next batch.
+        """
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            self.dataset.set_epoch(self.epoch)
+            self.sampler.load_state_dict({"seed": self.cfg.seed, "epoch": self.epoch, "start": self.consumed})
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=self.sampler, collate_fn=collate_latents, num_workers=self.cfg.num_workers,
+            )
+            resumed_mid_epoch, yielded = self.consumed > 0, False
+            for batch in loader:
+                self.consumed += 1
+                if batch is not None:  # None: every entry of it was corrupt (already reported)
+                    yielded = True
+                    yield batch
+            if not yielded and not resumed_mid_epoch:
+                raise DataError(f"a whole epoch of {self.cfg.data} gave no usable batch (every entry corrupt?)")
+            self.epoch += 1
+            self.consumed = 0
+
     def run(self) -> TrainResult:
+        """Resume if configured, train to ``--steps`` (or ``--stop-at-step``), checkpoint, return."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -269,56 +294,32 @@ class DiTTrainer:
                 self.resume()
             if cfg.vae is not None and cfg.sample_every:
                 self._load_vae()
-            writer = self._tensorboard()
             stop = min(cfg.steps, cfg.stop_at_step or cfg.steps)
             losses: list[float] = []
+            writer = self._tensorboard()
             bar = tqdm(total=stop, initial=self.step, desc="training DiT", unit="step", disable=not self.progress, dynamic_ncols=True)
             smooth = None
             try:
-                while self.step < stop:
-                    self.sampler.set_epoch(self.epoch)
-                    self.dataset.set_epoch(self.epoch)
-                    self.sampler.load_state_dict({"seed": cfg.seed, "epoch": self.epoch, "start": self.consumed})
-                    loader = torch.utils.data.DataLoader(
-                        self.dataset, batch_sampler=self.sampler, collate_fn=collate_latents, num_workers=cfg.num_workers,
-                    )
-                    steps_before, resumed_mid_epoch = self.step, self.consumed > 0
-                    for batch in loader:
-                        self.consumed += 1
-                        if batch is None:  # every entry of it was corrupt (already reported)
-                            continue
-                        t0 = time.perf_counter()
-                        loss, grad_norm = self.train_step(batch)
-                        dt = time.perf_counter() - t0
-                        self.step += 1
-                        losses.append(loss)
-                        smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{smooth:.4f}", samples_s=f"{len(batch) / dt:.1f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                        if writer is not None and (self.step % cfg.log_every == 0 or self.step == stop):
-                            tokens = len(batch) * latent_tokens(batch.latents.shape[2:], self.model_config.patch_size)
-                            writer.add_scalar("train/loss", loss, self.step)
-                            writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
-                            writer.add_scalar("train/grad_norm", grad_norm, self.step)
-                            writer.add_scalar("train/samples_per_s", len(batch) / dt, self.step)
-                            writer.add_scalar("train/tokens_per_s", tokens / dt, self.step)
-                            writer.add_scalar("train/batch_size", len(batch), self.step)
-                            writer.add_scalar("train/epoch", self.epoch, self.step)
-                        if self.on_step is not None:
-                            self.on_step(self, self.step, loss)
-                        if self.step % cfg.checkpoint_every == 0 or self.step == stop:
-                            self.save()
-                        if cfg.sample_every and self.vae is not None and self.step % cfg.sample_every == 0:
-                            self.write_samples(writer)
-                        if self.step >= stop:
-                            break
-                    else:  # the epoch is exhausted: the next one starts from its first batch
-                        if self.step == steps_before and not resumed_mid_epoch:
-                            raise DataError(f"a whole epoch of {cfg.data} gave no usable batch (every entry corrupt?)")
-                        self.epoch += 1
-                        self.consumed = 0
-                        continue
-                    break
+                for batch in self.batches() if self.step < stop else ():
+                    t0 = time.perf_counter()
+                    loss, grad_norm = self.train_step(batch)
+                    dt = time.perf_counter() - t0
+                    self.step += 1
+                    losses.append(loss)
+                    smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{smooth:.4f}", samples_s=f"{len(batch) / dt:.1f}", lr=f"{lr:.2e}")
+                    if writer is not None and (self.step % cfg.log_every == 0 or self.step == stop):
+                        self._log_scalars(writer, batch, loss=loss, grad_norm=grad_norm, lr=lr, seconds=dt)
+                    if self.on_step is not None:
+                        self.on_step(self, self.step, loss)
+                    if self.step % cfg.checkpoint_every == 0 or self.step == stop:
+                        self.save()
+                    if cfg.sample_every and self.vae is not None and self.step % cfg.sample_every == 0:
+                        self.write_samples(writer)
+                    if self.step >= stop:
+                        break
             finally:
                 bar.close()
                 if writer is not None:
@@ -331,6 +332,14 @@ class DiTTrainer:
             )
         finally:
             torch.set_num_threads(old_threads)
+
+    def _log_scalars(self, writer, batch: LatentBatch, *, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
+        tokens = len(batch) * latent_tokens(batch.latents.shape[2:], self.model_config.patch_size)
+        for name, value in (
+            ("loss", loss), ("lr", lr), ("grad_norm", grad_norm), ("samples_per_s", len(batch) / seconds),
+            ("tokens_per_s", tokens / seconds), ("batch_size", len(batch)), ("epoch", self.epoch),
+        ):
+            writer.add_scalar(f"train/{name}", value, self.step)
 
     def _tensorboard(self):
         if not self.cfg.tensorboard:
