@@ -114,3 +114,22 @@ def test_metrics_psnr_ssim():
     assert torch.all(ssim(x, -x) < 0.2)
     with pytest.raises(InputError):
         psnr(x, x[:, :, :1])
+
+
+def test_eval_vae_cli_reports_psnr_ssim(clips, tmp_path, real_videos):
+    from soraflow.cli import main
+
+    torch.manual_seed(0)
+    VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "vae")
+    out = tmp_path / "eval.json"
+    argv = ["eval", "vae", "--model", str(tmp_path / "vae"), "--data", str(clips), str(real_videos / "carphone_pristine.mp4"),
+            "--max-side", "32", "--frames", "5", "--json", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(out.read_text())["datasets"]
+    assert [r["clips"] for r in res] == [3, 1]
+    assert res[0]["skipped"] and res[0]["skipped"][0].endswith("broken.mp4")
+    real = res[1]["per_clip"][0]
+    assert (real["frames"], real["height"], real["width"]) == (5, 24, 32)  # 176x144 scaled to long side 32
+    for r in res:
+        assert 0 < r["psnr"]["mean"] < 40 and -1 <= r["ssim"]["mean"] <= 1  # an untrained VAE: poor but finite
+    assert main(["eval", "vae", "--model", str(tmp_path / "nope"), "--data", str(clips)]) == 2

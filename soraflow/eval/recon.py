@@ -74,3 +74,62 @@ def summarize(values: list[float]) -> dict[str, float]:
     if not vals:
         return {"mean": float("nan"), "min": float("nan"), "max": float("nan")}
     return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluating a VAE on clips
+
+
+def eval_size(height: int, width: int, max_side: int, multiple: int) -> tuple[int, int]:
+    """Frame size to evaluate at: scaled so the long side is at most ``max_side``, rounded down to
+    ``multiple`` (the VAE's spatial factor)."""
+    scale = min(1.0, max_side / max(height, width))
+    h, w = int(height * scale) // multiple * multiple, int(width * scale) // multiple * multiple
+    return max(h, multiple), max(w, multiple)
+
+
+def evaluate_vae(vae, data, *, size: tuple[int, int] | None = None, max_side: int = 256, frames: int = 17,
+                 limit: int | None = None, precision: str = "bf16", progress: bool = True, report=print) -> dict:
+    """Reconstruct every clip of ``data`` (SoraWorld folder, folder of clips, or one file) and return
+    {"clips": n, "skipped": [...], "psnr": {...}, "ssim": {...}, "per_clip": [...]}.
+
+    Each clip: its first ``frames`` frames (trimmed to 1 + 4k), resized to ``size`` (H, W) or its
+    own size scaled to ``max_side``; encode (posterior mean) and decode with the streaming path.
+    """
+    from tqdm import tqdm
+
+    from ..errors import DataError, InputError, VideoError
+    from ..train.vae import list_clips
+    from ..video import probe, read_video, to_tensor
+
+    clips = list_clips(data)[:limit]
+    per_clip, skipped = [], []
+    sf, tf = vae.spatial_factor, vae.temporal_factor
+    for clip in tqdm(clips, desc=f"eval {data}", unit="clip", disable=not progress):
+        try:
+            info = probe(clip.path)
+            hw = size or eval_size(info.height, info.width, max_side, sf)
+            video = read_video(clip.path, size=hw, max_frames=frames)
+        except (VideoError, InputError, OSError) as err:
+            skipped.append(str(clip.path))
+            report(f"skipping unreadable clip {clip.path}: {err}")
+            continue
+        t = 1 + (len(video) - 1) // tf * tf
+        x = to_tensor(video[:t])[None]  # (1, 3, T, H, W) in [-1, 1]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            z = vae.encode(x).mean
+            y = vae.decode(z).float()
+        # Score what a user gets: the reconstruction rounded to uint8 pixels.
+        y = (((y + 1) * 127.5).round() / 127.5 - 1).clamp(-1, 1)
+        per_clip.append({"path": str(clip.path), "frames": t, "height": hw[0], "width": hw[1],
+                         "psnr": psnr(y, x).item(), "ssim": ssim(y, x).item()})  # fmt: skip
+    if not per_clip:
+        raise DataError(f"no readable clips in {data} ({len(skipped)} unreadable)")
+    return {
+        "data": str(data),
+        "clips": len(per_clip),
+        "skipped": skipped,
+        "psnr": summarize([c["psnr"] for c in per_clip]),
+        "ssim": summarize([c["ssim"] for c in per_clip]),
+        "per_clip": per_clip,
+    }
