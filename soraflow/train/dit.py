@@ -126,9 +126,10 @@ class DiTTrainer:
         self.optimizer = build_adamw(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
         )
-        # All training randomness comes from these generators, whose states are saved in every
-        # checkpoint: small draws (timesteps, masks, caption dropout) on the CPU, noise on the device
-        # (one and the same generator on a CPU).
+        # All training randomness comes from self.generator (its state is saved in every checkpoint):
+        # small draws (timesteps, masks, caption dropout) directly; the noise too on a CPU, and on an
+        # accelerator from a device generator re-seeded from it every step (noise is drawn where it is
+        # used, and one CPU state still defines the whole stream).
         self.generator = torch.Generator().manual_seed(cfg.seed)
         on_cpu = self.device.type == "cpu"
         self.noise_generator = self.generator if on_cpu else torch.Generator(self.device).manual_seed(cfg.seed + 1)
@@ -160,8 +161,6 @@ class DiTTrainer:
         self.consumed = int(extra.get("consumed", 0))
         if "generator" in extra:
             _set_generator_state(self.generator, extra["generator"])
-        if "noise_generator" in extra and self.noise_generator is not self.generator:
-            _set_generator_state(self.noise_generator, extra["noise_generator"])
         if extra.get("dataset_size", len(self.dataset)) != len(self.dataset):
             log.warning(
                 "the latent cache has %d usable entries, the run had %d when it was saved: the data order changes",
@@ -186,7 +185,6 @@ class DiTTrainer:
                 "epoch": self.epoch,
                 "consumed": self.consumed,
                 "generator": _generator_state(self.generator),
-                **({} if self.noise_generator is self.generator else {"noise_generator": _generator_state(self.noise_generator)}),
                 "dataset_size": len(self.dataset),
                 "ema": self.ema.state(),
                 "model_config": self.model_config.to_dict(),
@@ -223,6 +221,8 @@ class DiTTrainer:
         given, _ = sample_given_masks(B, T, cfg.mask, g)  # (B, T) bool
         given = given.to(self.device)
         t_frames = frame_timesteps(t.to(self.device), given)  # (B, T), 0 on given frames
+        if self.noise_generator is not g:
+            self.noise_generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
         path = flow.sample_path(x0, t_frames, generator=self.noise_generator)  # xt equals x0 exactly on given frames
         context, context_mask, _ = flow.drop_condition(
             batch.context.to(self.device), batch.context_mask.to(self.device),
