@@ -245,6 +245,8 @@ def test_cli_trains_resumes_with_saved_config_and_reports_bad_input(tmp_path, ca
     assert latest_checkpoint(run).name == "step_00000004"
     capsys.readouterr()
     # Bad input: one line, exit status 2.
+    assert cli_main(["train", "dit", "--data", str(cache), "--out", str(run), "--steps", "5", "--no-resume", "--quiet"]) == 2
+    assert "already holds checkpoints (latest step_00000004)" in capsys.readouterr().err
     assert cli_main(base + ["--out", str(tmp_path / "r2"), "--lr", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "soraflow: error: --lr = -1.0: must be > 0"
     assert cli_main(["train", "dit", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r3"), "--quiet"]) == 2

@@ -292,6 +292,12 @@ class DiTTrainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if cfg.resume:
                 self.resume()
+            elif latest_checkpoint(self.run_dir) is not None:
+                # Starting over here would interleave new checkpoints with the old run's.
+                raise InputError(
+                    f"{self.run_dir} already holds checkpoints (latest {latest_checkpoint(self.run_dir).name}); "
+                    "resume it (drop --no-resume) or choose a new --out"
+                )
             if cfg.vae is not None and cfg.sample_every:
                 self._load_vae()
             stop = min(cfg.steps, cfg.stop_at_step or cfg.steps)
