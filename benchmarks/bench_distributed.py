@@ -10,7 +10,9 @@ thread each, on the same global work:
                   tokens' activations
 
 Configurations are run in alternating rounds (A B C ... A B C) so the machine's load hits all
-alike; medians per configuration, ratios against the one-process row. Peak RSS is per process
+alike; medians per configuration, ratios against the one-process row. "Saved activations" is what
+autograd keeps for backward in one training step on the busiest rank (counted with
+saved_tensors_hooks): the memory that sequence parallelism divides. Peak RSS is per process
 (``ru_maxrss``, torch itself included).
 
     python benchmarks/bench_distributed.py                      # small preset, 4 layers (a few minutes)
@@ -84,7 +86,26 @@ def worker(args) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(x, t, ctx)
 
-    out = {"config": args.config, "world": world.world_size, "threads": args.threads}
+    def saved_mib() -> float:
+        """MiB of tensors autograd keeps for backward during one forward (the activation memory)."""
+        seen: set = set()
+        total = [0]
+
+        def pack(x):
+            try:
+                storage = x.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total[0] += storage.nbytes()
+            except (RuntimeError, NotImplementedError):
+                pass
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            train_step()
+        return total[0] / 2**20
+
+    out = {"config": args.config, "world": world.world_size, "threads": args.threads, "saved_mib": saved_mib()}
     for name, fn in (("forward", forward), ("train", train_step)) if long else (("train", train_step),):
         for _ in range(args.warmup):
             fn()
@@ -103,6 +124,8 @@ def worker(args) -> None:
         gathered = [None] * world.world_size
         torch.distributed.all_gather_object(gathered, out["rss_mib"])
         out["rss_mib"] = max(gathered)
+        torch.distributed.all_gather_object(gathered, out["saved_mib"])
+        out["saved_mib"] = max(gathered)
         torch.distributed.destroy_process_group()
     if world.rank == 0:
         Path(args.result).write_text(json.dumps(out))
@@ -177,25 +200,27 @@ def main() -> None:
     print()
     print(f"Data parallel: training step, global batch {args.batch} x latent grid {args.grid}")
     print()
-    print("| configuration | s/step | samples/s | vs 1 process | peak RSS per process (MiB) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| configuration | s/step | samples/s | vs 1 process (2 threads) | saved activations per rank (MiB) | peak RSS per process (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     base = statistics.median(r["train"] for r in runs["single"])
     for name in ("single", "single_1t", "ddp", "fsdp"):
         s = statistics.median(r["train"] for r in runs[name])
         rss = max(r["rss_mib"] for r in runs[name])
-        print(f"| {CONFIGS[name][2]} | {s:.3f} | {args.batch / s:.2f} | {base / s:.2f}x | {rss:.0f} |")
+        act = max(r["saved_mib"] for r in runs[name])
+        print(f"| {CONFIGS[name][2]} | {s:.3f} | {args.batch / s:.2f} | {base / s:.2f}x | {act:.1f} | {rss:.0f} |")
     print()
     print(f"Sequence parallel: one clip of latent grid {args.long_grid}")
     print()
-    print("| configuration | forward s | train step s | forward vs 1 process | train vs 1 process | peak RSS per process (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| configuration | forward s | train step s | forward vs 1 process (2 threads) | train vs 1 process (2 threads) | saved activations per rank (MiB) | peak RSS per process (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     f0 = statistics.median(r["forward"] for r in runs["single_long"])
     t0 = statistics.median(r["train"] for r in runs["single_long"])
     for name in ("single_long", "single_long_1t", "sp_long"):
         f = statistics.median(r["forward"] for r in runs[name])
         t = statistics.median(r["train"] for r in runs[name])
         rss = max(r["rss_mib"] for r in runs[name])
-        print(f"| {CONFIGS[name][2]} | {f:.3f} | {t:.3f} | {f0 / f:.2f}x | {t0 / t:.2f}x | {rss:.0f} |")
+        act = max(r["saved_mib"] for r in runs[name])
+        print(f"| {CONFIGS[name][2]} | {f:.3f} | {t:.3f} | {f0 / f:.2f}x | {t0 / t:.2f}x | {act:.1f} | {rss:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "args": vars(args), "runs": runs}, indent=1))
 
