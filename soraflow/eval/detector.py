@@ -356,6 +356,7 @@ class _Live:
     track: Track
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels / frame
     missed: int = 0
+    radius: float = 0.0  # of its last whole view (a partly hidden object looks smaller)
 
     def predict(self, frame: int) -> tuple[float, float]:
         d = self.track.detections[-1]
@@ -377,9 +378,13 @@ def track(frames: list[FrameDetections], fps: float, config: DetectorConfig | No
             px, py = lv.predict(k)
             last = lv.track.detections[-1]
             speed = math.hypot(*lv.velocity)
+            radius = max(lv.radius, last.radius)
             # Room for the object's size, for a bounce reversing its velocity (2 x speed) and for drift
             # while it was unseen.
-            gate = cfg.gate * last.radius + 2.0 + 2.0 * speed + 1.5 * speed * lv.missed
+            gate = cfg.gate * radius + 2.0 + 2.0 * speed + 1.5 * speed * lv.missed
+            occ = frames[last.frame].occluder
+            if lv.missed and last.touches_occluder and occ is not None:
+                gate += occ[1] - occ[0] + 2 * radius  # it may come out on the far side of the pillar
             for j, d in enumerate(dets):
                 dist = math.hypot(d.center[0] - px, d.center[1] - py)
                 if dist > gate:
@@ -390,7 +395,8 @@ def track(frames: list[FrameDetections], fps: float, config: DetectorConfig | No
                 if not same and any(o.color == last.color and math.hypot(o.center[0] - px, o.center[1] - py) < gate
                                     for o in dets):
                     continue
-                size = abs(math.log(max(d.radius, 0.5) / max(last.radius, 0.5)))
+                size = 0.0 if d.touches_occluder or last.touches_occluder else \
+                    abs(math.log(max(d.radius, 0.5) / max(last.radius, 0.5)))
                 cost[i, j] = dist / gate + (0 if same else 1.0) + 0.5 * size + 0.05 * lv.missed
         matched_live, matched_det = set(), set()
         if cost.size:
@@ -402,9 +408,13 @@ def track(frames: list[FrameDetections], fps: float, config: DetectorConfig | No
                     prev = lv.track.detections[-1]
                     gap = k - prev.frame
                     v = ((d.center[0] - prev.center[0]) / gap, (d.center[1] - prev.center[1]) / gap)
-                    # Smooth the velocity a little: detections of partly hidden objects jitter.
+                    # Smooth the velocity a little; a partly hidden object's centroid slides toward its
+                    # visible side, so views at the pillar only set the velocity of a new track.
                     a = 0.7 if len(lv.track.detections) > 1 else 1.0
-                    lv.velocity = (a * v[0] + (1 - a) * lv.velocity[0], a * v[1] + (1 - a) * lv.velocity[1])
+                    if len(lv.track.detections) == 1 or not (d.touches_occluder or prev.touches_occluder):
+                        lv.velocity = (a * v[0] + (1 - a) * lv.velocity[0], a * v[1] + (1 - a) * lv.velocity[1])
+                    if not (d.touches_occluder or d.touches_border):
+                        lv.radius = d.radius
                     lv.track.detections.append(d)
                     lv.missed = 0
                     matched_live.add(i)
@@ -420,7 +430,7 @@ def track(frames: list[FrameDetections], fps: float, config: DetectorConfig | No
         live = still
         for j, d in enumerate(dets):
             if j not in matched_det:
-                live.append(_Live(Track(next_id, [d])))
+                live.append(_Live(Track(next_id, [d]), radius=d.radius))
                 next_id += 1
     done += [lv.track for lv in live]
     return sorted(done, key=lambda t: t.id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import random
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,18 +116,18 @@ def conditioning(entry: BenchEntry, reference: Clip | None = None) -> dict:
 
 
 def _background_pixels(kind: str, name: str) -> np.ndarray:
-    """(N, 3) float background pixels of ``name`` as wide, zoomed-out and panned views show it."""
+    """(N, 3) float background pixels of ``name`` as still, zoomed-out and panned views show it."""
+    from ..world.render import Background
+    from ..world.scene import build_scene
+
     px = []
-    for seed, cam in enumerate(("zoom-out", "pan-up", "pan-down", "zoom-out", "pan-left", "pan-right")):
+    for seed, cam in enumerate(("zoom-out", "pan-up", "pan-down", "pan-left", "pan-right")):
         spec = SceneSpec([ObjectSpec("ball", "red", "small", "still", "none", "normal", "none", "none", False, "none")],
                          BackgroundSpec(kind, name), cam, None, [ShotSpec("wide")])
-        clip = render_clip(spec, (64, 64), FPS, num_frames=9, seed=seed)
-        for f, t in zip(clip.frames[::4], clip.truth.frames[::4]):
-            keep = np.ones(f.shape[:2], bool)
-            if t.objects[0].bbox is not None:
-                x0, y0, x1, y1 = (int(v) for v in t.objects[0].bbox)
-                keep[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False
-            px.append(f[keep].astype(np.float32))
+        scene = build_scene(spec, 64, 64, 4.0, seed)
+        background = Background(scene)
+        for t in (0.0, 2.0, 4.0):
+            px.append(background.render(scene.wide_pose(t)).reshape(-1, 3).round().clip(0, 255))
     return np.concatenate(px)
 
 
@@ -188,6 +189,13 @@ def _in_view(clip: Clip, min_in_frame: float = 0.99) -> bool:
     return all(o.in_frame >= min_in_frame for f in clip.truth.frames for o in f.objects)
 
 
+def _mostly_in_view(clip: Clip, share: float = 0.8) -> bool:
+    """Every object wholly in the frame in at least ``share`` of the frames (a pan may lose it at the end)."""
+    n = len(clip.truth.frames)
+    return all(sum(f.objects[i].in_frame >= 0.99 for f in clip.truth.frames) >= share * n
+               for i in range(len(clip.spec.objects)))
+
+
 def _mostly_unoverlapped(clip: Clip, max_frac: float = 0.2) -> bool:
     """No object is hidden (by another or by the pillar) in more than ``max_frac`` of the frames."""
     bad = sum(any(o.visible < 0.9 for o in f.objects) for f in clip.truth.frames)
@@ -231,21 +239,25 @@ def _passes_behind(clip: Clip, i: int) -> bool:
 
 
 class _Builder:
-    def __init__(self, name: str):
-        self.name = name
-        self.entries: list[BenchEntry] = []
-        self.count: dict[str, int] = {}
+    """Makes entry ``i`` of a category; every entry depends only on (suite, category, i), so a subset
+    (``--limit``) is built without the rest and equals the same entries of the full suite."""
 
-    def rng(self, category: str, i: int) -> random.Random:
-        return random.Random(f"soraflow-bench-{self.name}-{category}-{i}")
+    def __init__(self, name: str, category: str, i: int):
+        self.name, self.category, self.i = name, category, i
+        self.r = random.Random(f"soraflow-bench-{name}-{category}-{i}")
 
-    def add(self, category: str, spec: SceneSpec, *, r: random.Random, mode: str = "t2v",
-            metrics: tuple[str, ...] = BASE_METRICS, accept=None, seconds: float | None = None,
-            size: tuple[int, int] | None = None, tries: int = 60, **extra) -> BenchEntry:
-        i = self.count.get(category, 0)
-        self.count[category] = i + 1
-        size = size or SIZES_HW[(i + len(self.entries)) % 3]
-        seconds = seconds if seconds is not None else DURATIONS[(i + len(self.entries) // 3) % len(DURATIONS)]
+    @property
+    def size(self) -> tuple[int, int]:
+        """The entry's default (H, W): categories start the aspect-ratio cycle at different places."""
+        return SIZES_HW[(self.i + zlib.crc32(self.category.encode())) % 3]
+
+    def add(self, spec: SceneSpec, *, mode: str = "t2v", metrics: tuple[str, ...] = BASE_METRICS, accept=None,
+            seconds: float | None = None, size: tuple[int, int] | None = None, tries: int = 60,
+            **extra) -> BenchEntry:
+        category, i, r = self.category, self.i, self.r
+        size = size or self.size
+        offset = zlib.crc32(category.encode())
+        seconds = seconds if seconds is not None else DURATIONS[(i // 3 + offset) % len(DURATIONS)]
         frames = 1 + 4 * round((seconds * FPS - 1) / 4)  # the VAE's 1 + 4k lengths
         if mode == "t2i":
             frames = 1
@@ -256,7 +268,7 @@ class _Builder:
         elif mode == "extend":
             frames = extra["given"] + 4 * max(1, round(seconds * FPS / 4))
         best = None
-        for t in range(tries):
+        for _ in range(tries):
             seed = r.randrange(10**6)
             entry = BenchEntry(f"{category}-{i:03d}", category, mode, spec, seed, size, FPS, frames,
                                long_caption(spec, seed), short_prompt(spec, seed), metrics, **extra)
@@ -267,7 +279,6 @@ class _Builder:
                 break
         else:
             best.notes["event_not_found"] = True
-        self.entries.append(best)
         return best
 
 
@@ -310,202 +321,234 @@ def _clear(clip: Clip) -> bool:
     return _in_view(clip) and _mostly_unoverlapped(clip)
 
 
-@functools.lru_cache(maxsize=4)
-def _build(name: str) -> tuple[BenchEntry, ...]:
-    if name != "default":
-        raise InputError(f"unknown bench suite {name!r}; available: default")
-    b = _Builder(name)
-    attr = BASE_METRICS + ("size",)
-
-    # Colours: every named colour twice, one object, still or moving.
-    for i, color in enumerate(list(COLORS) * 2):
-        r = b.rng("color", i)
-        o = _obj(r.choice(SHAPES), color, r.choice(("medium", "large")), **_motion(r))
-        b.add("color", _scene([o], _background_for(r, [color])), r=r, metrics=attr, accept=_clear)
-
-    # Shapes: each shape six times, sizes and colours varied.
-    for i, shape in enumerate(SHAPES * 6):
-        r = b.rng("shape", i)
-        color = _colors(r, 1)[0]
-        o = _obj(shape, color, SIZES[1 + i % 2], **_motion(r))
-        b.add("shape", _scene([o], _background_for(r, [color])), r=r, metrics=attr, accept=_clear)
-
-    # Sizes: one still object of each size, six times (its size is read against the frame height).
-    for i, size in enumerate(SIZES * 6):
-        r = b.rng("size", i)
-        color = _colors(r, 1)[0]
-        o = _obj(r.choice(SHAPES), color, size)
-        b.add("size", _scene([o], _background_for(r, [color])), r=r, metrics=attr, accept=_clear)
-
-    # Counts: 1-4 objects (some identical), still or slow.
-    for i in range(20):
-        r = b.rng("count", i)
-        n = 1 + i % 4
-        colors = _colors(r, n)
-        if n > 1 and i % 3 == 0:
-            colors[1] = colors[0]  # "two red balls": identical objects count too
-        shape = r.choice(SHAPES)
-        objs = [_obj(shape if (k == 1 and colors[1] == colors[0]) else r.choice(SHAPES), c, "medium" if n < 4 else "small",
-                     **({"motion": "move", "direction": r.choice(DIRECTIONS), "speed": "slow"} if r.random() < 0.4
-                        else {"motion": "still"})) for k, c in enumerate(colors)]
-        b.add("count", _scene(objs, _background_for(r, set(colors))), r=r, accept=_clear)
-
-    # Directions: each of the eight directions three times, static camera.
-    for i, d in enumerate(DIRECTIONS * 3):
-        r = b.rng("direction", i)
-        color = _colors(r, 1)[0]
-        o = _obj(r.choice(SHAPES), color, r.choice(("small", "medium")), "move", d, r.choice(("slow", "normal", "fast")))
-        b.add("direction", _scene([o], _background_for(r, [color])), r=r,
-              metrics=BASE_METRICS + ("direction",), accept=lambda c: _no_wall_bounce(c) and _in_view(c, 0.9),
-              seconds=max(2.0, DURATIONS[i % 4]))
-
-    # Gravity: dropped objects bounce with decreasing height (drift none / left / right).
-    for i in range(16):
-        r = b.rng("gravity", i)
-        color = _colors(r, 1)[0]
-        o = _obj(r.choice(SHAPES), color, r.choice(("small", "medium")), "bounce", ("none", "left", "right")[i % 3],
-                 ("slow", "normal", "fast")[i % 3])
-        b.add("gravity", _scene([o], _background_for(r, [color])), r=r,
-              metrics=BASE_METRICS + ("gravity", "direction"),
-              accept=lambda c: _bounces(c, 0) >= 1 and _in_view(c), seconds=(3.0, 4.0)[i % 2])
-
-    # Collisions: two moving objects that meet.
-    for i in range(10):
-        r = b.rng("collision", i)
-        colors = _colors(r, 2)
-        a = _obj(r.choice(SHAPES), colors[0], "medium", "move", "right", "normal")
-        c = _obj(r.choice(SHAPES), colors[1], "medium", "move", "left", "normal")
-        b.add("collision", _scene([a, c], _background_for(r, colors)), r=r, metrics=BASE_METRICS + ("collision",),
-              accept=lambda cl: any(f.collisions for f in cl.truth.frames[1:-3]) and _in_view(cl),
-              seconds=(3.0, 4.0)[i % 2], tries=120)
-
-    # Colour change on impact: a box that turns a new colour when a moving object hits it.
-    for i in range(8):
-        r = b.rng("hit", i)
-        colors = _colors(r, 3)
-        box = _obj("box", colors[0], "large", "still", hit_color=colors[2])
-        ball = _obj(r.choice(("ball", "star")), colors[1], "medium", "move", ("left", "right")[i % 2], "fast")
-        b.add("hit", _scene([box, ball], _background_for(r, colors)), r=r, metrics=BASE_METRICS + ("hit_color",),
-              accept=lambda cl: cl.truth.frames[-1].objects[0].color != cl.truth.frames[0].objects[0].color
-              and any(f.collisions for f in cl.truth.frames[1:-3]) and _in_view(cl), seconds=4.0, tries=200)
-
-    # Camera moves: each of the seven (static included) on textured backgrounds.
-    cameras = ("pan-left", "pan-right", "pan-up", "pan-down", "zoom-in", "zoom-out", "static")
-    for i in range(18):
-        r = b.rng("camera", i)
-        color = _colors(r, 1)[0]
-        o = _obj(r.choice(SHAPES), color, "medium", "still")
-        b.add("camera", _scene([o], _background_for(r, [color]), camera=cameras[i % 7]), r=r,
-              metrics=BASE_METRICS + ("camera",), seconds=(2.0, 3.0, 4.0)[i % 3], accept=_in_view)
-
-    # Occlusion: an object passes behind the pillar and comes out.
-    for i in range(12):
-        r = b.rng("occlusion", i)
-        colors = _colors(r, 2)
-        o = _obj(r.choice(SHAPES), colors[0], r.choice(("small", "medium")), "move", ("left", "right")[i % 2],
-                 r.choice(("normal", "fast")))
-        spec = _scene([o], _background_for(r, colors), occluder=OccluderSpec(colors[1], "center"))
-        b.add("occlusion", spec, r=r, metrics=BASE_METRICS + ("permanence",),
-              accept=lambda c: _passes_behind(c, 0), seconds=4.0, tries=120)
-
-    # Paint trails: along the frame's long side, so two seconds of travel leave a trail long enough to see.
-    for i in range(8):
-        r = b.rng("trail", i)
-        size = SIZES_HW[i % 3]
-        bg = r.choice([n for _, n in ALL_BACKGROUNDS if len(detectable_colors(n, True)) >= 3])
-        color = r.choice(detectable_colors(bg, True))
-        ways = {(128, 128): DIRECTIONS, (96, 160): ("left", "right"), (160, 96): ("up", "down")}[size]
-        o = _obj(r.choice(SHAPES), color, "medium", "move", r.choice(ways), "normal", trail=True)
-        # No wall bounce in the whole clip: paint laid twice on one path cannot show where it came from.
-        b.add("trail", _scene([o], bg), r=r, metrics=BASE_METRICS + ("trail",), size=size,
-              accept=lambda c: _in_view(c, 0.9) and _no_wall_bounce(c, 10.0), seconds=2.0, tries=150)
-
-    # Multi-shot: wide, close-up[, wide].
-    for i in range(8):
-        r = b.rng("multishot", i)
-        colors = _colors(r, 2)
-        objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
-        shots = [ShotSpec("wide"), ShotSpec("close-up", i % 2)] + ([ShotSpec("wide")] if i % 2 else [])
-        b.add("multishot", _scene(objs, _background_for(r, colors), shots=shots), r=r,
-              metrics=("color", "cuts"), seconds=(3.0, 4.0)[i % 2])
-
-    # Text-to-image: one frame.
-    for i in range(10):
-        r = b.rng("t2i", i)
-        colors = _colors(r, 1 + i % 3)
-        objs = [_obj(r.choice(SHAPES), c, r.choice(SIZES)) for c in colors]
-        b.add("t2i", _scene(objs, _background_for(r, colors)), r=r, mode="t2i",
-              metrics=("color", "shape", "count", "size"), accept=_clear)
-
-    # Image-to-video: the first frame is the simulator's.
-    for i in range(12):
-        r = b.rng("i2v", i)
-        colors = _colors(r, 1 + i % 2)
-        objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
-        b.add("i2v", _scene(objs, _background_for(r, colors)), r=r, mode="i2v",
-              metrics=BASE_METRICS + ("first_frame",), accept=_clear)
-
-    # Extension: the first part is given (9 or 17 frames), the model continues it.
-    for i in range(10):
-        r = b.rng("extend", i)
-        colors = _colors(r, 1 + i % 2)
-        objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
-        b.add("extend", _scene(objs, _background_for(r, colors)), r=r, mode="extend",
-              metrics=BASE_METRICS + ("seam",), accept=_clear, given=(9, 17)[i % 2], seconds=(1.0, 2.0)[i % 2])
-
-    # Loops: the last frame leads back into the first.
-    for i in range(8):
-        r = b.rng("loop", i)
-        colors = _colors(r, 1 + i % 2)
-        objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
-        b.add("loop", _scene(objs, _background_for(r, colors)), r=r, mode="loop",
-              metrics=("color", "shape", "count", "seam"), accept=_clear, seconds=(2.0, 4.0)[i % 2])
-
-    # Connect: clip A, a generated transition, clip B (both cut from one simulated clip).
-    for i in range(8):
-        r = b.rng("connect", i)
-        colors = _colors(r, 1 + i % 2)
-        objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
-        b.add("connect", _scene(objs, _background_for(r, colors)), r=r, mode="connect",
-              metrics=BASE_METRICS + ("seam",), accept=_clear, given=9, given_tail=9, seconds=1.0)
-
-    # Edit (SDEdit): the same scene in another colour.
-    for i in range(8):
-        r = b.rng("edit", i)
-        old, new = _colors(r, 2)
-        o = _obj(r.choice(SHAPES), new, "large", **_motion(r))
-        spec = _scene([o], _background_for(r, [old, new]))
-        source = SceneSpec.from_dict(spec.to_dict())
-        source.objects[0].color = old
-        b.add("edit", spec, r=r, mode="edit", metrics=BASE_METRICS + ("edit_motion",), accept=_clear,
-              source_spec=source, strength=0.7, seconds=2.0)
-    return tuple(b.entries)
+_ATTR = BASE_METRICS + ("size",)
+_CAMERAS = ("pan-left", "pan-right", "pan-up", "pan-down", "zoom-in", "zoom-out", "static")
 
 
-def build_suite(name: str = "default", *, limit: int | None = None, categories: list[str] | None = None) -> list[BenchEntry]:
-    """The entries of suite ``name``; ``limit`` keeps an even spread over categories (round robin)."""
-    entries = list(_build(name))
-    if categories:
-        unknown = set(categories) - {e.category for e in entries}
-        if unknown:
-            raise InputError(f"unknown bench categories: {', '.join(sorted(unknown))}")
-        entries = [e for e in entries if e.category in categories]
-    if limit is not None and limit < len(entries):
-        by_cat: dict[str, list[BenchEntry]] = {}
-        for e in entries:
-            by_cat.setdefault(e.category, []).append(e)
-        picked, k = [], 0
-        while len(picked) < limit:
-            for cat in by_cat.values():
-                if k < len(cat) and len(picked) < limit:
-                    picked.append(cat[k])
-            k += 1
-        entries = picked
-    return entries
+def _color_entry(b: _Builder) -> BenchEntry:
+    """Colours: every named colour twice, one object, still or moving."""
+    r = b.r
+    color = list(COLORS)[b.i % len(COLORS)]
+    o = _obj(r.choice(SHAPES), color, r.choice(("medium", "large")), **_motion(r))
+    return b.add(_scene([o], _background_for(r, [color])), metrics=_ATTR, accept=_clear)
 
 
+def _shape_entry(b: _Builder) -> BenchEntry:
+    """Shapes: each shape six times, sizes and colours varied."""
+    r = b.r
+    color = _colors(r, 1)[0]
+    o = _obj(SHAPES[b.i % 4], color, SIZES[1 + b.i % 2], **_motion(r))
+    return b.add(_scene([o], _background_for(r, [color])), metrics=_ATTR, accept=_clear)
+
+
+def _size_entry(b: _Builder) -> BenchEntry:
+    """Sizes: one still object of each size (read against the frame height)."""
+    r = b.r
+    color = _colors(r, 1)[0]
+    o = _obj(r.choice(SHAPES), color, SIZES[b.i % 3])
+    return b.add(_scene([o], _background_for(r, [color])), metrics=_ATTR, accept=_clear)
+
+
+def _count_entry(b: _Builder) -> BenchEntry:
+    """Counts: 1-4 objects (some identical), still or slow."""
+    r, i = b.r, b.i
+    n = 1 + i % 4
+    colors = _colors(r, n)
+    if n > 1 and i % 3 == 0:
+        colors[1] = colors[0]  # "two red balls": identical objects count too
+    shape = r.choice(SHAPES)
+    objs = [_obj(shape if (k == 1 and colors[1] == colors[0]) else r.choice(SHAPES), c, "medium" if n < 4 else "small",
+                 **({"motion": "move", "direction": r.choice(DIRECTIONS), "speed": "slow"} if r.random() < 0.4
+                    else {"motion": "still"})) for k, c in enumerate(colors)]
+    return b.add(_scene(objs, _background_for(r, set(colors))), accept=_clear)
+
+
+def _direction_entry(b: _Builder) -> BenchEntry:
+    """Directions: each of the eight three times, static camera, no wall in the first second."""
+    r, i = b.r, b.i
+    color = _colors(r, 1)[0]
+    direction = DIRECTIONS[i % 8]
+    # A portrait frame is 0.6 units wide: fast sideways motion would reach a wall within the second measured.
+    narrow = b.size[1] < b.size[0] and direction not in ("up", "down")
+    o = _obj(r.choice(SHAPES), color, r.choice(("small", "medium")), "move", direction,
+             r.choice(("slow", "normal") if narrow else ("slow", "normal", "fast")))
+    return b.add(_scene([o], _background_for(r, [color])), metrics=BASE_METRICS + ("direction",),
+                 accept=lambda c: _no_wall_bounce(c) and _in_view(c, 0.9), seconds=max(2.0, DURATIONS[i % 4]))
+
+
+def _gravity_entry(b: _Builder) -> BenchEntry:
+    """Gravity: dropped objects bounce with decreasing height (drift none / left / right)."""
+    r, i = b.r, b.i
+    color = _colors(r, 1)[0]
+    o = _obj(r.choice(SHAPES), color, r.choice(("small", "medium")), "bounce", ("none", "left", "right")[i % 3],
+             ("slow", "normal", "fast")[i % 3])
+    return b.add(_scene([o], _background_for(r, [color])), metrics=BASE_METRICS + ("gravity", "direction"),
+                 accept=lambda c: _bounces(c, 0) >= 1 and _in_view(c), seconds=(3.0, 4.0)[i % 2])
+
+
+def _collision_entry(b: _Builder) -> BenchEntry:
+    """Collisions: two objects moving toward each other that meet within the clip."""
+    r, i = b.r, b.i
+    colors = _colors(r, 2)
+    a = _obj(r.choice(SHAPES), colors[0], "medium", "move", "right", "normal")
+    c = _obj(r.choice(SHAPES), colors[1], "medium", "move", "left", "normal")
+    return b.add(_scene([a, c], _background_for(r, colors)), metrics=BASE_METRICS + ("collision",),
+                 accept=lambda cl: any(f.collisions for f in cl.truth.frames[1:-3]) and _in_view(cl),
+                 seconds=(3.0, 4.0)[i % 2], tries=120)
+
+
+def _hit_entry(b: _Builder) -> BenchEntry:
+    """Colour change on impact: a box turns a new colour when a moving object hits it."""
+    r, i = b.r, b.i
+    colors = _colors(r, 3)
+    box = _obj("box", colors[0], "large", "still", hit_color=colors[2])
+    ball = _obj(r.choice(("ball", "star")), colors[1], "medium", "move", ("left", "right")[i % 2], "fast")
+    return b.add(_scene([box, ball], _background_for(r, colors)), metrics=BASE_METRICS + ("hit_color",),
+                 accept=lambda cl: cl.truth.frames[-1].objects[0].color != cl.truth.frames[0].objects[0].color
+                 and any(f.collisions for f in cl.truth.frames[1:-3]) and _in_view(cl), seconds=4.0, tries=200)
+
+
+def _camera_entry(b: _Builder) -> BenchEntry:
+    """Camera moves: each of the seven (static included), the object in view throughout."""
+    r, i = b.r, b.i
+    color = _colors(r, 1)[0]
+    o = _obj(r.choice(SHAPES), color, "medium", "still")
+    camera = _CAMERAS[i % 7]
+    # On a ground plane things at rest sit on the ground, which a vertical pan leaves out of view for long.
+    kinds = ("solid", "sky") if camera in ("pan-up", "pan-down") else None
+    return b.add(_scene([o], _background_for(r, [color], kinds=kinds), camera=camera), metrics=BASE_METRICS + ("camera",),
+                 seconds=(2.0, 3.0, 4.0)[i % 3], accept=_mostly_in_view)
+
+
+def _occlusion_entry(b: _Builder) -> BenchEntry:
+    """Occlusion: an object passes behind the pillar and comes out."""
+    r, i = b.r, b.i
+    colors = _colors(r, 2)
+    o = _obj(r.choice(SHAPES), colors[0], r.choice(("small", "medium")), "move", ("left", "right")[i % 2],
+             r.choice(("normal", "fast")))
+    spec = _scene([o], _background_for(r, colors), occluder=OccluderSpec(colors[1], "center"))
+    return b.add(spec, metrics=BASE_METRICS + ("permanence",), accept=lambda c: _passes_behind(c, 0), seconds=4.0,
+                 tries=120)
+
+
+def _trail_entry(b: _Builder) -> BenchEntry:
+    """Paint trails, along the frame's long side so two seconds of travel leave a trail long enough to see."""
+    r, i = b.r, b.i
+    size = SIZES_HW[i % 3]
+    bg = r.choice([n for _, n in ALL_BACKGROUNDS if len(detectable_colors(n, True)) >= 3])
+    color = r.choice(detectable_colors(bg, True))
+    ways = {(128, 128): DIRECTIONS, (96, 160): ("left", "right"), (160, 96): ("up", "down")}[size]
+    o = _obj(r.choice(SHAPES), color, "medium", "move", r.choice(ways), "normal", trail=True)
+    # No wall bounce in the whole clip: paint laid twice on one path cannot show where it came from.
+    return b.add(_scene([o], bg), metrics=BASE_METRICS + ("trail",), size=size,
+                 accept=lambda c: _in_view(c, 0.9) and _no_wall_bounce(c, 10.0), seconds=2.0, tries=150)
+
+
+def _multishot_entry(b: _Builder) -> BenchEntry:
+    """Multi-shot: wide, close-up[, wide]."""
+    r, i = b.r, b.i
+    colors = _colors(r, 2)
+    objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
+    shots = [ShotSpec("wide"), ShotSpec("close-up", i % 2)] + ([ShotSpec("wide")] if i % 2 else [])
+    return b.add(_scene(objs, _background_for(r, colors), shots=shots), metrics=("color", "cuts"),
+                 seconds=(3.0, 4.0)[i % 2])
+
+
+def _t2i_entry(b: _Builder) -> BenchEntry:
+    """Text-to-image: one frame."""
+    r, i = b.r, b.i
+    colors = _colors(r, 1 + i % 3)
+    objs = [_obj(r.choice(SHAPES), c, r.choice(SIZES)) for c in colors]
+    return b.add(_scene(objs, _background_for(r, colors)), mode="t2i", metrics=("color", "shape", "count", "size"),
+                 accept=_clear)
+
+
+def _i2v_entry(b: _Builder) -> BenchEntry:
+    """Image-to-video: the first frame is the simulator's."""
+    r, i = b.r, b.i
+    colors = _colors(r, 1 + i % 2)
+    objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
+    return b.add(_scene(objs, _background_for(r, colors)), mode="i2v", metrics=BASE_METRICS + ("first_frame",),
+                 accept=_clear)
+
+
+def _extend_entry(b: _Builder) -> BenchEntry:
+    """Extension: the first 9 or 17 frames are given, the model continues them."""
+    r, i = b.r, b.i
+    colors = _colors(r, 1 + i % 2)
+    objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
+    return b.add(_scene(objs, _background_for(r, colors)), mode="extend", metrics=BASE_METRICS + ("seam",),
+                 accept=_clear, given=(9, 17)[i % 2], seconds=(1.0, 2.0)[i % 2])
+
+
+def _loop_entry(b: _Builder) -> BenchEntry:
+    """Loops: the last frame leads back into the first."""
+    r, i = b.r, b.i
+    colors = _colors(r, 1 + i % 2)
+    objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
+    return b.add(_scene(objs, _background_for(r, colors)), mode="loop", metrics=("color", "shape", "count", "seam"),
+                 accept=_clear, seconds=(2.0, 4.0)[i % 2])
+
+
+def _connect_entry(b: _Builder) -> BenchEntry:
+    """Connect: clip A, a generated transition, clip B (both cut from one simulated clip)."""
+    r, i = b.r, b.i
+    colors = _colors(r, 1 + i % 2)
+    objs = [_obj(r.choice(SHAPES), c, "medium", **_motion(r)) for c in colors]
+    return b.add(_scene(objs, _background_for(r, colors)), mode="connect", metrics=BASE_METRICS + ("seam",),
+                 accept=_clear, given=9, given_tail=9, seconds=1.0)
+
+
+def _edit_entry(b: _Builder) -> BenchEntry:
+    """Edit (SDEdit): the same scene in another colour."""
+    r = b.r
+    old, new = _colors(r, 2)
+    o = _obj(r.choice(SHAPES), new, "large", **_motion(r))
+    spec = _scene([o], _background_for(r, [old, new]))
+    source = SceneSpec.from_dict(spec.to_dict())
+    source.objects[0].color = old
+    return b.add(spec, mode="edit", metrics=BASE_METRICS + ("edit_motion",), accept=_clear, source_spec=source,
+                 strength=0.7, seconds=2.0)
+
+
+#: category -> (entries, builder of entry i). 246 entries in all.
+CATEGORIES = {
+    "color": (24, _color_entry), "shape": (24, _shape_entry), "size": (18, _size_entry), "count": (20, _count_entry),
+    "direction": (24, _direction_entry), "gravity": (16, _gravity_entry), "collision": (10, _collision_entry),
+    "hit": (8, _hit_entry), "camera": (18, _camera_entry), "occlusion": (12, _occlusion_entry),
+    "trail": (8, _trail_entry), "multishot": (8, _multishot_entry), "t2i": (10, _t2i_entry), "i2v": (12, _i2v_entry),
+    "extend": (10, _extend_entry), "loop": (8, _loop_entry), "connect": (8, _connect_entry), "edit": (8, _edit_entry),
+}
 SUITES = ("default",)
 
+
+@functools.lru_cache(maxsize=None)
+def _entry(name: str, category: str, i: int) -> BenchEntry:
+    b = _Builder(name, category, i)
+    entry = CATEGORIES[category][1](b)
+    entry.id = f"{category}-{i:03d}"
+    entry.category = category
+    return entry
+
+def build_suite(name: str = "default", *, limit: int | None = None, categories: list[str] | None = None) -> list[BenchEntry]:
+    """The entries of suite ``name`` (all 246, or ``categories``); ``limit`` keeps an even spread over the
+    categories (round robin) and builds only what it keeps."""
+    if name not in SUITES:
+        raise InputError(f"unknown bench suite {name!r}; available: {', '.join(SUITES)}")
+    cats = list(CATEGORIES) if not categories else list(dict.fromkeys(categories))
+    unknown = [c for c in cats if c not in CATEGORIES]
+    if unknown:
+        raise InputError(f"unknown bench categories: {', '.join(unknown)}; choose from {', '.join(CATEGORIES)}")
+    if limit is None:
+        order = [(c, i) for c in cats for i in range(CATEGORIES[c][0])]
+    else:
+        order, k = [], 0
+        while len(order) < limit and k < max(CATEGORIES[c][0] for c in cats):
+            order += [(c, k) for c in cats if k < CATEGORIES[c][0]][:limit - len(order)]
+            k += 1
+        order.sort(key=lambda ci: (cats.index(ci[0]), ci[1]))
+    return [_entry(name, c, i) for c, i in order]
+
+
 __all__ = ["BenchEntry", "build_suite", "render_reference", "conditioning", "detectable_colors", "background_colors",
-           "detector_config", "SUITES",
-           "SIZES_HW", "FPS"]
+           "detector_config", "CATEGORIES", "SUITES", "SIZES_HW", "FPS"]
