@@ -300,6 +300,12 @@ def discover_clips(data_dir: str | os.PathLike) -> list[ClipItem]:
                 side = p.with_suffix(".txt")
                 captions = {"long": side.read_text().strip()} if side.is_file() else {}
                 items.append(ClipItem(id=rel, path=p, source=rel, captions=captions))
+        bare = sum(1 for it in items if not it.captions)
+        if bare:
+            _warn(
+                f"{bare} of {len(items)} clips in {data_dir} have no caption (a NAME.txt beside the clip); "
+                "they train with the empty caption (unconditional)"
+            )
     if not items:
         raise DataError(
             f"dataset {data_dir} has no clips (expected manifest.jsonl or video/image files: "

@@ -288,3 +288,16 @@ def test_build_latent_cache_encodes_once_skips_bad_clips_and_resumes(tmp_path):
     assert (third.added, third.total) == (1, 4)
     with pytest.raises(DataError, match="does not exist"):
         build_latent_cache(tmp_path / "nowhere", tmp_path / "vae", tmp_path / "cache2", **kw)
+
+
+def test_real_clips_folder_is_discovered_and_read_at_native_size(real_videos):
+    from soraflow.data import discover_clips, read_clip
+
+    with pytest.warns(DataWarning, match="no caption"):
+        items = {it.id: it for it in discover_clips(real_videos)}
+    assert {"bikes.mp4", "carphone_pristine.mp4"} <= set(items)
+    frames, fps = read_clip(items["carphone_pristine.mp4"], max_frames=7)
+    assert frames.shape == (5, 144, 176, 3) and frames.dtype.name == "uint8"  # 7 -> 1 + 4k = 5 frames
+    assert fps == pytest.approx(29.97, abs=0.01)
+    frames, _ = read_clip(items["bikes.mp4"], size=(64, 96), max_frames=3)
+    assert frames.shape == (1, 64, 96, 3)
