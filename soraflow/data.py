@@ -434,6 +434,13 @@ def build_latent_cache(
                 skipped += 1
                 continue
             latent = encode_frames(vae, frames, device=device, autocast=autocast)  # (C, T, H, W)
+            stored = latent.to(dtype)
+            if not torch.isfinite(stored).all():  # would poison every batch it lands in
+                msg = f"its latent is not finite in {str(dtype).removeprefix('torch.')} (max |z| {latent.abs().max():.3g})"
+                _warn(f"skipping {item.path}: {msg}")
+                writer.skip(item.source, msg)
+                skipped += 1
+                continue
             kinds = list(item.captions)
             feats = _unpad(captions.get([item.captions[k] for k in kinds])) if kinds else []
             writer.add(

@@ -301,3 +301,23 @@ def test_real_clips_folder_is_discovered_and_read_at_native_size(real_videos):
     assert fps == pytest.approx(29.97, abs=0.01)
     frames, _ = read_clip(items["bikes.mp4"], size=(64, 96), max_frames=3)
     assert frames.shape == (1, 64, 96, 3)
+
+
+def test_clip_whose_latent_overflows_the_storage_dtype_is_skipped(tmp_path, monkeypatch):
+    import soraflow.data as data
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "vae")
+    _write_world(tmp_path / "world", {"ok": (1, 32, 32, "fine"), "huge": (1, 32, 32, "overflow")})
+    real = data.encode_frames
+    calls = []
+
+    def encode(vae, frames, **kw):
+        z = real(vae, frames, **kw)
+        calls.append(1)
+        return z * 1e6 if len(calls) == 2 else z  # 1e6 is inf in float16
+
+    monkeypatch.setattr(data, "encode_frames", encode)
+    with pytest.warns(DataWarning, match="huge.png: its latent is not finite in float16"):
+        summary = data.build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", text_encoder=FakeTextEncoder(), progress=False)
+    assert (summary.added, summary.skipped) == (1, 1)
