@@ -390,10 +390,11 @@ def track(frames: list[FrameDetections], fps: float, config: DetectorConfig | No
                 if dist > gate:
                     continue
                 same = d.color == last.color
-                # A colour change is allowed (a box hit by another turns a new colour) but costs more,
-                # and only when the old colour is not seen nearby in this frame.
-                if not same and any(o.color == last.color and math.hypot(o.center[0] - px, o.center[1] - py) < gate
-                                    for o in dets):
+                # A colour change is allowed (a box hit by another turns a new colour) but costs more, and
+                # only for an object of the same size whose old colour is not seen nearby in this frame
+                # (after a cut to a close-up, a bigger object of another colour is another object).
+                if not same and (abs(math.log(max(d.radius, 0.5) / max(radius, 0.5))) > 0.3 or any(
+                        o.color == last.color and math.hypot(o.center[0] - px, o.center[1] - py) < gate for o in dets)):
                     continue
                 size = 0.0 if d.touches_occluder or last.touches_occluder else \
                     abs(math.log(max(d.radius, 0.5) / max(last.radius, 0.5)))

@@ -1,0 +1,107 @@
+"""The bench: suite, calibration (simulator >= 0.98, null below it), reports, and the CLI on a tiny random model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from soraflow.cli import main
+from soraflow.eval import metrics as M
+from soraflow.eval.bench import NullSource, SimulatorSource, add_frechet, run_bench, score_video
+from soraflow.eval.report import markdown
+from soraflow.eval.suite import CATEGORIES, build_suite, conditioning, render_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_suite_covers_the_issue():
+    assert sum(n for n, _ in CATEGORIES.values()) >= 200
+    modes = {"t2v", "t2i", "i2v", "extend", "loop", "connect", "edit"}
+    picked = build_suite(limit=len(CATEGORIES) * 2)  # two of each category, built lazily
+    assert {e.category for e in picked} == set(CATEGORIES)
+    assert {e.mode for e in picked} == modes
+    assert {e.size for e in picked} == {(128, 128), (96, 160), (160, 96)}
+    assert len({e.frames for e in picked}) >= 4
+    # A subset is the same entries as the full suite would hold (each depends only on category and index).
+    again = build_suite(categories=["gravity"], limit=2)
+    assert [e.to_dict() for e in again] == [e.to_dict() for e in picked if e.category == "gravity"]
+    for e in picked:
+        if e.mode in ("extend", "connect"):
+            inputs = conditioning(e)
+            clips = inputs["video"] if e.mode == "extend" else inputs["video"][0]
+            assert len(clips) == e.given
+
+
+def test_simulator_is_the_upper_bound_and_null_the_floor():
+    entries = build_suite(categories=["color", "gravity", "occlusion", "camera", "extend", "loop", "i2v", "hit"], limit=8)
+    upper = run_bench(SimulatorSource(), entries, progress=False)
+    lower = run_bench(NullSource(), entries, progress=False)
+    add_frechet([upper, lower], upper)
+    for name, value in upper.overall.items():
+        if name in M.ACCURACY_METRICS:
+            assert value >= 0.98, (name, value)
+    assert upper.overall["first_frame"] == M.PSNR_CAP and upper.frechet == pytest.approx(0.0, abs=1e-6)
+    assert lower.overall["color"] < 0.5 and lower.overall["score"] < upper.overall["score"] - 0.3
+    assert lower.overall["first_frame"] < 20 and lower.frechet > 0
+    text = markdown([upper, lower])
+    assert "| color |" in text and "simulator" in text and "null" in text
+
+
+def test_a_reversed_video_fails_its_direction_and_gravity():
+    entry = build_suite(categories=["gravity"], limit=1)[0]
+    frames = render_reference(entry).frames
+    good, _ = score_video(entry, frames)
+    bad, _ = score_video(entry, frames[::-1].copy())
+    assert good["gravity"] == 1.0 and bad["gravity"] == 0.0
+    if entry.spec.objects[0].direction != "none":
+        assert good["direction"] == 1.0 and bad["direction"] == 0.0
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("make_random_model", ROOT / "scripts" / "make_random_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("model") / "random"
+    _load_script().make_random_pipeline(height=32, width=48, steps=1, window=5, overlap=2).save_pretrained(folder)
+    return folder
+
+
+def test_cli_bench_on_a_tiny_random_model(random_model, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["eval", "bench", "--model", str(random_model), "--limit", "3", "--category", "t2i", "color",
+                 "--steps", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    data = json.loads((out / "bench.json").read_text())
+    results = {r["name"]: r for r in data["results"]}
+    assert set(results) == {"random", "simulator", "null"}
+    assert [e["id"] for e in results["random"]["entries"]] == ["t2i-000", "t2i-001", "color-000"]
+    assert results["simulator"]["overall"]["color"] == 1.0
+    assert 0.0 <= results["random"]["overall"]["score"] <= 1.0
+    assert results["random"]["frechet"] > results["simulator"]["frechet"]
+    md = (out / "bench.md").read_text()
+    assert "| color |" in md and "random" in md
+    from PIL import Image
+
+    for name in ("categories.png", "metrics.png", "trajectories.png", "contact_sheet.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 50
+    assert "score" in capsys.readouterr().out
+
+
+def test_cli_bench_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", "bench", "--reference", "none", "--out", str(tmp_path)]) == 2
+    assert main(["eval", "bench", "--category", "juggling", "--reference", "simulator", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "nothing to score" in err[0] and "juggling" in err[1]
+    assert not np.any([p.suffix == ".json" for p in tmp_path.iterdir()])
