@@ -36,6 +36,9 @@ def _rss_mib() -> float:
 def worker(args) -> None:
     """One implementation, one operation: time it and report peak RSS above the pre-op baseline."""
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from safetensors.torch import save_file
 
     from soraflow.models.vae import VideoVAE, vae_config
@@ -86,6 +89,7 @@ def main() -> None:
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--json", help="also write the results here")
     # internal: worker mode
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each subprocess (default: torch's choice)")
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--op", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -103,11 +107,13 @@ def main() -> None:
                 out = str(Path(tmp) / f"{impl}-{op}.safetensors")
                 cmd = [sys.executable, __file__, "--impl", impl, "--op", op, "--out", out, "--preset", args.preset,
                        "--frames", str(args.frames), "--size", str(args.size), "--repeats", str(args.repeats)]  # fmt: skip
+                cmd += ["--threads", str(args.threads)] if args.threads else []
                 res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
                 res["output"] = load_file(out)["out"]
                 results.append(res)
                 print(f"{op:6s} {impl:15s} {res['time_s']:7.2f} s  peak +{res['peak_mib']:7.0f} MiB", flush=True)
-    print(f"\npreset {args.preset}, input 1x3x{args.frames}x{args.size}x{args.size}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+    threads = args.threads or torch.get_num_threads()
+    print(f"\npreset {args.preset}, input 1x3x{args.frames}x{args.size}x{args.size}, torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs")
     print("| op | implementation | time (s) | speed-up vs diffusers fp32 | peak RSS above baseline (MiB) | max abs err vs diffusers fp32 |")
     print("|---|---|---|---|---|---|")
     rows = []

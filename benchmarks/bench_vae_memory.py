@@ -27,6 +27,9 @@ def _rss_mib() -> float:
 def worker(args) -> None:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     from soraflow.models.vae import VideoVAE, vae_config
 
     torch.manual_seed(0)
@@ -66,6 +69,7 @@ def main() -> None:
     p.add_argument("--lengths", default="5,60", help="clip lengths in seconds")
     p.add_argument("--chunk", type=int, default=4, help="latent frames per decode chunk")
     p.add_argument("--impls", default="soraflow-fp32,soraflow-fast", help="soraflow-fp32, soraflow-fast, diffusers")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each subprocess (default: torch's choice)")
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -76,10 +80,11 @@ def main() -> None:
         for seconds in (int(s) for s in args.lengths.split(",")):
             cmd = [sys.executable, __file__, "--impl", impl, "--seconds", str(seconds), "--preset", args.preset,
                    "--size", str(args.size), "--fps", str(args.fps), "--chunk", str(args.chunk)]  # fmt: skip
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"{impl:14s} {seconds:3d} s ({r['frames']} frames) {r['time_s']:7.1f} s  peak +{r['peak_mib']:.0f} MiB", flush=True)
-    print(f"\npreset {args.preset}, {args.size}x{args.size}, {args.fps} fps, chunk {args.chunk} latents")
+    print(f"\npreset {args.preset}, {args.size}x{args.size}, {args.fps} fps, chunk {args.chunk} latents, threads {args.threads or 'default'}")
     print("| implementation | clip | frames | decode time (s) | peak RSS above baseline (MiB) | vs shortest clip |")
     print("|---|---|---|---|---|---|")
     for impl in args.impls.split(","):

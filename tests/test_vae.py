@@ -67,6 +67,16 @@ def test_matches_diffusers_autoencoder_kl_wan(frames):
     assert out.std() > 1e-3  # a non-trivial output, so agreement means something
 
 
+def test_wan21_preset_has_the_released_vae_layout():
+    diffusers = pytest.importorskip("diffusers")
+    with torch.device("meta"):  # shapes only: no 127M-parameter allocation
+        ref = diffusers.AutoencoderKLWan()  # diffusers' defaults are the released Wan2.1 VAE
+        ours = VideoVAE(vae_config("wan2.1"))
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert ours.config.latents_mean == list(ref.config.latents_mean)
+    assert ours.config.latents_std == list(ref.config.latents_std)
+
+
 def test_saved_folder_loads_in_diffusers_and_back(tiny, tmp_path):
     diffusers = pytest.importorskip("diffusers")
     tiny.save_pretrained(tmp_path / "vae")
