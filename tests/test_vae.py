@@ -228,3 +228,21 @@ def test_bad_checkpoints_raise_checkpoint_error(tiny, tmp_path):
         VideoVAE.from_pretrained(folder)
     with pytest.raises(CheckpointError, match="config.json missing"):
         VideoVAE.from_pretrained(tmp_path / "nowhere")
+
+
+def test_fast_path_matches_fp32_within_bf16_tolerance():
+    torch.manual_seed(0)
+    ref = _randomize(VideoVAE(VAEConfig(**TINY)))
+    fast = VideoVAE(VAEConfig(**TINY)).eval()
+    fast.load_state_dict(ref.state_dict())
+    fast.to_fast()
+    assert fast.decoder.conv_in.weight.dtype == torch.bfloat16
+    assert fast.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = _video(5, 16, 16)
+    with torch.no_grad():
+        mean = ref.encode(x).mean
+        fast_mean = fast.encode(x).mean
+        assert fast_mean.dtype == torch.bfloat16
+        assert (fast_mean.float() - mean).abs().max() <= 0.05 * mean.abs().max()
+        out, fast_out = ref.decode(mean), fast.decode(mean).float()
+    assert (fast_out - out).abs().max() <= 0.1  # pixels in [-1, 1]; bf16 keeps ~3 significant digits
