@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -164,8 +163,12 @@ def distributed_session(**kwargs) -> Iterator[World]:
     try:
         yield world
     except SoraflowError as err:
-        if world.distributed:
-            print(f"soraflow: rank {world.rank}: {err}", file=sys.stderr, flush=True)
+        if world.distributed and not str(err).startswith("rank "):
+            try:  # the CLI prints the one line; say which rank it came from
+                renamed = type(err)(f"rank {world.rank}: {err}")
+            except TypeError:
+                raise err from None
+            raise renamed from None
         raise
     except (RuntimeError, dist.DistError) as err:  # gloo/NCCL report a lost peer as RuntimeError
         if world.distributed and _is_comm_failure(err):
