@@ -90,7 +90,9 @@ def test_bad_training_inputs(clips, tmp_path):
     with pytest.raises(InputError, match="1 \\+ 4k"):
         train_vae(_cfg(clips, tmp_path / "x", frames=4))
     with pytest.raises(DataError, match="does not exist"):
-        list_clips(tmp_path / "missing")
+        train_vae(_cfg(tmp_path / "missing", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nothing written for a bad input
+    assert not (tmp_path / "x").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no clips"):
         list_clips(tmp_path / "empty")
