@@ -3,7 +3,8 @@
 (a) DDP, FSDP2 (with and without activation checkpointing) and Ulysses sequence parallelism on 2
     ranks give the losses and weights of 1 process on the same global batch (fp32; tolerance 1e-5
     relative on losses, 1e-5 absolute on weights: only the order of float sums differs);
-(b) sequence-parallel attention and whole DiT forwards equal single-process results to 1e-5;
+(b) sequence-parallel attention, whole DiT forwards and a guided sampling loop with a given frame
+    equal single-process results to 1e-5;
 (c) DCP checkpoints saved on 2 ranks load on 1 process (and a 1-process checkpoint on 2 ranks)
     with identical weights and optimizer state; export to one safetensors file;
 (d) `soraflow train dit` under torchrun with a rank killed by SIGKILL fails fast and non-zero with
@@ -107,6 +108,12 @@ def test_ulysses_attention_equals_attention_over_all_tokens(two_ranks):
 def test_sequence_parallel_dit_forward_equals_single_process(two_ranks, case):
     for res in two_ranks[0]:
         assert res["sp_forward_err"][case] <= 1e-5, res["sp_forward_err"]
+
+
+def test_sequence_parallel_sampling_equals_single_process(two_ranks):
+    for res in two_ranks[0]:
+        assert res["sp_sample_err"] <= 1e-5
+        assert res["sp_sample_given_exact"]  # the given frame is held exactly on every rank
 
 
 # ----------------------------------------------------------------------------------------------
