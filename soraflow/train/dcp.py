@@ -22,7 +22,6 @@ Assumption: all ranks see the run folder (one node, or a shared filesystem acros
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings

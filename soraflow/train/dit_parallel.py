@@ -25,7 +25,6 @@ import logging
 import math
 from pathlib import Path
 
-import torch
 
 from ..errors import DataError
 from .dit import DiTTrainer, TrainResult
