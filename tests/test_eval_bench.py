@@ -84,7 +84,7 @@ def test_cli_bench_on_a_tiny_random_model(random_model, tmp_path, capsys):
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
     results = {r["name"]: r for r in data["results"]}
-    assert set(results) == {"random", "simulator", "null"}
+    assert set(results) == {"random", "simulator", "null", "null-vae"}
     assert [e["id"] for e in results["random"]["entries"]] == ["t2i-000", "t2i-001", "color-000"]
     assert results["simulator"]["overall"]["color"] == 1.0
     assert 0.0 <= results["random"]["overall"]["score"] <= 1.0

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
     parser.add_argument("--reference", choices=("both", "simulator", "null", "none"), default="both",
                         help="calibration scored beside the model: the simulator's renders (upper bound), "
-                             "the null model (floor), both (default) or none")
+                             "the null models (floor: an unrelated simulated scene, and with --model random "
+                             "latents through its VAE), both (default) or none")
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
                         help="classifier-free guidance scale (default: the model's)")
@@ -82,7 +83,9 @@ def run(args) -> int:
     if args.reference in ("both", "simulator"):
         sources.append(SimulatorSource())
     if args.reference in ("both", "null"):
-        sources.append(NullSource())
+        sources.append(NullSource())  # the prompt removed: an unrelated simulated scene
+        if pipe is not None:
+            sources.append(NullSource(pipe))  # random latents through the model's VAE
 
     results = [run_bench(s, entries, progress=not args.no_progress) for s in sources]
     upper = next((r for r in results if r.name == "simulator"), None)

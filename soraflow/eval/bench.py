@@ -48,6 +48,7 @@ class NullSource:
 
     Without a pipeline: SoraWorld renders a random scene (one wide shot) of the entry's size and length —
     a "model" with perfect physics and no prompt. With a pipeline: random latents decoded by its VAE.
+    Clips given to extend or connect stay in the output, as a pipeline keeps them.
     """
 
     def __init__(self, pipeline=None):
@@ -55,7 +56,17 @@ class NullSource:
         self.name = "null" if pipeline is None else "null-vae"
 
     def __call__(self, entry: BenchEntry, reference) -> np.ndarray:
-        n = len(reference.frames)
+        frames = self._frames(entry, len(reference.frames))
+        # Given clips are part of the output whatever a model does (the pipeline shows them as given):
+        # the null ignores them only in what it adds, so its seams are real seams.
+        if entry.mode == "extend":
+            frames[:entry.given] = reference.frames[:entry.given]
+        elif entry.mode == "connect":
+            frames[:entry.given] = reference.frames[:entry.given]
+            frames[entry.frames - entry.given_tail:] = reference.frames[entry.frames - entry.given_tail:]
+        return frames
+
+    def _frames(self, entry: BenchEntry, n: int) -> np.ndarray:
         if self.pipeline is None:
             spec = random_spec(random.Random(f"null-{entry.id}"))
             spec.shots = [ShotSpec("wide")]
@@ -67,7 +78,7 @@ class NullSource:
         g = torch.Generator().manual_seed(entry.seed)
         z = torch.randn(1, C, 1 + math.ceil((n - 1) / 4), entry.size[0] // sf, entry.size[1] // sf, generator=g)
         frames = pipe.decode_latents(z.to(pipe.device, next(pipe.vae.parameters()).dtype))
-        return frames[:n]
+        return frames[:n].copy()
 
 
 class PipelineSource:

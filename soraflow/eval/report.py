@@ -48,7 +48,8 @@ def markdown(results: list[BenchResult], *, title: str = "SoraWorld bench", comm
         lines += ["```bash", command, "```", ""]
     lines += [f"Videos per source: {', '.join(f'{r.name} {len(r.entries)}' for r in results)}. "
               f"Accuracies are in [0, 1] (higher is better); `simulator` is the upper bound (SoraWorld's own "
-              f"renders), `null` the floor (the prompt removed).", ""]
+              f"renders), `null` the floor (the prompt removed: an unrelated simulated scene) and `null-vae` "
+              f"random latents through the model's VAE.", ""]
     metrics = [m for m in ("score",) + M.ALL_METRICS if any(r.overall.get(m) is not None for r in results)]
     lines += ["## Overall", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for m in metrics:
