@@ -1,0 +1,483 @@
+"""Build soraflow's default model with one resumable command: data -> VAE -> latent cache -> DiT -> export -> bench.
+
+    python scripts/build_default_model.py --device cuda            # the real run (GPU box), into runs/default-model
+    python scripts/build_default_model.py --scale smoke            # a tiny end-to-end check (a few CPU minutes)
+    python scripts/build_default_model.py --plan                   # print the stages and what is done, run nothing
+
+Stages (each runs the public ``soraflow`` command in its own process and is skipped when its output is
+complete, so running the same command again resumes where it stopped, mid-stage included: the
+dataset writer, the VAE and DiT trainers and the latent cache all resume themselves):
+
+1. ``data``   SoraWorld training set: 128x128, 160x96 and 96x160; single frames to 6 s at 8 fps; every
+   dynamic and world-model property the spec sampler draws; short and long captions.
+2. ``vae``    the causal 3D VAE ("small" preset), exported with latent statistics to WORK/vae/model.
+3. ``cache``  every clip encoded once with the VAE and its captions with MiniLM (WORK/cache).
+4. ``dit``    the DiT (8-block "small" width: 20 M parameters) with rectified flow and the prompting-mode
+   masks (text-to-video, image-to-video, extension both ways, connect/loop, in-filling).
+5. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
+   soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
+6. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
+7. ``speed``  benchmarks/bench_generate.py on the exported model (the 4 s clip, median of 5).
+8. ``curves`` the VAE and DiT loss curves as PNG (WORK/curves/), always redrawn.
+
+Everything is seeded (``--seed``); the resolved plan and per-stage wall times go to WORK/build.json.
+``--deadline MIN`` stops cleanly (exit 3) when the time is up, so a machine that allows ten-minute
+commands builds the model over several calls of the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_EXPORT = REPO / "soraflow" / "assets" / "default"
+EXIT_DEADLINE = 3  # the deadline passed: run the same command again to resume
+
+
+@dataclass
+class Scale:
+    """Sizes of every stage. ``gpu`` is the real build; ``cpu`` the same recipe shrunk for a CPU
+    (hours in the background); ``smoke`` checks the glue end to end in minutes."""
+
+    # data
+    clips: int = 20000  # SoraWorld clips (10% single frames)
+    seconds: str = "1-6"  # clip length range (single frames come from --image-fraction)
+    image_fraction: float = 0.1
+    sizes: str = "128x128,160x96,96x160"  # WIDTHxHEIGHT, drawn uniformly
+    fps: int = 8
+    # VAE
+    vae_preset: str = "small"
+    vae_steps: int = 20000
+    vae_batch: int = 16
+    vae_crop: int = 64  # random square crops of the 128-px frames
+    vae_frames: int = 9
+    vae_lr: float = 3e-4
+    vae_save_every: int = 500
+    # latent cache
+    max_frames: int = 49  # 6 s at 8 fps (1 + 4k)
+    # DiT
+    dit_layers: int = 8  # "small" width (384, 6 heads, FFN 1536) at 8 blocks: 20 M parameters
+    dit_steps: int = 60000
+    dit_batch_tokens: int = 16384
+    dit_lr: float = 3e-4
+    dit_warmup: int = 1000
+    dit_checkpoint_every: int = 1000
+    ema_decay: float = 0.9995
+    # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
+    steps: int = 8
+    guidance_scale: float = 4.0
+    sampler: str = "euler"
+    # bench
+    bench_limit: int | None = None  # prompts of the default suite (None: all)
+    bench_steps: int | None = None  # sampler steps for the bench (None: the model's)
+    speed_repeats: int = 5
+
+
+SCALES = {
+    "gpu": Scale(),
+    "cpu": Scale(clips=4000, vae_steps=3000, vae_batch=4, dit_steps=8000, dit_batch_tokens=4096, dit_warmup=300,
+                 dit_checkpoint_every=250, ema_decay=0.999, vae_save_every=250, bench_limit=60),
+    "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
+                   vae_save_every=2, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
+                   ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1),
+}
+
+
+class Deadline(Exception):
+    pass
+
+
+@dataclass
+class Build:
+    """The resolved build: work dir, scale, device and where each stage writes."""
+
+    work: Path
+    scale: Scale
+    scale_name: str
+    device: str
+    seed: int
+    export: Path
+    export_dtype: str
+    max_mb: float
+    threads: int | None
+    workers: int
+    deadline: float | None  # time.monotonic() to stop at
+    log: dict = field(default_factory=dict)
+
+    data = property(lambda self: self.work / "data")
+    vae_run = property(lambda self: self.work / "vae")
+    vae_model = property(lambda self: self.work / "vae" / "model")
+    cache = property(lambda self: self.work / "cache")
+    dit_run = property(lambda self: self.work / "dit")
+    bench = property(lambda self: self.work / "bench")
+    curves = property(lambda self: self.work / "curves")
+    speed = property(lambda self: self.work / "speed.json")
+
+    # ------------------------------------------------------------------ what is done
+
+    def manifest_count(self) -> int:
+        path = self.data / "manifest.jsonl"
+        if not path.is_file():
+            return 0
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+    def cache_count(self) -> int:
+        path = self.cache / "index.json"
+        if not path.is_file():
+            return 0
+        index = json.loads(path.read_text())
+        return len(index.get("entries", [])) + len(index.get("skipped", {}) or {})
+
+    def dit_step(self) -> int:
+        ckpts = sorted((self.dit_run / "checkpoints").glob("step_*")) if (self.dit_run / "checkpoints").is_dir() else []
+        return int(ckpts[-1].name.split("_")[1]) if ckpts else 0
+
+    def exported_step(self) -> int | None:
+        path = self.export / "build.json"
+        if not (self.export / "config.json").is_file() or not path.is_file():
+            return None
+        info = json.loads(path.read_text())
+        return info.get("dit_step") if info.get("work") == str(self.work.resolve()) else None
+
+    def status(self) -> dict[str, tuple[bool, str]]:
+        s = self.scale
+        have, dstep = self.manifest_count(), self.dit_step()
+        cached = self.cache_count()
+        exported = self.exported_step()
+        return {
+            "data": (have >= s.clips, f"{have}/{s.clips} clips in {self.data}"),
+            "vae": ((self.vae_model / "config.json").is_file(), f"{s.vae_preset} VAE, {s.vae_steps} steps -> {self.vae_model}"),
+            "cache": (cached >= s.clips and cached > 0, f"{cached}/{s.clips} clips encoded in {self.cache}"),
+            "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
+            "export": (exported is not None and exported == dstep and dstep >= s.dit_steps,
+                       f"EMA weights in {self.export_dtype} -> {self.export}"),
+            "bench": ((self.bench / "bench.json").is_file(), f"SoraWorld bench -> {self.bench}"),
+            "speed": (self.speed.is_file(), f"4 s 128x128 clip, median of {s.speed_repeats} -> {self.speed}"),
+            "curves": (False, f"loss curves -> {self.curves}"),
+        }
+
+    # ------------------------------------------------------------------ running one command
+
+    def run(self, stage: str, args: list[str]) -> None:
+        """Run ``args`` as a child process (its own process group), honouring the deadline."""
+        print(f"[{stage}] $ {' '.join(str(a) for a in args)}", flush=True)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        proc = subprocess.Popen([str(a) for a in args], cwd=REPO, env=env, start_new_session=True)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self.deadline is not None and time.monotonic() > self.deadline:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                        try:
+                            proc.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        raise Deadline(stage)
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise
+        if code:
+            raise SystemExit(f"stage {stage} failed (exit {code}); fix the cause and run the same command again to resume")
+
+
+def soraflow(*args) -> list:
+    return [sys.executable, "-m", "soraflow.cli", *args]
+
+
+# ----------------------------------------------------------------------------------------------
+# The stages
+
+
+def stage_data(b: Build) -> None:
+    s = b.scale
+    b.run("data", soraflow("world", "dataset", "--n", s.clips, "--out", b.data, "--sizes", s.sizes, "--seconds", s.seconds,
+                           "--fps", s.fps, "--image-fraction", s.image_fraction, "--seed", b.seed, "--workers", b.workers))
+
+
+def _config_fields(module: str, cls: str) -> set[str]:
+    import importlib
+
+    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+
+
+def stage_vae(b: Build) -> None:
+    s = b.scale
+    args = ["train", "vae", "--data", b.data, "--run-dir", b.vae_run, "--preset", s.vae_preset, "--steps", s.vae_steps,
+            "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", s.vae_lr,
+            "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2)]
+    fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
+    if "device" in fields:
+        args += ["--device", b.device]
+    elif b.device != "cpu":
+        print(f"[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
+    if b.threads and "threads" in fields:
+        args += ["--threads", b.threads]
+    b.run("vae", soraflow(*args))
+
+
+def stage_cache(b: Build) -> None:
+    # The Python API rather than `soraflow train cache-latents`: it takes a device (encoding 20,000
+    # clips is minutes on a GPU, hours on a CPU). Resumable: encoded clips are not encoded again.
+    s = b.scale
+    code = (
+        "import sys, torch\n"
+        "from soraflow.data import build_latent_cache\n"
+        "threads = int(sys.argv[6])\n"
+        "if threads: torch.set_num_threads(threads)\n"
+        "r = build_latent_cache(sys.argv[1], sys.argv[2], sys.argv[3], max_frames=int(sys.argv[4]), fps=float(sys.argv[5]),\n"
+        "                       device=sys.argv[7], dtype=torch.float16)\n"
+        "print(f'{r.out}: {r.total} clips cached ({r.added} new, {r.skipped} skipped); shapes {dict(sorted(r.shapes.items()))}')\n"
+    )
+    b.run("cache", [sys.executable, "-c", code, b.data, b.vae_model, b.cache, s.max_frames, s.fps, b.threads or 0, b.device])
+
+
+def stage_dit(b: Build) -> None:
+    s = b.scale
+    args = ["train", "dit", "--data", b.cache, "--out", b.dit_run, "--preset", "small", "--num-layers", s.dit_layers,
+            "--steps", s.dit_steps, "--batch-tokens", s.dit_batch_tokens, "--lr", s.dit_lr, "--warmup-steps", s.dit_warmup,
+            "--ema-decay", s.ema_decay, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
+            "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3]
+    if b.threads:
+        args += ["--threads", b.threads]
+    b.run("dit", soraflow(*args))
+
+
+def stage_export(b: Build) -> None:
+    """EMA weights -> a pipeline folder in fp32 (export_pipeline), cast to bf16/fp16, size-checked, moved into place."""
+    import torch
+
+    from soraflow.pipeline import SoraPipeline
+    from soraflow.train.dit import export_pipeline
+
+    s = b.scale
+    stage_tmp = b.work / "export-fp32"
+    print(f"[export] {b.dit_run} (EMA) + {b.vae_model} -> {b.export} in {b.export_dtype}", flush=True)
+    export_pipeline(b.dit_run, stage_tmp, vae=b.vae_model, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
+                    sampler=s.sampler, expander="world", height=128, width=128, fps=s.fps, seconds=4.0)
+    pipe = SoraPipeline.from_pretrained(stage_tmp)
+    dtype = getattr(torch, b.export_dtype)
+    pipe.vae.to(dtype=dtype)
+    pipe.dit.to(dtype=dtype)
+    staged = b.export.parent / f".{b.export.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    pipe.save_pretrained(staged)
+    size_mb = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file()) / 2**20
+    if size_mb > b.max_mb:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise SystemExit(f"exported model is {size_mb:.1f} MB, over the --max-mb {b.max_mb} limit; use fewer DiT layers")
+    params = {"dit": sum(p.numel() for p in pipe.dit.parameters()), "vae": sum(p.numel() for p in pipe.vae.parameters())}
+    info = {
+        "work": str(b.work.resolve()), "scale": b.scale_name, "seed": b.seed, "device": b.device,
+        "dit_step": b.dit_step(), "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
+        "parameters": params, "recipe": dataclasses.asdict(s), "stage_seconds": b.log.get("seconds", {}),
+    }
+    from soraflow.atomic import write_json
+
+    write_json(staged / "build.json", info)
+    if b.export.exists():
+        shutil.rmtree(b.export)
+    b.export.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, b.export)
+    shutil.rmtree(stage_tmp, ignore_errors=True)
+    print(f"[export] wrote {b.export} ({size_mb:.1f} MB; DiT {params['dit'] / 1e6:.1f} M, VAE {params['vae'] / 1e6:.1f} M "
+          f"parameters)", flush=True)
+
+
+def stage_bench(b: Build) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("soraflow.eval.bench") is None:
+        print("[bench] skipped: the bench (soraflow.eval.bench) is not available in this checkout", flush=True)
+        return
+    s = b.scale
+    args = ["eval", "bench", "--model", b.export, "--out", b.bench, "--device", b.device, "--no-progress"]
+    if s.bench_limit:
+        args += ["--limit", s.bench_limit]
+    if s.bench_steps:
+        args += ["--steps", s.bench_steps]
+    if b.scale_name == "smoke":
+        args += ["--reference", "none"]
+    b.run("bench", soraflow(*args))
+
+
+def stage_speed(b: Build) -> None:
+    args = [sys.executable, REPO / "benchmarks" / "bench_generate.py", "--model", b.export,
+            "--repeats", b.scale.speed_repeats, "--warmup", 0 if b.scale_name == "smoke" else 1, "--json", b.speed]
+    b.run("speed", args)
+
+
+def stage_curves(b: Build) -> None:
+    """Loss curves from the TensorBoard logs of both trainers."""
+    written = []
+    for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("dit", b.dit_run / "tensorboard", "train/loss")):
+        points = read_scalars(logdir, tag)
+        if not points:
+            print(f"[curves] no {tag} scalars in {logdir}", flush=True)
+            continue
+        written.append(plot_curve(points, b.curves / f"{name}_loss.png", title=f"{name.upper()} training loss ({tag})"))
+    for path in written:
+        print(f"[curves] wrote {path}", flush=True)
+
+
+def read_scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
+    if not logdir.is_dir():
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted(logdir.rglob("events.out.tfevents.*")):  # several files after resumes
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            points.update({e.step: e.value for e in acc.Scalars(tag)})
+    return sorted(points.items())
+
+
+def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from soraflow.atomic import atomic_path
+
+    steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, values, lw=0.8, alpha=0.4, label="logged")
+    if len(values) >= 10:
+        k = max(len(values) // 50, 5)
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.6, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "export": stage_export,
+          "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=None, help="work folder [default: runs/default-model (smoke: runs/default-model-smoke)]")
+    p.add_argument("--scale", choices=list(SCALES), default="gpu", help="stage sizes: gpu (the real build), cpu, smoke [default: gpu]")
+    p.add_argument("--device", default="cpu", help="torch device of training and the bench (cpu, cuda) [default: cpu]")
+    p.add_argument("--export", type=Path, default=None,
+                   help="model folder to write [default: soraflow/assets/default; smoke: WORK/export]")
+    p.add_argument("--export-dtype", choices=("bfloat16", "float16"), default="bfloat16", help="weights dtype on disk")
+    p.add_argument("--max-mb", type=float, default=60.0, help="largest exported model accepted (MB) [default: 60]")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage [default: 0]")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the training stages")
+    p.add_argument("--workers", type=int, default=None, help="dataset writer processes [default: CPU count, at most 16]")
+    p.add_argument("--only", nargs="+", choices=list(STAGES), default=None, help="run only these stages (in order)")
+    p.add_argument("--force", nargs="+", choices=list(STAGES), default=(), help="rerun these stages even if complete")
+    p.add_argument("--deadline", type=float, default=None, metavar="MIN",
+                   help="stop (exit 3, resumable) after this many minutes; for machines that limit command time")
+    p.add_argument("--plan", action="store_true", help="print the plan and the state of every stage, run nothing")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="override stage sizes, e.g. --set dit_steps=20000 clips=5000 (fields: "
+                        + ", ".join(f.name for f in dataclasses.fields(Scale)) + ")")
+    return p.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> Build:
+    scale = SCALES[args.scale]
+    types = {f.name: f.type for f in dataclasses.fields(Scale)}
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        kind = types[key]
+        overrides[key] = None if value.lower() == "none" else int(value) if "int" in kind else \
+            float(value) if "float" in kind else value
+    scale = dataclasses.replace(scale, **overrides)
+    suffix = "-smoke" if args.scale == "smoke" else ""
+    work = (args.work or REPO / "runs" / f"default-model{suffix}").resolve()
+    export = args.export or (work / "export" if args.scale == "smoke" else DEFAULT_EXPORT)
+    workers = args.workers or max(1, min(16, os.cpu_count() or 1))
+    deadline = time.monotonic() + args.deadline * 60 if args.deadline else None
+    return Build(work=work, scale=scale, scale_name=args.scale, device=args.device, seed=args.seed,
+                 export=Path(export).resolve(), export_dtype=args.export_dtype, max_mb=args.max_mb,
+                 threads=args.threads, workers=workers, deadline=deadline)
+
+
+def plan(b: Build, stages: list[str], force) -> list[str]:
+    """Print the plan; return the stages that will run."""
+    status = b.status()
+    print(f"default model build: scale {b.scale_name}, device {b.device}, seed {b.seed}, work {b.work}")
+    todo = []
+    for i, name in enumerate(STAGES, 1):
+        done, what = status[name]
+        if name not in stages:
+            mark = "skip (not selected)"
+        elif done and name not in force:
+            mark = "done"
+        else:
+            mark = "run"
+            todo.append(name)
+        print(f"  {i}. {name:<7} {mark:<20} {what}")
+    return todo
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    b = resolve(args)
+    stages = args.only or list(STAGES)
+    todo = plan(b, stages, set(args.force))
+    if args.plan:
+        return 0
+    b.work.mkdir(parents=True, exist_ok=True)
+    log_path = b.work / "build.json"
+    if log_path.is_file():
+        b.log = json.loads(log_path.read_text())
+    b.log.update(command=[sys.executable, *sys.argv], scale=b.scale_name, recipe=dataclasses.asdict(b.scale),
+                 device=b.device, seed=b.seed, export=str(b.export))
+    seconds = b.log.setdefault("seconds", {})
+    from soraflow.atomic import write_json
+
+    try:
+        for name in todo:
+            start = time.perf_counter()
+            print(f"\n== {name} ==", flush=True)
+            try:
+                STAGES[name](b)
+            finally:  # compute used, summed over resumes (the model card reports it)
+                seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - start, 1)
+                write_json(log_path, b.log)
+    except Deadline as stop:
+        print(f"\ndeadline reached during stage {stop}; run the same command again to resume", flush=True)
+        return EXIT_DEADLINE
+    print(f"\ndone: model in {b.export}; build log {log_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
