@@ -114,6 +114,7 @@ class EntryScore:
     seconds: float  # generation time
     tracks: list = field(default_factory=list)  # [(colour, shape, [[frame, x, y], ...]), ...] for plots
     sample: np.ndarray | None = None  # a few frames (k, H, W, 3) kept for the contact sheet
+    size: tuple[int, int] = (0, 0)  # (H, W) of the video
 
 
 def seams_of(entry: BenchEntry) -> list[int]:
@@ -200,7 +201,7 @@ def score_entry(entry: BenchEntry, source, *, detector: DetectorConfig | None = 
     if keep_frames:
         sample = frames[np.linspace(0, len(frames) - 1, min(keep_frames, len(frames))).round().astype(int)].copy()
     return EntryScore(entry.id, entry.category, entry.mode, scores, M.clip_features(vd).tolist(), seconds, tracks,
-                      sample)
+                      sample, tuple(frames.shape[1:3]))
 
 
 # ---------------------------------------------------------------- aggregation

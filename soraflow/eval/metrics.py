@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from ..world.scene import SIZE_RADIUS
-from ..world.spec import COLORS, SHAPES, ObjectSpec, SceneSpec
+from ..world.spec import COLORS, SHAPES, SceneSpec
 from .detector import COLOR_NAMES, Track, VideoDetections
 
 #: Radius / frame height between two size words (geometric means of the simulator's radii).
@@ -263,7 +263,7 @@ def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
         o = occ[min(max(k, 0), n - 1)]
         return o is not None and o[0] - r - 2 <= x <= o[1] + r + 2
 
-    def covered(k: int, x: float, y: float, colour: str) -> bool:
+    def covered(k: int, x: float, y: float) -> bool:
         """Another object (any colour) or the frame edge sits where it should be."""
         if not (0 <= x < w and 0 <= y < h):
             return True
@@ -297,7 +297,7 @@ def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
                 events.append(bool(same and far_side and in_time and dy <= 2.5 * a.radius + 2 + 0.35 * abs(vel[1]) * span))
             else:
                 # Behind another object (or not hidden at all: a flicker), back on its straight-line track.
-                behind = covered(a.frame + 1, *hidden_at, a.color)
+                behind = covered(a.frame + 1, *hidden_at)
                 err = np.linalg.norm(np.array(b.center) - (np.array(a.center) + vel * span))
                 plausible = err <= 0.35 * np.linalg.norm(vel) * span + 2.5 * a.radius + 2
                 events.append(bool(behind and plausible and same))
@@ -315,7 +315,7 @@ def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
                 crossing = ((o[1] - o[0]) + 2 * last.radius) / max(abs(vel[0]), 1e-3)
                 events.append(bool(out or (n - 1 - last.frame) <= crossing + 2))
             else:
-                events.append(bool(out or covered(min(last.frame + 1, n - 1), *nxt, last.color)))
+                events.append(bool(out or covered(min(last.frame + 1, n - 1), *nxt)))
     for t in tracks:
         first = t.detections[0]
         if first.frame > 0:
@@ -323,7 +323,7 @@ def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
             x, y = first.center
             from_edge = first.touches_border
             events.append(bool(from_edge or near_pillar(first.frame, x, first.radius)
-                               or covered(max(first.frame - 1, 0), x, y, first.color)))
+                               or covered(max(first.frame - 1, 0), x, y)))
     return float(np.mean(events)) if events else 1.0
 
 

@@ -118,7 +118,7 @@ def plot_categories(results: list[BenchResult], path: Path, *, key: str = "categ
     return path
 
 
-def plot_trajectories(results: list[BenchResult], path: Path, *, per_category: int = 1,
+def plot_trajectories(results: list[BenchResult], path: Path, *, per_category: int = 1, max_tracks: int = 3,
                       categories=("gravity", "direction", "occlusion", "collision")) -> Path:
     """Tracked object centres (y down) of generated vs simulated videos for a few entries."""
     import matplotlib
@@ -137,21 +137,27 @@ def plot_trajectories(results: list[BenchResult], path: Path, *, per_category: i
     if not ids:
         ids = [e.id for e in pool.entries[:4]]
     cols = max(len(ids), 1)
-    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.4), squeeze=False)
     for ax, eid in zip(axes[0], ids):
+        size = None
         for res, style in ((upper, "-"), (shown, "--")):
             if res is None:
                 continue
             e = next((x for x in res.entries if x.id == eid), None)
             if e is None:
                 continue
-            for colour, shape, pts in e.tracks:
+            size = e.size
+            # The longest few tracks: a background drifting into a named colour makes many short ones.
+            for colour, shape, pts in sorted(e.tracks, key=lambda tr: -len(tr[2]))[:max_tracks]:
                 p = np.array(pts).reshape(-1, 3)
                 rgb = tuple(v / 255 for v in COLORS.get(colour, (0, 0, 0)))
-                ax.plot(p[:, 1], p[:, 2], style, color=rgb, marker="o", ms=2, label=f"{res.name}: {colour} {shape or ''}")
-        ax.invert_yaxis()
+                ax.plot(p[:, 1], p[:, 2], style, color=rgb, marker="o", ms=3, mec="black", mew=0.3,
+                        label=f"{res.name}: {colour} {shape or ''}")
+        if size and size[0]:
+            ax.set_xlim(0, size[1])
+            ax.set_ylim(size[0], 0)  # image coordinates: y down
+            ax.set_aspect("equal")
         ax.set_title(eid, fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=6)
     fig.suptitle("object tracks: simulator (solid) vs " + (shown.name if shown else "-") + " (dashed)", fontsize=9)
     fig.tight_layout()
