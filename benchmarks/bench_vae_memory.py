@@ -19,6 +19,14 @@ import sys
 import time
 
 
+ALLOCATORS = {
+    "default": "glibc default",
+    # A fixed mmap threshold stops glibc from serving large tensors from its heap, whose
+    # fragmentation otherwise grows resident memory over the first ~10 chunks of any clip.
+    "mmap": "MALLOC_MMAP_THRESHOLD_=131072",
+}
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -69,6 +77,7 @@ def main() -> None:
     p.add_argument("--lengths", default="5,60", help="clip lengths in seconds")
     p.add_argument("--chunk", type=int, default=4, help="latent frames per decode chunk")
     p.add_argument("--impls", default="soraflow-fp32,soraflow-fast", help="soraflow-fp32, soraflow-fast, diffusers")
+    p.add_argument("--allocators", default="default,mmap", help="glibc malloc settings: default, mmap (MALLOC_MMAP_THRESHOLD_=131072)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each subprocess (default: torch's choice)")
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=int, help=argparse.SUPPRESS)
@@ -76,22 +85,27 @@ def main() -> None:
     if args.impl:
         return worker(args)
     rows = []
-    for impl in args.impls.split(","):
+    for impl, alloc in ((i, a) for a in args.allocators.split(",") for i in args.impls.split(",")):
+        env = dict(os.environ)
+        if alloc == "mmap":
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
         for seconds in (int(s) for s in args.lengths.split(",")):
             cmd = [sys.executable, __file__, "--impl", impl, "--seconds", str(seconds), "--preset", args.preset,
                    "--size", str(args.size), "--fps", str(args.fps), "--chunk", str(args.chunk)]  # fmt: skip
             cmd += ["--threads", str(args.threads)] if args.threads else []
-            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
+            r["allocator"] = alloc
             rows.append(r)
-            print(f"{impl:14s} {seconds:3d} s ({r['frames']} frames) {r['time_s']:7.1f} s  peak +{r['peak_mib']:.0f} MiB", flush=True)
+            print(f"{impl:14s} {alloc:8s} {seconds:3d} s ({r['frames']} frames) {r['time_s']:7.1f} s  peak +{r['peak_mib']:.0f} MiB", flush=True)
     print(f"\npreset {args.preset}, {args.size}x{args.size}, {args.fps} fps, chunk {args.chunk} latents, threads {args.threads or 'default'}")
-    print("| implementation | clip | frames | decode time (s) | peak RSS above baseline (MiB) | vs shortest clip |")
-    print("|---|---|---|---|---|---|")
-    for impl in args.impls.split(","):
-        mine = [r for r in rows if r["impl"] == impl]
-        for r in mine:
-            ratio = r["peak_mib"] / mine[0]["peak_mib"]
-            print(f"| {impl} | {r['seconds']} s | {r['frames']} | {r['time_s']:.1f} | {r['peak_mib']:.0f} | {ratio:.2f}x |")
+    print("| implementation | allocator | clip | frames | decode time (s) | peak RSS above baseline (MiB) | vs shortest clip |")
+    print("|---|---|---|---|---|---|---|")
+    for alloc in args.allocators.split(","):
+        for impl in args.impls.split(","):
+            mine = [r for r in rows if r["impl"] == impl and r["allocator"] == alloc]
+            for r in mine:
+                ratio = r["peak_mib"] / mine[0]["peak_mib"]
+                print(f"| {impl} | {ALLOCATORS[alloc]} | {r['seconds']} s | {r['frames']} | {r['time_s']:.1f} | {r['peak_mib']:.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ class CausalCache:
         return self._state.get(layer)
 
     def set(self, layer: nn.Module, value) -> None:
+        """Remember ``value`` (a tensor is copied: a slice would keep its whole chunk alive).
+
+        A tensor is copied into the layer's previous buffer when the shapes agree, so streaming
+        allocates no new long-lived memory per chunk (which would fragment the heap over a long clip).
+        """
+        old = self._state.get(layer)
+        if isinstance(value, torch.Tensor):
+            if isinstance(old, torch.Tensor) and old.shape == value.shape and old.dtype == value.dtype and old.stride() == value.stride():
+                old.copy_(value)
+                return
+            value = value.clone()
         self._state[layer] = value
 
     def __len__(self) -> int:
@@ -64,8 +75,7 @@ class WanCausalConv3d(nn.Conv3d):
             else:
                 x = torch.cat([past.to(x.dtype), x], dim=2)  # (B, C, pad + T, H, W)
             if cache is not None:
-                # clone: a slice would keep the whole concatenated chunk alive.
-                cache.set(self, x[:, :, -self.time_pad:].clone())
+                cache.set(self, x[:, :, -self.time_pad:])
         return super().forward(x)
 
 
@@ -147,15 +157,17 @@ class WanResample(nn.Module):
 
     def _time_downsample(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
         last = cache.get(self) if cache is not None else None
-        if cache is not None:
-            cache.set(self, x[:, :, -1:].clone())
         if last is not None:
             # Windows (last, x0, x1), (x1, x2, x3), ...: continue the pairing of the previous chunk.
-            return self.time_conv(torch.cat([last, x], dim=2))
-        if x.shape[2] == 1:
-            return x
-        # Frame 0 alone, then windows (x0, x1, x2), (x2, x3, x4), ...
-        return torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+            out = self.time_conv(torch.cat([last, x], dim=2))
+        elif x.shape[2] == 1:
+            out = x
+        else:
+            # Frame 0 alone, then windows (x0, x1, x2), (x2, x3, x4), ...
+            out = torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+        if cache is not None:
+            cache.set(self, x[:, :, -1:])  # after use: set() may overwrite `last` in place
+        return out
 
 
 def _silu(x: torch.Tensor) -> torch.Tensor:
