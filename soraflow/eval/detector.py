@@ -58,6 +58,7 @@ class DetectorConfig:
     shape_min_area: float = 30.0  # smaller components get no shape (too few pixels to tell)
     ignore_colors: tuple[str, ...] = ()  # colours the stated background itself shows (white clouds, gray tiles):
     # not objects (see eval.suite.background_colors)
+    max_objects: int = 24  # per frame, the largest kept (noise can break into hundreds of specks)
     min_thickness: float = 1.5  # a component thinner than this (largest inscribed radius, pixels) is an
     # anti-aliased seam between two colours, not an object
 
@@ -322,7 +323,10 @@ def detect_frame(frame: np.ndarray, index: int = 0, config: DetectorConfig | Non
     if pillar_cols.any():
         xs = np.nonzero(pillar_cols)[0]
         occluder = (int(xs.min()), int(xs.max()) + 1)
+    comps.sort(key=lambda c: -int(c[1].sum()))
     for ci, m, sl in comps:
+        if len(objects) >= cfg.max_objects:
+            break
         area = float(m.sum())
         y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
         if area < min_area or area > cfg.max_area_frac * h * w or (x1 - x0) >= w - 1:
