@@ -246,3 +246,20 @@ def test_fast_path_matches_fp32_within_bf16_tolerance():
         assert (fast_mean.float() - mean).abs().max() <= 0.05 * mean.abs().max()
         out, fast_out = ref.decode(mean), fast.decode(mean).float()
     assert (fast_out - out).abs().max() <= 0.1  # pixels in [-1, 1]; bf16 keeps ~3 significant digits
+
+
+def test_tiled_streaming_keeps_a_causal_cache_per_tile(tiny):
+    z = torch.randn(1, 4, 2, 10, 10, generator=torch.Generator().manual_seed(5))
+    x = _video(5, 80, 80, seed=2)
+    tiny.tiling.tile, tiny.tiling.overlap = 6, 2  # 2 x 2 tiles
+    try:
+        with torch.no_grad():
+            whole = tiny.decode(z, tiled=True, chunk_latents=None)
+            streamed = tiny.decode(z, tiled=True, chunk_latents=1)
+            enc_whole = tiny.encode(x, tiled=True, chunk_frames=None).mean
+            enc_chunked = tiny.encode(x, tiled=True, chunk_frames=4).mean
+    finally:
+        tiny.tiling.tile, tiny.tiling.overlap = 32, 8
+    assert (streamed - whole).abs().max() <= 1e-5
+    assert enc_chunked.shape == (1, 4, 2, 10, 10)
+    assert (enc_chunked - enc_whole).abs().max() <= 1e-5
