@@ -246,3 +246,14 @@ def test_presets_have_wan_shapes():
         assert billions[0] <= n <= billions[1], (name, n)
         ours_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
         assert ours_shapes == {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+
+
+@torch.no_grad()
+def test_rotary_forms_agree(pair, monkeypatch):
+    """The real-valued rotary used under torch.compile equals the eager complex multiply."""
+    _, ours = pair
+    x, ctx, _ = _inputs((3, 4, 6))
+    t = torch.tensor([0.3, 0.6])
+    eager = ours(x, t, ctx)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(ours(x, t, ctx), eager, atol=1e-5, rtol=0)

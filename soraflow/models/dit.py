@@ -224,7 +224,7 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,  # (B, N, D)
         context: torch.Tensor | None = None,  # (B, L, D) for cross-attention
-        rope: torch.Tensor | None = None,  # (N, 1, d/2) complex rotations, self-attention only
+        rope: torch.Tensor | None = None,  # (N, 1, d/2, 2) rotary cos/sin, self-attention only
         mask: torch.Tensor | None = None,  # (B, 1, 1, L) bool, True = attend
     ) -> torch.Tensor:
         kv_in = x if context is None else context
@@ -248,14 +248,22 @@ def _rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
 
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved channel pairs (x0, x1), (x2, x3), ... of x (B, N, H, d) by per-token angles.
 
-    One complex multiply by ``freqs`` (N, 1, d/2) complex64 does the rotation: ~10x fewer passes over
-    memory than the real-valued cos/sin form (diffusers' writes strided halves), and it is fp32 math.
+    ``rope`` is (N, 1, d/2, 2) [cos, sin]. Eager: one complex multiply (a free view of the table), ~10x
+    fewer passes over memory than the real-valued form (diffusers writes strided halves). Under
+    torch.compile the real-valued form, which Inductor fuses (it generates no code for complex ops).
+    Both in fp32.
     """
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, N, H, d/2)
-    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, N, H, d/2, 2)
+    if torch.compiler.is_compiling():
+        cos, sin = rope.unbind(-1)
+        x1, x2 = pairs.unbind(-1)
+        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    else:
+        out = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rope))
+    return out.flatten(-2).to(x.dtype)
 
 
 class GeluProj(nn.Module):
@@ -296,7 +304,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,  # (B, G, N/G, D) fp32 residual stream, tokens grouped by shared timestep
         context: torch.Tensor,  # (B, L, D)
         mod: torch.Tensor,  # (B, G, 6, D) fp32 modulation from the timestep
-        rope: torch.Tensor,  # (N, 1, d/2) complex
+        rope: torch.Tensor,  # (N, 1, d/2, 2) rotary cos/sin
         mask: torch.Tensor | None,
         dtype: torch.dtype,  # matmul dtype
     ) -> torch.Tensor:
@@ -523,7 +531,7 @@ class DiT(nn.Module):
         return mask[:, None, None, :]
 
     def rope_table(self, grid: tuple[int, int, int], device) -> torch.Tensor:
-        """Rotations e^(i * angle) (N, 1, head_dim/2) complex64 for a token grid (T', H', W'), cached per grid.
+        """Rotary [cos, sin] (N, 1, head_dim/2, 2) fp32 for a token grid (T', H', W'), cached per grid.
 
         Channel pairs of a head are split (t, h, w) as Wan does; angles are computed in float64.
         """
@@ -546,7 +554,7 @@ class DiT(nn.Module):
             shape[axis] = n
             angles.append(a.view(shape).expand(*grid, d // 2))
         ang = torch.cat(angles, dim=-1).reshape(-1, 1, self.config.attention_head_dim // 2)  # (N, 1, d/2)
-        return torch.polar(torch.ones_like(ang), ang).to(torch.complex64)
+        return torch.stack([ang.cos(), ang.sin()], dim=-1).float()
 
     # ------------------------------------------------------------------ save / load
 
