@@ -257,3 +257,63 @@ def test_rotary_forms_agree(pair, monkeypatch):
     eager = ours(x, t, ctx)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     torch.testing.assert_close(ours(x, t, ctx), eager, atol=1e-5, rtol=0)
+
+
+def _original_wan_names(cfg: DiTConfig) -> dict[str, str]:
+    """Our key -> the original Wan repository's name for it (written from Wan's WanModel definition)."""
+    names = {
+        "patch_embedding.weight": "patch_embedding.weight", "patch_embedding.bias": "patch_embedding.bias",
+        "proj_out.weight": "head.head.weight", "proj_out.bias": "head.head.bias",
+        "scale_shift_table": "head.modulation",
+    }
+    for ours, theirs in (("time_embedder.linear_1", "time_embedding.0"), ("time_embedder.linear_2", "time_embedding.2"),
+                         ("text_embedder.linear_1", "text_embedding.0"), ("text_embedder.linear_2", "text_embedding.2"),
+                         ("time_proj", "time_projection.1")):
+        for leaf in ("weight", "bias"):
+            names[f"condition_embedder.{ours}.{leaf}"] = f"{theirs}.{leaf}"
+    for i in range(cfg.num_layers):
+        b = f"blocks.{i}"
+        names[f"{b}.scale_shift_table"] = f"{b}.modulation"
+        for ours_attn, theirs_attn in (("attn1", "self_attn"), ("attn2", "cross_attn")):
+            for ours_p, theirs_p in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "o")):
+                for leaf in ("weight", "bias"):
+                    names[f"{b}.{ours_attn}.{ours_p}.{leaf}"] = f"{b}.{theirs_attn}.{theirs_p}.{leaf}"
+            for n in ("norm_q", "norm_k"):
+                names[f"{b}.{ours_attn}.{n}.weight"] = f"{b}.{theirs_attn}.{n}.weight"
+        for leaf in ("weight", "bias"):
+            names[f"{b}.norm2.{leaf}"] = f"{b}.norm3.{leaf}"
+            names[f"{b}.ffn.net.0.proj.{leaf}"] = f"{b}.ffn.0.{leaf}"
+            names[f"{b}.ffn.net.2.{leaf}"] = f"{b}.ffn.2.{leaf}"
+    return names
+
+
+def test_original_wan_checkpoint_loads(pair, tmp_path):
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+    from safetensors.torch import save_file
+
+    from soraflow.models.convert_dit import original_wan_to_ours
+
+    _, ours = pair
+    state = ours.state_dict()
+    names = _original_wan_names(TINY)
+    assert set(names) == set(state)
+    original = {names[k]: v.clone() for k, v in state.items()}
+    # Our renaming agrees with diffusers' single-file converter on every key.
+    converted = original_wan_to_ours(dict(original))
+    assert converted.keys() == convert_wan_transformer_to_diffusers(dict(original)).keys() == state.keys()
+    # A folder in the original layout (WanModel config keys) loads and computes the same function.
+    folder = tmp_path / "wan-original"
+    folder.mkdir()
+    save_file(original, str(folder / "diffusion_pytorch_model.safetensors"))
+    cfg = {"_class_name": "WanModel", "model_type": "t2v", "dim": TINY.dim, "ffn_dim": TINY.ffn_dim,
+           "freq_dim": TINY.freq_dim, "in_dim": TINY.in_channels, "out_dim": TINY.out_channels,
+           "num_heads": TINY.num_attention_heads, "num_layers": TINY.num_layers, "text_dim": TINY.text_dim, "eps": 1e-6}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    loaded = DiT.from_pretrained(folder)
+    x, ctx, _ = _inputs((2, 4, 4))
+    t = torch.tensor([0.5, 0.2])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, ctx), ours(x, t, ctx), atol=0, rtol=0)
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "i2v"}))
+    with pytest.raises(CheckpointError, match="i2v"):
+        DiT.from_pretrained(folder)

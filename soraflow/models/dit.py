@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import CheckpointError, InputError
+from .convert_dit import config_from_original_wan, is_original_wan_config, original_wan_to_ours
 
 # Wan trains with timesteps in [0, 1000]; our flow time lives in [0, 1].
 TIMESTEP_SCALE = 1000.0
@@ -580,7 +581,8 @@ class DiT(nn.Module):
         dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
     ) -> "DiT":
-        """Load one of our folders or a diffusers ``WanTransformer3DModel`` folder (single file or sharded).
+        """Load one of our folders, a diffusers ``WanTransformer3DModel`` folder (single file or sharded), or
+        an original Wan-AI ``WanModel`` folder (keys renamed by :mod:`soraflow.models.convert_dit`).
 
         ``directory`` may be a pipeline folder with a ``transformer/`` subfolder. Weights keep their
         stored dtype unless ``dtype`` is given. The model is built on the meta device and the tensors
@@ -595,9 +597,13 @@ class DiT(nn.Module):
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: no {CONFIG_NAME} (expected a DiT / WanTransformer3DModel folder)")
         try:
-            config = DiTConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+            raw = json.loads(config_path.read_text())
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+        original = is_original_wan_config(raw)  # Wan-AI's own WanModel layout, renamed while loading
+        if original:
+            raw = config_from_original_wan(raw, source=str(config_path))
+        config = DiTConfig.from_dict(raw, source=str(config_path))
 
         files = _weight_files(directory)
         with torch.device("meta"):
@@ -608,11 +614,13 @@ class DiT(nn.Module):
             try:
                 with safe_open(str(f), framework="pt", device=str(device)) as sf:
                     for key in sf.keys():
-                        # Some Wan checkpoints carry an unused norm_added_q; diffusers ignores it too.
-                        if "norm_added_q" not in key:
-                            state[key] = sf.get_tensor(key)
+                        state[key] = sf.get_tensor(key)
             except Exception as e:  # safetensors raises several types for a truncated or corrupt file
                 raise CheckpointError(f"{f}: cannot read weights ({e})") from None
+        if original:
+            state = original_wan_to_ours(state)
+        # Some Wan checkpoints carry an unused norm_added_q; diffusers ignores it too.
+        state = {k: v for k, v in state.items() if "norm_added_q" not in k}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
