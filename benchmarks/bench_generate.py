@@ -56,6 +56,7 @@ class Shape:
     text_dtype: str = "float32"
     threads: int = 2  # torch CPU threads
     compile: bool = False  # torch.compile the DiT (inductor, frozen weights)
+    cfg_batch: bool = False  # conditional + unconditional pass as one batch of 2 (the pipeline does so off the CPU)
     seconds: float = 4.0
     width: int = 128
     height: int = 128
@@ -92,6 +93,7 @@ VARIANTS = {
     "all_bf16": Shape(dit_dtype="bfloat16", text_dtype="bfloat16"),
     "compiled": Shape(compile=True),
     "threads1": Shape(threads=1),
+    "cfg_batch": Shape(cfg_batch=True),
 }
 
 
@@ -126,6 +128,14 @@ def build_pipeline(shape: Shape, model: str | None = None):
                                 sampler=shape.sampler)
         pipe = SoraPipeline(vae, dit, encoder, config)
     apply_dtypes(pipe, dit=shape.dit_dtype, vae=shape.vae_dtype, text=shape.text_dtype)
+    if shape.cfg_batch:
+        import functools
+
+        from soraflow import flow, pipeline
+
+        pipeline.flow = type(flow)("flow_cfg_batch")  # a module-like namespace: flow with cfg_batch forced on
+        pipeline.flow.__dict__.update(flow.__dict__)
+        pipeline.flow.sample = functools.partial(_sample_batched, flow.sample)
     if shape.compile:
         import torch._inductor.config as inductor_config
 
@@ -136,8 +146,17 @@ def build_pipeline(shape: Shape, model: str | None = None):
     return pipe
 
 
+def _sample_batched(sample, *args, **kwargs):
+    kwargs["cfg_batch"] = True
+    return sample(*args, **kwargs)
+
+
 def apply_dtypes(pipe, *, dit: str, vae: str, text: str) -> None:
+    """Cast each model ("model": leave it as loaded, i.e. what ``SoraPipeline.from_pretrained`` chose)."""
     import torch
+
+    if "model" in (dit, vae, text):
+        return
 
     pipe.dit.to(dtype=getattr(torch, dit))
     pipe.text_encoder.to(dtype=getattr(torch, text))
@@ -226,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(out))
         return 0
 
-    variants = [Shape.parse(v) for v in (["model"] if args.model else args.variants)]
-    if args.model:
-        variants = [("model", Shape())]
+    if args.model:  # the folder's own settings and dtypes; threads from the first variant given, if any
+        variants = [("model", dataclasses.replace(Shape(), dit_dtype="model", vae_dtype="model", text_dtype="model"))]
+    else:
+        variants = [Shape.parse(v) for v in args.variants]
     load_before = os.getloadavg()
     print(f"machine: {machine_line()}; load average before {load_before[0]:.2f}")
     results: dict[str, dict] = {}

@@ -1,0 +1,105 @@
+"""scripts/build_default_model.py: stage planning (what is done, what runs), overrides, loss curves."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_default_model.py"
+
+
+@pytest.fixture(scope="module")
+def build():
+    spec = importlib.util.spec_from_file_location("build_default_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_default_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _resolve(build, tmp_path, *extra):
+    return build.resolve(build.parse_args(["--scale", "smoke", "--work", str(tmp_path / "w"), *extra]))
+
+
+def _todo(build, b, capsys, force=()):
+    todo = build.plan(b, list(build.STAGES), set(force))
+    return todo, capsys.readouterr().out
+
+
+def test_fresh_work_dir_runs_every_stage_and_smoke_exports_inside_it(build, tmp_path, capsys):
+    b = _resolve(build, tmp_path)
+    todo, out = _todo(build, b, capsys)
+    assert todo == list(build.STAGES)
+    assert b.export == (tmp_path / "w" / "export").resolve()  # a smoke run never touches the package assets
+    assert "0/12 clips" in out
+
+
+def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, capsys):
+    b = _resolve(build, tmp_path)
+    n = b.scale.clips
+    b.data.mkdir(parents=True)
+    (b.data / "manifest.jsonl").write_text("".join(json.dumps({"id": f"{i:06d}"}) + "\n" for i in range(n)))
+    (b.vae_model).mkdir(parents=True)
+    (b.vae_model / "config.json").write_text("{}")
+    b.cache.mkdir(parents=True)
+    (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
+    (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
+    todo, out = _todo(build, b, capsys)
+    assert todo == ["dit", "export", "bench", "speed", "curves"]
+    assert "step 2/3" in out
+
+    (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
+    # An export from this work dir at the final step counts as done; one from another run does not.
+    b.export.mkdir(parents=True)
+    (b.export / "config.json").write_text("{}")
+    (b.export / "build.json").write_text(json.dumps({"work": str(b.work.resolve()), "dit_step": 3}))
+    assert _todo(build, b, capsys)[0] == ["bench", "speed", "curves"]
+    (b.export / "build.json").write_text(json.dumps({"work": "/elsewhere", "dit_step": 3}))
+    assert _todo(build, b, capsys)[0][0] == "export"
+    # --force reruns a finished stage.
+    assert _todo(build, b, capsys, force=["data"])[0][0] == "data"
+
+
+def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):
+    b = _resolve(build, tmp_path, "--set", "dit_steps=7", "vae_lr=0.001", "bench_limit=none", "sizes=64x64")
+    assert (b.scale.dit_steps, b.scale.vae_lr, b.scale.bench_limit, b.scale.sizes) == (7, 0.001, None, "64x64")
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        _resolve(build, tmp_path, "--set", "no_such_field=1")
+
+
+def test_gpu_scale_exports_into_the_package_and_fits_the_size_budget(build, tmp_path):
+    b = build.resolve(build.parse_args(["--work", str(tmp_path / "w")]))
+    assert b.export == build.DEFAULT_EXPORT
+    # bf16 bytes of the shipped shapes: DiT "small" width at dit_layers blocks + the "small" VAE.
+    from soraflow.models.dit import DiT, dit_config
+    from soraflow.models.vae import VideoVAE, vae_config
+    import torch
+
+    with torch.device("meta"):
+        dit = DiT(dit_config("small", num_layers=b.scale.dit_layers))
+        vae = VideoVAE(vae_config(b.scale.vae_preset))
+    params = sum(p.numel() for p in dit.parameters()) + sum(p.numel() for p in vae.parameters())
+    assert 2 * params / 2**20 <= b.max_mb
+    assert 20e6 <= sum(p.numel() for p in dit.parameters()) <= 40e6
+
+
+def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(build, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = tmp_path / "tb"
+    for start in (0, 20):  # two event files, as after a resume
+        writer = SummaryWriter(log_dir=str(logdir))
+        for step in range(start + 1, start + 21):
+            writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.close()
+    points = build.read_scalars(logdir, "train/loss")
+    assert [s for s, _ in points] == list(range(1, 41))
+    assert points[-1][1] == pytest.approx(1 / 40)
+    png = build.plot_curve(points, tmp_path / "curves" / "dit_loss.png", title="DiT")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert build.read_scalars(tmp_path / "missing", "train/loss") == []
