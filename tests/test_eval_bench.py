@@ -52,6 +52,30 @@ def test_simulator_is_the_upper_bound_and_null_the_floor():
     assert "| color |" in text and "simulator" in text and "null" in text
 
 
+class _Degraded:
+    """The simulator's render blurred, noisy and colour-shifted, like a decoder's output."""
+
+    name = "degraded"
+
+    def __call__(self, entry, reference):
+        from scipy import ndimage
+
+        rng = np.random.default_rng(entry.seed)
+        f = ndimage.gaussian_filter(reference.frames.astype(np.float32), (0, 0.8, 0.8, 0))
+        f += rng.normal(0, 3, f.shape) + rng.uniform(-8, 8, 3)
+        return f.round().clip(0, 255).astype(np.uint8)
+
+
+def test_scores_survive_generation_like_degradation():
+    entries = build_suite(categories=["shape", "occlusion", "multishot", "camera", "gravity"], limit=5)
+    result = run_bench(_Degraded(), entries, progress=False)
+    for name, value in result.overall.items():
+        if name in M.ACCURACY_METRICS:
+            assert value >= 0.95, (name, value)
+    reference = render_reference(entries[0])
+    assert 25 < M.psnr(reference.frames[0], _Degraded()(entries[0], reference)[0]) < 40  # visibly degraded
+
+
 def test_a_reversed_video_fails_its_direction_and_gravity():
     entry = build_suite(categories=["gravity"], limit=1)[0]
     frames = render_reference(entry).frames

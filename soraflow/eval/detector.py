@@ -339,7 +339,7 @@ def detect_frame(frame: np.ndarray, index: int = 0, config: DetectorConfig | Non
         ys, xs = np.nonzero(m)
         cx, cy = float(xs.mean() + x0 + 0.5), float(ys.mean() + y0 + 0.5)
         touches_border = x0 == 0 or y0 == 0 or x1 == w or y1 == h
-        touches_occ = occluder is not None and x0 <= occluder[1] + 1 and x1 >= occluder[0] - 1
+        touches_occ = occluder is not None and x0 <= occluder[1] + 2 and x1 >= occluder[0] - 2
         shape, scores, circ, sol, corners = None, {}, 0.0, 0.0, 0
         if shapes and area >= cfg.shape_min_area:
             circ, sol, corners = _descriptors(pad)

@@ -252,6 +252,11 @@ def hit_color_accuracy(spec: SceneSpec, matched: list[Track | None]) -> float | 
 # ---------------------------------------------------------------- object permanence
 
 
+def _shape_vote(dets) -> str | None:
+    shapes = [d.shape for d in dets if d.clean]
+    return max(set(shapes), key=shapes.count) if shapes else None
+
+
 def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
     """Share of disappearances that are explained (see the module table). 1.0 when nothing disappears."""
     n = len(vd.frames)
@@ -285,7 +290,10 @@ def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
             speed_x = max([abs(d2.center[0] - d1.center[0]) / max(d2.frame - d1.frame, 1)
                            for d1, d2 in zip(near, near[1:])] + [abs(vel[0])])
             hidden_at = np.array(a.center) + vel
-            same = b.color == a.color and (b.shape == a.shape or not (a.clean and b.clean))
+            # Same identity: colour, and the shape seen in whole views before and after (one partly
+            # hidden view can look like another shape).
+            before, after = _shape_vote(dets[:j + 1]), _shape_vote(dets[j + 1:])
+            same = b.color == a.color and (before is None or after is None or before == after)
             o = occ[min(a.frame + 1, n - 1)]
             if near_pillar(a.frame + 1, hidden_at[0], a.radius):
                 # Behind the pillar: out on the far side it was heading to, at the height it had (+ its
@@ -523,7 +531,11 @@ def count_cuts(frames: np.ndarray) -> int:
     if len(frames) < 2:
         return 0
     hist = color_histogram_changes(frames)
-    pix = frame_changes(frames)
+    # Pixel change of 4x4-pooled frames: noise averages out, a new view does not.
+    t, h, w = frames.shape[:3]
+    pooled = frames[:, :h // 4 * 4, :w // 4 * 4].astype(np.float32)
+    pooled = pooled.reshape(t, h // 4, 4, w // 4, 4, 3).mean(axis=(2, 4))
+    pix = frame_changes(pooled)
     base = 2.5 * float(np.median(pix)) + 1.0
     cuts = 0
     for k in range(len(hist)):
