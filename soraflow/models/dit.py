@@ -8,8 +8,9 @@ rotary, never learned tables.
 
 Weight compatibility: module and parameter names are exactly those of diffusers' ``WanTransformer3DModel``
 (``blocks.0.attn1.to_q.weight``, ``condition_embedder.time_proj.bias``, ...), so a diffusers folder loads
-with :meth:`DiT.from_pretrained` and our folders load in diffusers. Wan's I2V variant (a CLIP image branch,
-``image_dim``) is not supported; T2V (Wan2.1/2.2) and TI2V (Wan2.2 5B) layouts are.
+with :meth:`DiT.from_pretrained` and our folders load in diffusers; original Wan-AI folders load through
+the key table in :mod:`soraflow.models.convert_dit`. Wan's I2V variant (a CLIP image branch, ``image_dim``)
+is not supported; T2V (Wan2.1/2.2) and TI2V (Wan2.2 5B) layouts are.
 
 Timesteps: flow time t in [0, 1] (0 = clean, 1 = noise), scaled by 1000 inside so Wan weights work as
 trained. ``t`` may be (B,), (B, T) per latent frame or (B, N) per token: a given (clean) frame gets t = 0
