@@ -113,6 +113,8 @@ def test_cli_bench_on_a_tiny_random_model(random_model, tmp_path, capsys):
     assert results["simulator"]["overall"]["color"] == 1.0
     assert 0.0 <= results["random"]["overall"]["score"] <= 1.0
     assert results["random"]["frechet"] > results["simulator"]["frechet"]
+    assert data["command"] == (f"soraflow eval bench --model {random_model} --limit 3 --out {out} --steps 1 "
+                               "--category t2i color")
     md = (out / "bench.md").read_text()
     assert "| color |" in md and "random" in md
     from PIL import Image

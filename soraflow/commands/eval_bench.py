@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -54,6 +53,22 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _command_line(args) -> str:
+    """The command that reproduces this run (stored in bench.json and bench.md)."""
+    parts = ["soraflow", "eval", "bench"]
+    if args.model is not None:
+        parts += ["--model", str(args.model)]
+    for flag, value, default in (("--suite", args.suite, "default"), ("--limit", args.limit, None),
+                                 ("--out", args.out, None), ("--reference", args.reference, "both"),
+                                 ("--steps", args.steps, None), ("--cfg", args.guidance_scale, None),
+                                 ("--dtype", args.dtype, "float32"), ("--device", args.device, "cpu")):
+        if value != default:
+            parts += [flag, str(value)]
+    if args.category:
+        parts += ["--category", *args.category]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def run(args) -> int:
     from ..atomic import check_writable
     from ..eval.bench import NullSource, PipelineSource, SimulatorSource, add_frechet, run_bench
@@ -95,7 +110,7 @@ def run(args) -> int:
     # Contact sheet: the first video of a few categories, every source's rows together.
     samples = [(f"{e.id} {r.name}", e.sample) for i in range(len(entries)) for r in results
                for e in r.entries[i:i + 1] if e.sample is not None]
-    command = "soraflow eval bench " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
+    command = _command_line(args)
     paths = write_report(args.out, results, samples=samples, command=command,
                          extra={"suite": args.suite, "entries": [e.to_dict() for e in entries]})
     for r in results:
