@@ -131,3 +131,20 @@ def test_cli_bench_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "nothing to score" in err[0] and "juggling" in err[1]
     assert not np.any([p.suffix == ".json" for p in tmp_path.iterdir()])
+
+
+def test_a_request_the_model_refuses_scores_zero_and_the_bench_goes_on():
+    from soraflow.errors import InputError
+
+    class NoImages:
+        name = "no-images"
+
+        def __call__(self, entry, reference):
+            if entry.mode == "t2i":
+                raise InputError("this model makes no images")
+            return reference.frames
+
+    result = run_bench(NoImages(), build_suite(categories=["t2i", "color"], limit=3), progress=False)
+    assert [e.error for e in result.entries] == ["this model makes no images"] * 2 + [None]
+    assert result.per_category["t2i"]["score"] == 0.0 and result.per_category["color"]["score"] == 1.0
+    assert json.loads(json.dumps(result.to_dict()))["entries"][0]["error"] == "this model makes no images"

@@ -115,6 +115,7 @@ class EntryScore:
     tracks: list = field(default_factory=list)  # [(colour, shape, [[frame, x, y], ...]), ...] for plots
     sample: np.ndarray | None = None  # a few frames (k, H, W, 3) kept for the contact sheet
     size: tuple[int, int] = (0, 0)  # (H, W) of the video
+    error: str | None = None  # why the source could not make this video (it scores 0)
 
 
 def seams_of(entry: BenchEntry) -> list[int]:
@@ -190,8 +191,19 @@ def score_entry(entry: BenchEntry, source, *, detector: DetectorConfig | None = 
     detector = detector or detector_config(entry)
     inputs = conditioning(entry, reference) if entry.mode in ("i2v", "edit") else {}
     tick = time.perf_counter()
-    frames = source(entry, reference)
+    try:
+        frames = np.asarray(source(entry, reference))
+    except SoraflowError as err:
+        # A model that cannot take this request (a mode, a size) fails the entry, not the whole bench.
+        scores = {m: 0.0 for m in entry.metrics}
+        if "seam" in entry.metrics:
+            scores["seam_ratio"] = math.inf
+        return EntryScore(entry.id, entry.category, entry.mode, scores, [0.0] * len(M.FEATURE_NAMES),
+                          time.perf_counter() - tick, error=str(err))
     seconds = time.perf_counter() - tick
+    if frames.shape[1:3] != tuple(entry.size) or frames.dtype != np.uint8:
+        raise SoraflowError(f"{getattr(source, 'name', 'source')} returned {frames.dtype} {frames.shape} for "
+                            f"{entry.id}; expected uint8 (T, {entry.size[0]}, {entry.size[1]}, 3)")
     src_vd = None
     if entry.mode == "edit" and "edit_motion" in entry.metrics:
         src_vd = detect_video(inputs["video"], entry.fps, detector, shapes=False)
@@ -220,7 +232,8 @@ class BenchResult:
         return {"name": self.name, "overall": self.overall, "per_category": self.per_category,
                 "frechet": self.frechet, "seconds": round(self.seconds, 2),
                 "entries": [{"id": e.id, "category": e.category, "mode": e.mode, "scores": e.scores,
-                             "seconds": round(e.seconds, 3)} for e in self.entries]}
+                             "seconds": round(e.seconds, 3), **({"error": e.error} if e.error else {})}
+                            for e in self.entries]}
 
 
 def _mean(values) -> float | None:
@@ -252,11 +265,14 @@ def run_bench(source, entries: list[BenchEntry], *, detector: DetectorConfig | N
 
     start = time.perf_counter()
     scores, sampled = [], set()
-    for entry in tqdm(entries, desc=desc or f"bench {source.name}", disable=not progress, unit="video"):
+    bar = tqdm(entries, desc=desc or f"bench {source.name}", disable=not progress, unit="video")
+    for entry in bar:
         keep = entry.category not in sampled and len(sampled) < samples
         if keep:
             sampled.add(entry.category)
         scores.append(score_entry(entry, source, detector=detector, keep_frames=4 if keep else 0))
+        if scores[-1].error:
+            bar.write(f"{source.name}: {entry.id} failed (scored 0): {scores[-1].error}")
     overall, per_cat = aggregate(scores)
     return BenchResult(source.name, scores, overall, per_cat, seconds=time.perf_counter() - start)
 
