@@ -198,6 +198,18 @@ class VideoVAE(nn.Module):
         )
         self.tiling = Tiling()
         self.channels_last = False
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Start the posterior narrow (log-variance -6, std 0.05).
+
+        With PyTorch's default init the log-variance starts near 0, i.e. noise of std 1 on latents
+        whose means are far smaller, so early in training the decoder sees mostly noise and learns
+        only the mean colour. Loaded weights (from_pretrained, load_state_dict) replace this.
+        """
+        z = self.config.z_dim
+        with torch.no_grad():
+            self.quant_conv.bias[z:].fill_(-6.0)
 
     # ------------------------------------------------------------------------------------------
     # Shapes and the frame-count policy
