@@ -280,11 +280,12 @@ class SoraPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, expander=None) -> "SoraPipeline":
+                        dtype: torch.dtype | str = torch.float32, expander=None) -> "SoraPipeline":
         """Load a folder: config.json (:class:`PipelineConfig`), vae/ and dit/ (each config.json + safetensors).
 
         ``dtype=torch.bfloat16`` runs the VAE, DiT and text encoder in bf16 (on AMX CPUs and GPUs
-        several times faster than fp32; the sampler state stays fp32).
+        several times faster than fp32; the sampler state stays fp32). ``dtype="auto"`` picks the
+        fastest precision per model for ``device`` (:func:`auto_dtypes`).
         """
         from .models.dit import DiT
         from .models.text import load_text_encoder
@@ -297,11 +298,15 @@ class SoraPipeline:
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():
             reference = str(directory / reference)
+        dtype, vae_dtype = auto_dtypes(device) if dtype == "auto" else (dtype, dtype)
         text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
         pipe = cls(vae, dit, text_encoder, config, expander=expander)
         pipe.name_or_path = str(directory)
-        return pipe.to(device=device, dtype=dtype)
+        pipe.to(device=device, dtype=dtype)
+        if vae_dtype != dtype:
+            pipe.vae.to_fast(vae_dtype) if pipe.device.type == "cpu" else pipe.vae.to(dtype=vae_dtype)
+        return pipe
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json, vae/ and dit/ (the text encoder is referenced, not copied)."""
@@ -703,6 +708,24 @@ class Generation:
 # ----------------------------------------------------------------------------------------------
 
 
+def auto_dtypes(device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(DiT and text encoder dtype, VAE dtype) that generate fastest on ``device``.
+
+    GPU: bf16 for all. CPU: the DiT's GEMMs are faster in bf16 only with AMX (with AVX-512 BF16 alone
+    they are slower than fp32, see docs/dit.md), while the VAE's conv3d in bf16 channels_last_3d beats
+    fp32 on any CPU with native bf16 (1.4x on the AVX-512 BF16 benchmark machine, BENCHMARKS.md).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return (torch.bfloat16,) * 2 if torch.cuda.is_bf16_supported() else (torch.float32,) * 2
+    if device.type != "cpu":
+        return torch.float32, torch.float32
+    cpu = getattr(torch, "cpu", None)
+    amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    native_bf16 = amx or bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return (torch.bfloat16 if amx else torch.float32), (torch.bfloat16 if native_bf16 else torch.float32)
+
+
 def read_config(directory: str | os.PathLike) -> PipelineConfig:
     """The :class:`PipelineConfig` of a model folder."""
     directory = Path(directory)
@@ -835,5 +858,5 @@ def _backward_plans(groups: int, clip_frames: int, window: int, overlap: int) ->
     return plans
 
 
-__all__ = ["PipelineConfig", "SoraPipeline", "Generation", "GenerationResult", "StepInfo", "Request",
+__all__ = ["PipelineConfig", "SoraPipeline", "auto_dtypes", "Generation", "GenerationResult", "StepInfo", "Request",
            "prepare_request", "read_config", "sidecar_path"]
