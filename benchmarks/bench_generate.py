@@ -108,7 +108,7 @@ def build_pipeline(shape: Shape, model: str | None = None):
     from soraflow.pipeline import SoraPipeline
 
     if model:
-        pipe = SoraPipeline.from_pretrained(model)
+        pipe = SoraPipeline.from_pretrained(model, dtype="auto")  # what `soraflow generate` does by default
     else:
         from soraflow.models.dit import DiT, dit_config
         from soraflow.models.text import load_text_encoder

@@ -57,17 +57,18 @@ class Scale:
     fps: int = 8
     # VAE
     vae_preset: str = "small"
-    vae_steps: int = 20000
+    vae_steps: int = 8000
     vae_batch: int = 16
     vae_crop: int = 64  # random square crops of the 128-px frames
     vae_frames: int = 9
     vae_lr: float = 3e-4
     vae_save_every: int = 500
+    vae_cache_mb: int = 32000  # decoded clips kept in RAM (all 20,000 at 128x128 fit in ~27 GB): read each file once
     # latent cache
     max_frames: int = 49  # 6 s at 8 fps (1 + 4k)
     # DiT
     dit_layers: int = 8  # "small" width (384, 6 heads, FFN 1536) at 8 blocks: 20 M parameters
-    dit_steps: int = 60000
+    dit_steps: int = 20000
     dit_batch_tokens: int = 16384
     dit_lr: float = 3e-4
     dit_warmup: int = 1000
@@ -86,9 +87,9 @@ class Scale:
 SCALES = {
     "gpu": Scale(),
     "cpu": Scale(clips=4000, vae_steps=3000, vae_batch=4, dit_steps=8000, dit_batch_tokens=4096, dit_warmup=300,
-                 dit_checkpoint_every=250, ema_decay=0.999, vae_save_every=250, bench_limit=60),
+                 dit_checkpoint_every=250, ema_decay=0.999, vae_save_every=250, vae_cache_mb=4096, bench_limit=60),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
-                   vae_save_every=2, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
+                   vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1),
 }
 
@@ -217,7 +218,8 @@ def stage_vae(b: Build) -> None:
     s = b.scale
     args = ["train", "vae", "--data", b.data, "--run-dir", b.vae_run, "--preset", s.vae_preset, "--steps", s.vae_steps,
             "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", s.vae_lr,
-            "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2)]
+            "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
+            "--cache-mb", s.vae_cache_mb]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]

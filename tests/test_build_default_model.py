@@ -103,3 +103,36 @@ def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(build, tmp_path)
     png = build.plot_curve(points, tmp_path / "curves" / "dit_loss.png", title="DiT")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert build.read_scalars(tmp_path / "missing", "train/loss") == []
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, want", [
+    (True, True, ("bfloat16", "bfloat16")),  # AMX: bf16 GEMMs and convs are both fastest
+    (False, True, ("float32", "bfloat16")),  # AVX-512 BF16 only: fp32 GEMMs, bf16 channels_last convs
+    (False, False, ("float32", "float32")),  # no native bf16: emulated bf16 would be slow
+])
+def test_auto_dtypes_pick_the_fast_precision_per_model_on_a_cpu(monkeypatch, amx, avx512_bf16, want):
+    import torch
+
+    from soraflow.pipeline import auto_dtypes
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert tuple(str(d).removeprefix("torch.") for d in auto_dtypes("cpu")) == want
+
+
+def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_in_fp32(monkeypatch, tmp_path):
+    import torch
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from make_random_model import make_random_pipeline
+
+    from soraflow.pipeline import SoraPipeline
+
+    make_random_pipeline().save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
+    assert pipe.dit.proj_out.weight.dtype == torch.float32
+    assert pipe.vae.quant_conv.weight.dtype == torch.bfloat16 and pipe.vae.channels_last
+    frames = pipe("a red ball", num_frames=5, steps=1, seed=0, progress=False, expand=False).frames
+    assert frames.shape == (5, 32, 48, 3) and frames.dtype.name == "uint8"
