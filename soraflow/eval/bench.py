@@ -118,12 +118,14 @@ class EntryScore:
     error: str | None = None  # why the source could not make this video (it scores 0)
 
 
-def seams_of(entry: BenchEntry) -> list[int]:
-    """Frame indices k where frame k-1 -> k joins given and generated frames (0: the loop's end -> start)."""
+def seams_of(entry: BenchEntry, frames: int | None = None) -> list[int]:
+    """Frame indices k where frame k-1 -> k joins given and generated frames (0: the loop's end -> start)
+    in an output of ``frames`` frames (default: the entry's length)."""
+    n = entry.frames if frames is None else frames
     if entry.mode == "extend":
         return [entry.given]
     if entry.mode == "connect":
-        return [entry.given, entry.frames - entry.given_tail]
+        return [entry.given, n - entry.given_tail]
     if entry.mode == "loop":
         return [0]
     return []
@@ -174,7 +176,7 @@ def score_video(entry: BenchEntry, frames: np.ndarray, *, inputs: dict | None = 
             image = (inputs or {}).get("image")
             out[name] = M.psnr(frames[0], image) if image is not None and image.shape == frames[0].shape else 0.0
         elif name == "seam":
-            ratio = M.seam_ratio(frames, seams_of(entry)) if len(frames) > 2 else math.inf
+            ratio = M.seam_ratio(frames, seams_of(entry, len(frames))) if len(frames) > 2 else math.inf
             out["seam_ratio"] = ratio
             out[name] = float(ratio <= M.SEAM_OK)
         elif name == "edit_motion":

@@ -27,6 +27,7 @@ new one appeared — a box that changes colour on impact) by predicted position;
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from dataclasses import dataclass, field
@@ -112,12 +113,10 @@ class Track:
     def last(self) -> int:
         return self.detections[-1].frame
 
-    def _vote(self, values: list) -> object:
-        values = [v for v in values if v is not None]
-        if not values:
-            return None
-        keys, counts = np.unique(np.array(values, dtype=object).astype(str), return_counts=True)
-        return str(keys[int(np.argmax(counts))])
+    @staticmethod
+    def _vote(values: list) -> str | None:
+        counts = collections.Counter(v for v in values if v is not None)
+        return counts.most_common(1)[0][0] if counts else None
 
     @property
     def color(self) -> str:
