@@ -176,9 +176,9 @@ def score_video(entry: BenchEntry, frames: np.ndarray, *, inputs: dict | None = 
             image = (inputs or {}).get("image")
             out[name] = M.psnr(frames[0], image) if image is not None and image.shape == frames[0].shape else 0.0
         elif name == "seam":
-            ratio = M.seam_ratio(frames, seams_of(entry, len(frames))) if len(frames) > 2 else math.inf
+            ratio = M.seam_ratio(frames, seams_of(entry, len(frames))) if len(frames) > 2 else None
             out["seam_ratio"] = ratio
-            out[name] = float(ratio <= M.SEAM_OK)
+            out[name] = float(ratio is not None and ratio <= M.SEAM_OK)
         elif name == "edit_motion":
             out[name] = M.edit_motion(source_detections, vd, h) if source_detections is not None else None
         else:
@@ -197,9 +197,7 @@ def score_entry(entry: BenchEntry, source, *, detector: DetectorConfig | None = 
         frames = np.asarray(source(entry, reference))
     except SoraflowError as err:
         # A model that cannot take this request (a mode, a size) fails the entry, not the whole bench.
-        scores = {m: 0.0 for m in entry.metrics}
-        if "seam" in entry.metrics:
-            scores["seam_ratio"] = math.inf
+        scores = {m: 0.0 for m in entry.metrics}  # (seam_ratio stays unset: there is no seam to measure)
         return EntryScore(entry.id, entry.category, entry.mode, scores, [0.0] * len(M.FEATURE_NAMES),
                           time.perf_counter() - tick, error=str(err))
     seconds = time.perf_counter() - tick
