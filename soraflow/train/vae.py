@@ -249,6 +249,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         if saved_model != (cfg.preset, str(cfg.init) if cfg.init else None):
             raise InputError(f"{run_dir} holds a run of preset {saved_model[0]!r}; use another --run-dir or the same --preset")
         log.info("resumed %s at step %d", last, step)
+    if step >= cfg.steps:
+        log.info("%s is already at step %d of %d; exporting the model only", run_dir, step, cfg.steps)
 
     messages: list[str] = []
     bar = tqdm(total=cfg.steps, initial=step, desc="train vae", unit="step", disable=not cfg.progress, dynamic_ncols=True)
@@ -257,6 +259,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         messages.append(msg)
         bar.write(msg) if cfg.progress else log.warning(msg)
 
+    if last is not None:
+        report(f"resuming {last} at step {step}")
     reader = ClipReader(clips, cfg.size, cfg.cache_mb, report=report)
     if last is not None:  # clips found unreadable before the interruption are not re-read
         known = set(loaded.extra.get("skipped_clips", []))
