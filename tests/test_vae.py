@@ -207,6 +207,8 @@ def test_bad_pixels_raise_input_error(tiny):
         tiny.encode(torch.zeros(1, 3, 1, 30, 32))
     with pytest.raises(InputError, match="latent channels"):
         tiny.decode(torch.zeros(1, 5, 1, 4, 4))
+    with pytest.raises(InputError, match="latent channels"):
+        tiny.decode_iter(torch.zeros(1, 5, 1, 4, 4))  # at the call, before any frame is asked for
 
 
 def test_bad_checkpoints_raise_checkpoint_error(tiny, tmp_path):

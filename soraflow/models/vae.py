@@ -338,11 +338,14 @@ class VideoVAE(nn.Module):
         self._check_latents(z)
         if num_frames is not None and not 1 <= num_frames <= self.pixel_frames(z.shape[2]):
             raise InputError(f"num_frames={num_frames} outside 1..{self.pixel_frames(z.shape[2])} for {z.shape[2]} latent frames")
-        z = self._prepare(z)
+        if chunk_latents is not None and chunk_latents <= 0:
+            raise InputError(f"chunk_latents must be positive, got {chunk_latents}")
+        # Checked above, run lazily below: a bad argument fails at the call, not at the first frame.
+        return self._decode_chunks(self._prepare(z), chunk_latents, tiled, num_frames)
+
+    def _decode_chunks(self, z: torch.Tensor, chunk_latents: int | None, tiled: bool | None, num_frames: int | None) -> Iterator[torch.Tensor]:
         t_lat = z.shape[2]
         step = t_lat if chunk_latents is None else chunk_latents
-        if step <= 0:
-            raise InputError(f"chunk_latents must be positive, got {chunk_latents}")
         # First chunk: latent 0 alone (one pixel frame), unless decoding all at once.
         bounds = [(0, t_lat)] if chunk_latents is None else [(0, 1)] + [(s, min(s + step, t_lat)) for s in range(1, t_lat, step)]
         use_tiles = self._use_tiles(z.shape[3], z.shape[4], tiled)
