@@ -23,7 +23,7 @@ class TrainVAEConfig:
     crop: int = option(64, ge=0)  # random square crop side for training (0: the whole size x size frame)
     frames: int = option(9, ge=1)  # frames of a video crop (1 + 4k)
     image_prob: float = option(0.25, ge=0, le=1)  # fraction of steps that train on single frames (images)
-    lr: float = option(3e-4, gt=0)  # peak learning rate (AdamW)
+    lr: float = option(1e-4, gt=0)  # peak learning rate (AdamW); 1e-3 and above stall at a flat-colour reconstruction
     warmup_steps: int = option(50, ge=0)  # linear warmup steps
     weight_decay: float = option(0.0, ge=0)  # AdamW weight decay on conv kernels
     grad_clip: float = option(1.0, ge=0)  # gradient norm clip (0: off)
