@@ -222,6 +222,10 @@ def machine_line() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
+def _fmt(seconds: float) -> str:
+    return "-" if seconds != seconds else f"{seconds:.2f}"  # NaN: no such runs
+
+
 def median(runs: list[dict], key: str) -> float:
     values = [r.get(key, 0.0) for r in runs]
     return statistics.median(values) if values else float("nan")
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {st['steps']} x {st['guidance_scale']:g} | {dtypes} | {shape.threads} "
               f"| {median(warm, 'total'):.2f} | {median(warm, 'total') / base:.2f} | {median(warm, 'cpu'):.2f} "
               f"| {median(warm, 'encode_text'):.3f} | {median(warm, 'denoise'):.2f} | {median(warm, 'decode'):.2f} "
-              f"| {median(r['cold'], 'total'):.2f} | {r['peak_rss'] / 2**20:.0f} |")
+              f"| {_fmt(median(r['cold'], 'total'))} | {r['peak_rss'] / 2**20:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_line(), "load": [load_before, load_after],
                                          "variants": {n: {"shape": dataclasses.asdict(s), **results[n]} for n, s in variants}},

@@ -82,6 +82,7 @@ class Scale:
     bench_limit: int | None = None  # prompts of the default suite (None: all)
     bench_steps: int | None = None  # sampler steps for the bench (None: the model's)
     speed_repeats: int = 5
+    log_every: int = 10  # steps between logged losses (the curves' resolution)
 
 
 SCALES = {
@@ -90,7 +91,7 @@ SCALES = {
                  dit_checkpoint_every=250, ema_decay=0.999, vae_save_every=250, vae_cache_mb=4096, bench_limit=60),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
-                   ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1),
+                   ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1),
 }
 
 
@@ -177,7 +178,7 @@ class Build:
         try:
             while True:
                 try:
-                    code = proc.wait(timeout=5)
+                    code = proc.wait(timeout=1)
                     break
                 except subprocess.TimeoutExpired:
                     if self.deadline is not None and time.monotonic() > self.deadline:
@@ -219,7 +220,7 @@ def stage_vae(b: Build) -> None:
     args = ["train", "vae", "--data", b.data, "--run-dir", b.vae_run, "--preset", s.vae_preset, "--steps", s.vae_steps,
             "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", s.vae_lr,
             "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
-            "--cache-mb", s.vae_cache_mb]
+            "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]
@@ -251,7 +252,7 @@ def stage_dit(b: Build) -> None:
     args = ["train", "dit", "--data", b.cache, "--out", b.dit_run, "--preset", "small", "--num-layers", s.dit_layers,
             "--steps", s.dit_steps, "--batch-tokens", s.dit_batch_tokens, "--lr", s.dit_lr, "--warmup-steps", s.dit_warmup,
             "--ema-decay", s.ema_decay, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
-            "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3]
+            "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3, "--log-every", s.log_every]
     if b.threads:
         args += ["--threads", b.threads]
     b.run("dit", soraflow(*args))
@@ -359,7 +360,7 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
 
     steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(steps, values, lw=0.8, alpha=0.4, label="logged")
+    ax.plot(steps, values, lw=0.8, alpha=0.4, label="logged", marker="o" if len(values) <= 50 else None, ms=3)
     if len(values) >= 10:
         k = max(len(values) // 50, 5)
         smooth = np.convolve(values, np.ones(k) / k, mode="valid")

@@ -136,3 +136,17 @@ def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_in_
     assert pipe.vae.quant_conv.weight.dtype == torch.bfloat16 and pipe.vae.channels_last
     frames = pipe("a red ball", num_frames=5, steps=1, seed=0, progress=False, expand=False).frames
     assert frames.shape == (5, 32, 48, 3) and frames.dtype.name == "uint8"
+
+
+def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(build, tmp_path):
+    import time
+
+    b = _resolve(build, tmp_path)
+    b.deadline = time.monotonic() - 1
+    start = time.monotonic()
+    with pytest.raises(build.Deadline):
+        b.run("dit", [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert time.monotonic() - start < 30  # killed, not waited for
+    b.deadline = None
+    with pytest.raises(SystemExit, match="stage cache failed"):
+        b.run("cache", [sys.executable, "-c", "raise SystemExit(4)"])
