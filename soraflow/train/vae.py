@@ -191,7 +191,7 @@ class VAETrainResult:
 
 
 def _autocast(cfg: TrainVAEConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 def vae_loss(vae: VideoVAE, x: torch.Tensor, cfg: TrainVAEConfig, generator: torch.Generator, disc: nn.Module | None, adv_on: bool):
@@ -231,9 +231,13 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
 
     torch.manual_seed(cfg.seed)
     vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(vae_config(cfg.preset))
-    vae.train()
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise InputError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    vae.to(device).train()
     opt = build_adamw(vae, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    disc = PatchDiscriminator3D() if cfg.adv_weight > 0 else None
+    disc = PatchDiscriminator3D().to(device) if cfg.adv_weight > 0 else None
     modules: dict[str, nn.Module] = {"vae": vae}
     optimizers: dict[str, torch.optim.Optimizer] = {"vae": opt}
     if disc is not None:
@@ -272,8 +276,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     ckpt = None
     try:
         while step < cfg.steps and (stop_after is None or done_here < stop_after):
-            x = sample_batch(reader, cfg, step)
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            x = sample_batch(reader, cfg, step).to(device)
+            gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)  # posterior noise is drawn on the device
             adv_on = disc is not None and step >= cfg.adv_start
             set_lr(opt, cfg.lr * lr_multiplier(step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=0.1))
             total, terms, recon = vae_loss(vae, x, cfg, gen, disc, adv_on)
@@ -353,7 +357,7 @@ def save_side_by_side(vae: VideoVAE, x: torch.Tensor, recon: torch.Tensor, path:
     for a, b in zip(x, recon):
         rows += [torch.cat(list(a.unbind(1)), dim=2), torch.cat(list(b.unbind(1)), dim=2)]  # (3, H, T*W) each
     grid = torch.cat(rows, dim=1)  # (3, 2*B*H, T*W)
-    img = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    img = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return write_image(path, img)
 
 
@@ -362,7 +366,7 @@ def measure_latent_stats(vae: VideoVAE, reader: ClipReader, cfg: TrainVAEConfig)
     """Per-channel mean and std of posterior means over ``cfg.stats_batches`` batches."""
     zs = []
     for k in range(cfg.stats_batches):
-        x = sample_batch(reader, cfg, 10_000_000 + k)
+        x = sample_batch(reader, cfg, 10_000_000 + k).to(cfg.device)
         with _autocast(cfg):
             zs.append(vae.encode(x, chunk_frames=None, tiled=False).mean.float())
     z = torch.cat([t.transpose(0, 1).flatten(1) for t in zs], dim=1)  # (C, N)
