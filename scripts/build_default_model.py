@@ -457,6 +457,11 @@ def main(argv=None) -> int:
     todo = plan(b, stages, set(args.force))
     if args.plan:
         return 0
+    if b.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {b.device}: this torch build or machine has no CUDA (use --device cpu)")
     b.work.mkdir(parents=True, exist_ok=True)
     log_path = b.work / "build.json"
     if log_path.is_file():
