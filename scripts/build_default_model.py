@@ -61,7 +61,7 @@ class Scale:
     vae_batch: int = 16
     vae_crop: int = 64  # random square crops of the 128-px frames
     vae_frames: int = 9
-    vae_lr: float = 3e-4
+    vae_lr: float = 1e-4  # 3e-4 and above stall on SoraWorld frames (docs/vae.md)
     vae_save_every: int = 500
     vae_cache_mb: int = 32000  # decoded clips kept in RAM (all 20,000 at 128x128 fit in ~27 GB): read each file once
     # latent cache
