@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, InputError
+from ..weights import load_state_dict_checked, read_safetensors
 from .vae_blocks import CausalCache, WanCausalConv3d, WanDecoder3d, WanEncoder3d
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so folders are interchangeable
@@ -485,43 +486,7 @@ class VideoVAE(nn.Module):
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a safetensors state dict strictly; mismatches raise CheckpointError listing the keys."""
         state = read_safetensors(path)
-        load_state_dict_strict(self, state, source=str(path))
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        msg = " ".join(str(err).split())[:200]
-        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
-
-
-def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line CheckpointError naming missing/unexpected keys."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_some(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_some(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) (file vs model): {_some(shapes)}")
-    if problems:
-        raise CheckpointError(f"{source} does not match the VAE: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
-
-
-def _some(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+        load_state_dict_checked(self, state, source=str(path))
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from ..weights import load_state_dict_checked  # noqa: F401  (re-exported: part of this module's API)
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -227,32 +228,6 @@ def load_checkpoint(
     return LoadedCheckpoint(step=int(meta["step"]), config=config or {}, extra=extra or {}, path=path)
 
 
-def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict: bool = True, source: str = "weights"):
-    """``module.load_state_dict`` with a one-line :class:`CheckpointError` on any mismatch.
-
-    Missing keys, unexpected keys and shape mismatches are all reported together.
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) ({_some(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es) (checkpoint vs model: {_some(shapes)})")
-    if shapes or (strict and problems):
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
-    state = {k: v for k, v in state.items() if k in own}
-    module.load_state_dict(state, strict=False)
-
-
 # ----------------------------------------------------------------------------------------------
 # Optimizer state <-> (tensors, JSON)
 
@@ -435,11 +410,6 @@ def _remove_stale(root: Path) -> None:
 def _check_name(name: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name) or name in {"rng", "config", "extra", "checkpoint"}:
         raise CheckpointError(f"invalid checkpoint entry name {name!r} (letters, digits, _ and -; not a reserved name)")
-
-
-def _some(items: list[str], n: int = 4) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... {len(items) - n} more" if len(items) > n else "")
 
 
 def _one_line(err: BaseException) -> str:

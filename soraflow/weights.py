@@ -1,0 +1,62 @@
+"""Reading safetensors weights and loading them into modules, with errors a person can act on.
+
+One place for what every model and checkpoint loader needs: a missing or corrupt file, and
+missing, unexpected or mis-shaped keys, each become one :class:`CheckpointError` line that names
+the file and the keys. Weights are never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .errors import CheckpointError
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file, on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        msg = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
+
+
+def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict: bool = True, source: str = "weights"):
+    """``module.load_state_dict`` with a one-line :class:`CheckpointError` on any mismatch.
+
+    Missing keys, unexpected keys and shape mismatches are reported together. ``strict=False``
+    tolerates missing and unexpected keys (not shape mismatches) and loads what matches.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({_some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) (file vs model: {_some(shapes)})")
+    if shapes or (strict and problems):
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _some(items: list[str], n: int = 4) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... {len(items) - n} more" if len(items) > n else "")
