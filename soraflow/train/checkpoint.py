@@ -116,25 +116,34 @@ def save_checkpoint(
             tmp / "checkpoint.json",
             {"format": FORMAT_VERSION, "step": step, "modules": list(modules), "optimizers": list(optimizers)},
         )
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        _fsync_dir(tmp)
-        if final.exists():
-            # Re-saving a step (e.g. after a resume): move the old one aside first; rename over a
-            # non-empty directory is not allowed.
-            trash = root / f"{_TRASH_PREFIX}{step:08d}.{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
+        publish_checkpoint(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if keep_last:
         prune_checkpoints(run_dir, keep_last)
     return final
+
+
+def publish_checkpoint(tmp: Path, final: Path) -> None:
+    """Make the fully written folder ``tmp`` the checkpoint ``final``: fsync every file and folder,
+    then rename, so a crash at any moment leaves either the old checkpoint or the new one."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync_file(f)
+    for d in [*(d for d in tmp.rglob("*") if d.is_dir()), tmp]:
+        _fsync_dir(d)
+    root = final.parent
+    if final.exists():
+        # Re-saving a step (e.g. after a resume): move the old one aside first; rename over a
+        # non-empty directory is not allowed.
+        trash = root / f"{_TRASH_PREFIX}{final.name[5:]}.{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:

@@ -36,13 +36,10 @@ from ..atomic import atomic_path
 from ..errors import CheckpointError
 from .checkpoint import (
     _TMP_PREFIX,
-    _TRASH_PREFIX,
     FORMAT_VERSION,
     LoadedCheckpoint,
     _check_name,
     _dump_json,
-    _fsync_dir,
-    _fsync_file,
     _load_json,
     _load_tensors,
     _one_line,
@@ -52,6 +49,7 @@ from .checkpoint import (
     checkpoint_dir,
     config_to_jsonable,
     prune_checkpoints,
+    publish_checkpoint,
     resolve_checkpoint,
     unflatten_state,
 )
@@ -157,19 +155,7 @@ def save_dcp_checkpoint(
                 {"format": FORMAT_VERSION, "backend": BACKEND, "step": step, "world_size": world,
                  "modules": list(modules), "optimizers": list(optimizers or {})},
             )
-            for f in tmp.rglob("*"):
-                if f.is_file():
-                    _fsync_file(f)
-            _fsync_dir(tmp / STATE_DIR)
-            _fsync_dir(tmp)
-            if final.exists():
-                trash = root / f"{_TRASH_PREFIX}{step:08d}.{os.getpid()}"
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-            _fsync_dir(root)
+            publish_checkpoint(tmp, final)
             if keep_last:
                 prune_checkpoints(run_dir, keep_last)
     except BaseException:
