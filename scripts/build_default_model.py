@@ -63,6 +63,7 @@ class Scale:
     vae_frames: int = 9
     vae_lr: float = 1e-4  # 3e-4 and above stall on SoraWorld frames (docs/vae.md)
     vae_save_every: int = 500
+    vae_precision: str = "bf16"  # autocast dtype; fp32 on CPUs without AMX, where bf16 is slower
     vae_cache_mb: int = 32000  # decoded clips kept in RAM (all 20,000 at 128x128 fit in ~27 GB): read each file once
     # latent cache
     max_frames: int = 49  # 6 s at 8 fps (1 + 4k)
@@ -73,6 +74,7 @@ class Scale:
     dit_lr: float = 3e-4
     dit_warmup: int = 1000
     dit_checkpoint_every: int = 1000
+    dit_precision: str = "bf16"
     ema_decay: float = 0.9995
     # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
     steps: int = 8
@@ -87,8 +89,10 @@ class Scale:
 
 SCALES = {
     "gpu": Scale(),
-    "cpu": Scale(clips=4000, vae_steps=3000, vae_batch=4, dit_steps=8000, dit_batch_tokens=4096, dit_warmup=300,
-                 dit_checkpoint_every=250, ema_decay=0.999, vae_save_every=250, vae_cache_mb=4096, bench_limit=60),
+    # cpu: what two cores do in about two hours (fp32: this recipe's dev machine has no AMX, so bf16 is slower)
+    "cpu": Scale(clips=4000, vae_steps=1500, vae_batch=4, vae_precision="fp32", dit_steps=2000, dit_batch_tokens=2048,
+                 dit_warmup=100, dit_precision="fp32", dit_checkpoint_every=250, ema_decay=0.998, vae_save_every=250,
+                 vae_cache_mb=4096, bench_limit=60),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1),
@@ -219,7 +223,7 @@ def stage_vae(b: Build) -> None:
     s = b.scale
     args = ["train", "vae", "--data", b.data, "--run-dir", b.vae_run, "--preset", s.vae_preset, "--steps", s.vae_steps,
             "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", s.vae_lr,
-            "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
+            "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
@@ -251,7 +255,7 @@ def stage_dit(b: Build) -> None:
     s = b.scale
     args = ["train", "dit", "--data", b.cache, "--out", b.dit_run, "--preset", "small", "--num-layers", s.dit_layers,
             "--steps", s.dit_steps, "--batch-tokens", s.dit_batch_tokens, "--lr", s.dit_lr, "--warmup-steps", s.dit_warmup,
-            "--ema-decay", s.ema_decay, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
+            "--ema-decay", s.ema_decay, "--precision", s.dit_precision, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
             "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3, "--log-every", s.log_every]
     if b.threads:
         args += ["--threads", b.threads]
