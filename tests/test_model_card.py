@@ -1,0 +1,60 @@
+"""scripts/write_model_card.py: the card's tables come from the build's files and flag every missed target."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def card():
+    spec = importlib.util.spec_from_file_location("write_model_card", REPO / "scripts" / "write_model_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(model: dict) -> dict:
+    return {"command": "soraflow eval bench --model m", "results": [
+        {"name": "default", "overall": {**model, "n": 10}, "per_category": {"color": {"score": 0.9}, "gravity": {"score": 0.2}}},
+        {"name": "simulator", "overall": {"color": 1.0, "shape": 1.0, "direction": 1.0, "gravity": 1.0, "permanence": 1.0}},
+        {"name": "null", "overall": {"color": 0.1, "shape": 0.3, "direction": 0.1, "gravity": 0.4, "permanence": 0.5}},
+    ]}
+
+
+def test_bench_table_lists_the_model_next_to_its_references_and_flags_missed_targets(card):
+    lines, failures = card.bench_section(_bench({"color": 0.95, "shape": 0.5, "direction": 0.85, "gravity": 0.79,
+                                                 "permanence": 0.9, "first_frame": 36.2}))
+    text = "\n".join(lines)
+    assert "| this model | simulator | null |" in text
+    assert "| color | 0.9 | 0.950 | 1.000 | 0.100 | yes |" in text
+    assert "| shape | 0.85 | 0.500 | 1.000 | 0.300 | **no** |" in text
+    assert "| first_frame | 35 dB | 36.2 | n/a | n/a | yes |" in text
+    assert [f.split()[0] for f in failures] == ["shape", "gravity"]  # 0.85 exactly meets its target
+    assert "gravity 0.20, color 0.90" in text  # weakest categories first
+
+
+def test_speed_is_the_median_of_the_timed_runs_and_a_miss_is_a_failure(card):
+    settings = {"frames": 33, "size": "128x128", "fps": 8, "steps": 8, "sampler": "euler", "guidance_scale": 4.0}
+    speed = {"machine": "cpu", "load": [[1.0]], "variants": {"model": {
+        "settings": settings, "peak_rss": 512 * 2**20, "warm": [{"wall": w} for w in (3.1, 5.0, 2.9, 3.3, 3.0)]}}}
+    lines, failures = card.speed_section(speed)
+    assert "**3.10 s**" in lines[0] and "512 MiB" in lines[0] and failures == []
+    speed["variants"]["model"]["warm"] = [{"wall": w} for w in (4.5, 4.1, 6.0)]
+    lines, failures = card.speed_section(speed)
+    assert "**4.50 s**" in lines[0] and failures == ["speed 4.50 s for the 4 s clip (target 4 s)"]
+
+
+def test_card_without_bench_or_speed_says_so(card, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py", "--threads", "2"], "device": "cpu",
+                                                  "seconds": {"vae": 1800.0, "dit": 3600.0}, "recipe": {"clips": 7}}))
+    out = card.write_card(work, tmp_path / "no-model", tmp_path / "MODEL_CARD.md", tmp_path / "images", "- a note", samples=False)
+    text = out.read_text()
+    assert "The bench has not been run" in text and "Not measured yet" in text
+    assert "3.0 CPU core-hours (2 threads, 1.50 h wall)" in text
+    assert "7 SoraWorld clips" in text and text.rstrip().endswith("- a note")
