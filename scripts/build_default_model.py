@@ -14,11 +14,13 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
 3. ``cache``  every clip encoded once with the VAE and its captions with MiniLM (WORK/cache).
 4. ``dit``    the DiT (8-block "small" width: 20 M parameters) with rectified flow and the prompting-mode
    masks (text-to-video, image-to-video, extension both ways, connect/loop, in-filling).
-5. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
+5. ``decoder`` the VAE's decoder trained on (encoder frozen, so the latents the DiT learned and their
+   statistics stay valid) -> WORK/vae-decoder/model; sharper frames for no extra DiT work.
+6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
-6. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
-7. ``speed``  benchmarks/bench_generate.py on the exported model (the 4 s clip, median of 5).
-8. ``curves`` the VAE and DiT loss curves as PNG (WORK/curves/), always redrawn.
+7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
+8. ``speed``  benchmarks/bench_generate.py on the exported model (the 4 s clip, median of 5).
+9. ``curves`` the VAE and DiT loss curves as PNG (WORK/curves/), always redrawn.
 
 Everything is seeded (``--seed``); the resolved plan and per-stage wall times go to WORK/build.json.
 ``--deadline MIN`` stops cleanly (exit 3) when the time is up, so a machine that allows ten-minute
@@ -75,6 +77,9 @@ class Scale:
     dit_warmup: int = 1000
     dit_checkpoint_every: int = 1000
     dit_precision: str = "bf16"
+    # decoder fine-tuning (encoder frozen); 0 skips the stage and ships the VAE as trained
+    decoder_steps: int = 4000
+    decoder_lr: float = 5e-5
     ema_decay: float = 0.9995
     # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
     steps: int = 8
@@ -92,9 +97,9 @@ SCALES = {
     # cpu: what two cores do in about two hours (fp32: this recipe's dev machine has no AMX, so bf16 is slower)
     "cpu": Scale(clips=4000, vae_steps=1500, vae_batch=4, vae_precision="fp32", dit_steps=2000, dit_batch_tokens=2048,
                  dit_warmup=100, dit_precision="fp32", dit_checkpoint_every=250, ema_decay=0.998, vae_save_every=250,
-                 vae_cache_mb=4096, bench_limit=60),
+                 vae_cache_mb=4096, decoder_steps=800, bench_limit=60),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
-                   vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2,
+                   vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1),
 }
 
@@ -123,6 +128,9 @@ class Build:
     data = property(lambda self: self.work / "data")
     vae_run = property(lambda self: self.work / "vae")
     vae_model = property(lambda self: self.work / "vae" / "model")
+    decoder_run = property(lambda self: self.work / "vae-decoder")
+    # the VAE that ships: the decoder-tuned one when that stage is on
+    final_vae = property(lambda self: self.work / "vae-decoder" / "model" if self.scale.decoder_steps else self.vae_model)
     cache = property(lambda self: self.work / "cache")
     dit_run = property(lambda self: self.work / "dit")
     bench = property(lambda self: self.work / "bench")
@@ -165,6 +173,9 @@ class Build:
             "vae": ((self.vae_model / "config.json").is_file(), f"{s.vae_preset} VAE, {s.vae_steps} steps -> {self.vae_model}"),
             "cache": (cached >= s.clips and cached > 0, f"{cached}/{s.clips} clips encoded in {self.cache}"),
             "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
+            "decoder": ((self.final_vae / "config.json").is_file(),
+                        f"decoder fine-tuning, {s.decoder_steps} steps -> {self.decoder_run / 'model'}" if s.decoder_steps
+                        else "off (decoder_steps=0)"),
             "export": (exported is not None and exported == dstep and dstep >= s.dit_steps,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
             "bench": ((self.bench / "bench.json").is_file(), f"SoraWorld bench -> {self.bench}"),
@@ -219,12 +230,15 @@ def _config_fields(module: str, cls: str) -> set[str]:
     return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
 
 
-def stage_vae(b: Build) -> None:
+def stage_vae(b: Build, *, decoder: bool = False) -> None:
     s = b.scale
-    args = ["train", "vae", "--data", b.data, "--run-dir", b.vae_run, "--preset", s.vae_preset, "--steps", s.vae_steps,
-            "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", s.vae_lr,
+    run, steps, lr = (b.decoder_run, s.decoder_steps, s.decoder_lr) if decoder else (b.vae_run, s.vae_steps, s.vae_lr)
+    args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
+            "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", lr,
             "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
+    if decoder:
+        args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps)]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]
@@ -232,7 +246,12 @@ def stage_vae(b: Build) -> None:
         print(f"[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
     if b.threads and "threads" in fields:
         args += ["--threads", b.threads]
-    b.run("vae", soraflow(*args))
+    b.run("decoder" if decoder else "vae", soraflow(*args))
+
+
+def stage_decoder(b: Build) -> None:
+    if b.scale.decoder_steps:
+        stage_vae(b, decoder=True)
 
 
 def stage_cache(b: Build) -> None:
@@ -271,8 +290,8 @@ def stage_export(b: Build) -> None:
 
     s = b.scale
     stage_tmp = b.work / "export-fp32"
-    print(f"[export] {b.dit_run} (EMA) + {b.vae_model} -> {b.export} in {b.export_dtype}", flush=True)
-    export_pipeline(b.dit_run, stage_tmp, vae=b.vae_model, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
+    print(f"[export] {b.dit_run} (EMA) + {b.final_vae} -> {b.export} in {b.export_dtype}", flush=True)
+    export_pipeline(b.dit_run, stage_tmp, vae=b.final_vae, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
                     sampler=s.sampler, expander="world", height=128, width=128, fps=s.fps, seconds=4.0)
     pipe = SoraPipeline.from_pretrained(stage_tmp)
     dtype = getattr(torch, b.export_dtype)
@@ -329,7 +348,8 @@ def stage_speed(b: Build) -> None:
 def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers."""
     written = []
-    for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("dit", b.dit_run / "tensorboard", "train/loss")):
+    for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
+                              ("dit", b.dit_run / "tensorboard", "train/loss")):
         points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)
@@ -383,7 +403,7 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
     return path
 
 
-STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "export": stage_export,
+STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "decoder": stage_decoder, "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 
 

@@ -160,7 +160,8 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
     base = out.parent
 
     pictures = []
-    for name, what in (("vae_loss.png", "VAE training loss"), ("dit_loss.png", "DiT training loss")):
+    for name, what in (("vae_loss.png", "VAE training loss"), ("decoder_loss.png", "VAE decoder fine-tuning loss"),
+                       ("dit_loss.png", "DiT training loss")):
         src = work / "curves" / name
         if src.is_file():
             shutil.copyfile(src, images / name)
@@ -203,7 +204,8 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         "## Training", "",
         f"- Scale `{export.get('scale', (build or {}).get('scale', '?'))}` on `{export.get('device', '?')}`.",
         f"- VAE: {recipe.get('vae_steps', '?')} steps, batch {recipe.get('vae_batch', '?')}, lr {recipe.get('vae_lr', '?')}, "
-        f"{recipe.get('vae_precision', 'bf16')}; L1 + 0.2 (1 - SSIM) + 1e-4 KL.",
+        f"{recipe.get('vae_precision', 'bf16')}; L1 + 0.2 (1 - SSIM) + 1e-4 KL. Then {recipe.get('decoder_steps', 0)} steps "
+        f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}), after the DiT's latents were cached.",
         f"- DiT: {export.get('dit_step', recipe.get('dit_steps', '?'))} steps of {recipe.get('dit_batch_tokens', '?')} tokens, "
         f"lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), EMA {recipe.get('ema_decay', '?')}, "
         f"{recipe.get('dit_precision', 'bf16')}; caption dropout for CFG; prompting-mode masks (first frame, first/last k "

@@ -49,11 +49,18 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "decoder", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["decoder", "export", "bench", "speed", "curves"]
+    # The decoder-tuned VAE is the one that ships; with decoder_steps=0 the stage is off and the VAE ships as trained.
+    assert b.final_vae == b.work / "vae-decoder" / "model"
+    (b.final_vae).mkdir(parents=True)
+    (b.final_vae / "config.json").write_text("{}")
     assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
+    off = _resolve(build, tmp_path, "--set", "decoder_steps=0")
+    assert off.final_vae == off.vae_model and "off (decoder_steps=0)" in _todo(build, off, capsys)[1]
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
     (b.export / "config.json").write_text("{}")

@@ -77,6 +77,21 @@ def test_training_run_resumes_exactly_and_skips_corrupt_clips(clips, tmp_path):
     assert len(config["latents_mean"]) == 4 and all(s > 0 for s in config["latents_std"])
 
 
+def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(clips, tmp_path):
+    base = train_vae(_cfg(clips, tmp_path / "base", steps=2))
+    tuned = train_vae(_cfg(clips, tmp_path / "tuned", init=base.model_dir, freeze_encoder=True, steps=3))
+    a, b = VideoVAE.from_pretrained(base.model_dir), VideoVAE.from_pretrained(tuned.model_dir)
+    sa, sb = a.state_dict(), b.state_dict()
+    encoder = [k for k in sa if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in sa if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(sa)
+    assert all(torch.equal(sa[k], sb[k]) for k in encoder)
+    assert sum(not torch.equal(sa[k], sb[k]) for k in decoder) > len(decoder) // 2  # the decoder learned
+    assert b.config.latents_mean == a.config.latents_mean and b.config.latents_std == a.config.latents_std
+    with pytest.raises(InputError, match="--init"):
+        train_vae(_cfg(clips, tmp_path / "no-init", freeze_encoder=True))
+
+
 def test_adversarial_term_switches_on_late(clips, tmp_path):
     cfg = _cfg(clips, tmp_path / "adv", steps=2, adv_weight=0.1, adv_start=1, save_every=2, sample_every=2, stats_batches=0)
     result = train_vae(cfg)

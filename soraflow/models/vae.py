@@ -409,10 +409,13 @@ class VideoVAE(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Whole round trip, latent normalisation
 
-    def forward(self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None):
-        """Reconstruct x (training path: whole clip at once, no chunks). Returns (recon, posterior)."""
+    def forward(self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None,
+                encoder_grad: bool = True):
+        """Reconstruct x (training path: whole clip at once, no chunks). Returns (recon, posterior).
+        ``encoder_grad=False`` encodes without autograd (decoder fine-tuning: about a third cheaper)."""
         frames = x.shape[2]
-        posterior = self.encode(x, chunk_frames=None, tiled=False)
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            posterior = self.encode(x, chunk_frames=None, tiled=False)
         z = posterior.sample(generator) if sample else posterior.mode()
         recon = self.decoder(self.post_quant_conv(z))[:, :, :frames]  # unclamped: clamping kills gradients
         return recon, posterior

@@ -17,6 +17,7 @@ class TrainVAEConfig:
     run_dir: Path = option(Path("runs/vae"))  # where checkpoints, TensorBoard logs, samples and the final model go
     preset: str = option("small", choices=("tiny", "small", "wan2.1"))  # VAE size (see soraflow.models.vae.VAE_PRESETS)
     init: Path | None = None  # start from this VAE folder (config.json + safetensors) instead of random weights
+    freeze_encoder: bool = False  # train the decoder only (needs --init): latents, their statistics and any latent cache stay valid
     steps: int = option(2000, ge=1)  # optimizer steps to train for (in total, across resumes)
     batch_size: int = option(4, ge=1)  # clips per step
     size: int = option(128, ge=8)  # frames are resized (cover + centre crop) to size x size when read
