@@ -279,9 +279,10 @@ class SoraPipeline:
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+    def from_pretrained(cls, directory: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype | str = torch.float32, expander=None) -> "SoraPipeline":
         """Load a folder: config.json (:class:`PipelineConfig`), vae/ and dit/ (each config.json + safetensors).
+        Without ``directory``, the default model shipped in the package (MODEL_CARD.md).
 
         ``dtype=torch.bfloat16`` runs the VAE, DiT and text encoder in bf16 (on AMX CPUs and GPUs
         several times faster than fp32; the sampler state stays fp32). ``dtype="auto"`` picks the
@@ -291,6 +292,10 @@ class SoraPipeline:
         from .models.text import load_text_encoder
         from .models.vae import VideoVAE
 
+        if directory is None:
+            from .default_model import require_default_model
+
+            directory = require_default_model()
         directory = Path(directory)
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)

@@ -12,7 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import InputError, SoraflowError
+from ..default_model import require_default_model
+from ..errors import InputError
 from . import parse_size, positive_int
 
 EXAMPLES = """\
@@ -29,11 +30,6 @@ examples:
 Sizes are WIDTHxHEIGHT, multiples of 16. Frame counts snap to the VAE's lengths (1 + 4k for text-to-video);
 see docs/generate.md.
 """
-
-
-def default_model_dir() -> Path:
-    """The model shipped in the package (soraflow/assets/default/)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "default"
 
 
 def register(subparsers) -> None:
@@ -163,12 +159,7 @@ def run(args) -> int:
         raise InputError(f"cannot write {output}: use one of {' '.join(WRITE_SUFFIXES)}")
     check_writable(output)
 
-    model_dir = args.model or default_model_dir()
-    if args.model is None and not (model_dir / "config.json").is_file():
-        raise SoraflowError(
-            "no default model is installed (soraflow/assets/default/ is empty); pass --model DIR "
-            "(e.g. one made by scripts/make_random_model.py or trained with `soraflow train dit`)"
-        )
+    model_dir = args.model or require_default_model()
 
     with warnings.catch_warnings():
         warnings.showwarning = _warn_one_line
