@@ -69,6 +69,7 @@ class Scale:
     vae_cache_mb: int = 32000  # decoded clips kept in RAM (all 20,000 at 128x128 fit in ~27 GB): read each file once
     # latent cache
     max_frames: int = 49  # 6 s at 8 fps (1 + 4k)
+    cache_clips: int | None = None  # clips encoded (None: all); a short DiT run sees fewer than the dataset holds
     # DiT
     dit_layers: int = 8  # "small" width (384, 6 heads, FFN 1536) at 8 blocks: 20 M parameters
     dit_steps: int = 20000
@@ -96,7 +97,7 @@ SCALES = {
     "gpu": Scale(),
     # cpu: what two cores do in about two hours (fp32: this recipe's dev machine has no AMX, so bf16 is
     # slower). The DiT step of 2048 tokens takes ~3.5 s there, so clips are cut to 4 s (9 latent frames).
-    "cpu": Scale(clips=4000, vae_steps=1500, vae_batch=4, vae_precision="fp32", max_frames=33, dit_steps=800,
+    "cpu": Scale(clips=4000, vae_steps=1500, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=800,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=500, bench_limit=40),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
@@ -153,6 +154,9 @@ class Build:
         index = json.loads(path.read_text())
         return len(index.get("entries", [])) + len(index.get("skipped", {}) or {})
 
+    def cache_target(self) -> int:
+        return min(self.scale.clips, self.scale.cache_clips or self.scale.clips)
+
     def dit_step(self) -> int:
         ckpts = sorted((self.dit_run / "checkpoints").glob("step_*")) if (self.dit_run / "checkpoints").is_dir() else []
         return int(ckpts[-1].name.split("_")[1]) if ckpts else 0
@@ -172,7 +176,7 @@ class Build:
         return {
             "data": (have >= s.clips, f"{have}/{s.clips} clips in {self.data}"),
             "vae": ((self.vae_model / "config.json").is_file(), f"{s.vae_preset} VAE, {s.vae_steps} steps -> {self.vae_model}"),
-            "cache": (cached >= s.clips and cached > 0, f"{cached}/{s.clips} clips encoded in {self.cache}"),
+            "cache": (cached >= self.cache_target() and cached > 0, f"{cached}/{self.cache_target()} clips encoded in {self.cache}"),
             "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
             "decoder": ((self.final_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps -> {self.decoder_run / 'model'}" if s.decoder_steps
@@ -265,10 +269,11 @@ def stage_cache(b: Build) -> None:
         "threads = int(sys.argv[6])\n"
         "if threads: torch.set_num_threads(threads)\n"
         "r = build_latent_cache(sys.argv[1], sys.argv[2], sys.argv[3], max_frames=int(sys.argv[4]), fps=float(sys.argv[5]),\n"
-        "                       device=sys.argv[7], dtype=torch.float16)\n"
+        "                       device=sys.argv[7], dtype=torch.float16, limit=int(sys.argv[8]) or None)\n"
         "print(f'{r.out}: {r.total} clips cached ({r.added} new, {r.skipped} skipped); shapes {dict(sorted(r.shapes.items()))}')\n"
     )
-    b.run("cache", [sys.executable, "-c", code, b.data, b.vae_model, b.cache, s.max_frames, s.fps, b.threads or 0, b.device])
+    b.run("cache", [sys.executable, "-c", code, b.data, b.vae_model, b.cache, s.max_frames, s.fps, b.threads or 0, b.device,
+                     s.cache_clips or 0])
 
 
 def stage_dit(b: Build) -> None:
