@@ -265,3 +265,18 @@ def test_tiled_streaming_keeps_a_causal_cache_per_tile(tiny):
     assert (streamed - whole).abs().max() <= 1e-5
     assert enc_chunked.shape == (1, 4, 2, 10, 10)
     assert (enc_chunked - enc_whole).abs().max() <= 1e-5
+
+
+def test_from_scratch_init_carries_the_input_to_the_latents_and_back():
+    """With PyTorch's default init the latents of different flat colours differed by ~10% of their
+    size and the reconstruction by 0.2%: training started from a hue-less grey. Ours passes the signal."""
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("small"))
+    colours = torch.rand(8, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = colours[:, :, None, None, None].expand(-1, 3, 1, 32, 32).contiguous()
+    with torch.no_grad():
+        recon, posterior = vae(x)
+    latent = posterior.mean.mean(dim=(2, 3, 4))  # (8, z)
+    assert (latent.std(0).mean() / latent.abs().mean()).item() > 0.5
+    assert recon.mean(dim=(2, 3, 4)).std(0).mean().item() > 0.03
+    assert abs(posterior.logvar.mean().item() + 6.0) < 0.5 and posterior.logvar.max().item() < -3.0  # narrow posterior
