@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 import warnings
 import weakref
 from pathlib import Path
@@ -421,15 +419,13 @@ def test_from_pretrained_without_a_folder_loads_the_default_model(model_dir, tmp
     assert pipe.config == SoraPipeline.from_pretrained(model_dir).config
 
 
-def test_cli_without_a_model_says_how_to_pass_one(tmp_path):
-    """The console script, as a user runs it: one line, exit 2, nothing written."""
-    from soraflow.default_model import default_model_dir
+def test_cli_without_a_model_says_how_to_pass_one(capsys, tmp_path, monkeypatch):
+    """A checkout without the shipped model: one line, exit 2, nothing written."""
+    import soraflow.default_model as default_model
 
-    if (default_model_dir() / "config.json").is_file():
-        pytest.skip("a default model is installed")
-    proc = subprocess.run([sys.executable, "-m", "soraflow.cli", "generate", "a red ball", "-o", tmp_path / "x.mp4"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "--model" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    monkeypatch.setattr(default_model, "default_model_dir", lambda: tmp_path / "empty")
+    code, _, stderr = _cli(capsys, "a red ball", "-o", tmp_path / "x.mp4")
+    assert code == 2 and "--model" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.mp4").exists()
 
 
