@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,3 +20,13 @@ def real_videos() -> Path:
     if not REAL_VIDEOS.is_dir():
         pytest.skip("../shared/data/real_videos is absent (only the project's machines have it)")
     return REAL_VIDEOS.resolve()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one torch thread than on two busy cores (thread
+    wake-ups and barriers dominate). Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

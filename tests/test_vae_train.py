@@ -14,13 +14,7 @@ from soraflow.models.vae import VideoVAE, vae_config
 from soraflow.train.vae import TrainVAEConfig, list_clips, train_vae, vae_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs: a second OpenMP thread only adds barrier waits (badly so on a shared machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
