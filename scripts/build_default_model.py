@@ -99,7 +99,7 @@ SCALES = {
     # slower). Clips are cut to 4 s (9 latent frames); a DiT step of 2048 tokens takes ~1.5 s there.
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
-                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=800, bench_limit=40),
+                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=400, bench_limit=30),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1),
