@@ -171,8 +171,12 @@ def test_sample_writes_clip_truth_and_prints_caption(tmp_path, capsys):
     assert xs[-1] < xs[0] - 20  # moving left, as the spec says
 
 
-def test_second_writer_on_the_same_folder_is_refused(tmp_path):
+def test_second_writer_on_the_same_folder_is_refused(tmp_path, monkeypatch):
     import fcntl
+
+    import soraflow.world.dataset as dataset
+
+    monkeypatch.setattr(dataset, "LOCK_GRACE_S", 0.3)  # it waits this long for a just-killed writer's lock
 
     write_dataset(tmp_path, tiny(n=1), workers=1, progress=False)
     with open(tmp_path / ".lock", "w") as held:

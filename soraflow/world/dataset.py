@@ -40,6 +40,7 @@ SETTINGS_FILE = "dataset.json"
 MANIFEST = "manifest.jsonl"
 CLIPS = "clips"
 SEED_STRIDE = 10_000_000  # clip seed = seed * SEED_STRIDE + index
+LOCK_GRACE_S = 5.0  # how long a new writer waits for the lock of a writer that was just killed
 
 
 @dataclass
@@ -222,14 +223,20 @@ def write_dataset(out_dir: str | os.PathLike, config: DatasetConfig, *, workers:
         raise InputError(f"cannot write into {out_dir}")
 
     # One writer per folder: the lock dies with its process, so a killed run never blocks a rerun.
+    # Its forked workers hold it too, and after a kill -9 they take a moment to go: wait a little.
     import fcntl
 
     lock = open(out_dir / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise InputError(f"{out_dir} is being written by another process") from None
+    deadline = time.monotonic() + LOCK_GRACE_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise InputError(f"{out_dir} is being written by another process") from None
+            time.sleep(0.1)
     try:
         return _write_locked(out_dir, config, workers=workers, progress=progress, chunksize=chunksize)
     finally:
