@@ -171,8 +171,10 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         if src.is_file():
             shutil.copyfile(src, images / f"bench_{name}")
     sample_line = "Sample frames not rendered (--no-samples)."
+    sheet = images / "samples.png"
     if samples and (model / "config.json").is_file():
-        sheet = render_samples(model, images / "samples.png")
+        render_samples(model, sheet)
+    if sheet.is_file():  # rendered now, or by an earlier run of this script (--no-samples keeps it)
         sample_line = (f"![sample frames]({_rel(sheet, base)})\n\nFive frames spread over each 4 s clip, default "
                        "settings, seed 0 (`soraflow generate PROMPT --seed 0`).")
 
@@ -202,7 +204,7 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"trained on {recipe.get('vae_crop', '?')}-px crops of {recipe.get('vae_frames', '?')} frames; the DiT on the "
         f"latents of whole clips up to {recipe.get('max_frames', '?')} frames, in native-size buckets.", "",
         "## Training", "",
-        f"- Scale `{export.get('scale', (build or {}).get('scale', '?'))}` on `{export.get('device', '?')}`.",
+        f"- Recipe scale `{export.get('scale', (build or {}).get('scale', '?'))}`, device `{export.get('device', '?')}`.",
         f"- VAE: {recipe.get('vae_steps', '?')} steps, batch {recipe.get('vae_batch', '?')}, lr {recipe.get('vae_lr', '?')}, "
         f"{recipe.get('vae_precision', 'bf16')}; L1 + 0.2 (1 - SSIM) + 1e-4 KL. Then {recipe.get('decoder_steps', 0)} steps "
         f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}), after the DiT's latents were cached.",
