@@ -30,3 +30,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def render_until_hit():
+    """render_until_hit(spec) -> a 24-frame 128x128 clip of ``spec`` in which object 0 has changed
+    colour on impact by the last frame (the first of 40 seeds where it does)."""
+    from soraflow.world import render_clip
+
+    def render(spec):
+        for seed in range(40):
+            clip = render_clip(spec, (128, 128), 8, num_frames=24, seed=seed)
+            if clip.truth.frames[-1].objects[0].color == spec.objects[0].hit_color:
+                return clip
+        pytest.fail("no seed with a hit")
+
+    return render
