@@ -14,6 +14,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
 3. ``cache``  every clip encoded once with the VAE and its captions with MiniLM (WORK/cache).
 4. ``dit``    the DiT (8-block "small" width: 20 M parameters) with rectified flow and the prompting-mode
    masks (text-to-video, image-to-video, extension both ways, connect/loop, in-filling).
+   ``dit-tune`` (when ``dit_tune_steps`` > 0) trains on from the ``dit`` stage's EMA weights with the
+   pooled-prompt path added (``--pooled-text``, zero-initialised): how the CPU build, whose first DiT
+   phase had no such path, was made. The ``gpu`` recipe has the path from the start and no second phase.
 5. ``decoder`` the VAE's decoder trained on (encoder frozen, so the latents the DiT learned and their
    statistics stay valid) -> WORK/vae-decoder/model; sharper frames for no extra DiT work.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
@@ -78,6 +81,10 @@ class Scale:
     dit_warmup: int = 1000
     dit_checkpoint_every: int = 1000
     dit_precision: str = "bf16"
+    dit_pooled_text: bool = True  # the pooled prompt also drives every block's modulation (docs/dit.md)
+    # second DiT phase from the first one's EMA weights, with the pooled-prompt path added; 0 skips it
+    dit_tune_steps: int = 0
+    dit_tune_lr: float = 2e-4
     # decoder fine-tuning (encoder frozen); 0 skips the stage and ships the VAE as trained
     decoder_steps: int = 4000
     decoder_lr: float = 5e-5
@@ -99,10 +106,12 @@ SCALES = {
     # slower). Clips are cut to 4 s (9 latent frames); a DiT step of 2048 tokens takes ~1.5 s there.
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
-                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=400, bench_limit=30),
+                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=400, bench_limit=30,
+                 dit_pooled_text=False, dit_tune_steps=2400),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
-                   ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1),
+                   ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
+                   dit_tune_steps=2),
 }
 
 
@@ -135,6 +144,9 @@ class Build:
     final_vae = property(lambda self: self.work / "vae-decoder" / "model" if self.scale.decoder_steps else self.vae_model)
     cache = property(lambda self: self.work / "cache")
     dit_run = property(lambda self: self.work / "dit")
+    dit_tune_run = property(lambda self: self.work / "dit-tune")
+    # the DiT run that ships: the second phase when it is on
+    final_dit = property(lambda self: self.dit_tune_run if self.scale.dit_tune_steps else self.dit_run)
     bench = property(lambda self: self.work / "bench")
     curves = property(lambda self: self.work / "curves")
     speed = property(lambda self: self.work / "speed.json")
@@ -157,8 +169,9 @@ class Build:
     def cache_target(self) -> int:
         return min(self.scale.clips, self.scale.cache_clips or self.scale.clips)
 
-    def dit_step(self) -> int:
-        ckpts = sorted((self.dit_run / "checkpoints").glob("step_*")) if (self.dit_run / "checkpoints").is_dir() else []
+    def dit_step(self, run: Path | None = None) -> int:
+        folder = (run or self.dit_run) / "checkpoints"
+        ckpts = sorted(folder.glob("step_*")) if folder.is_dir() else []
         return int(ckpts[-1].name.split("_")[1]) if ckpts else 0
 
     def exported_step(self) -> int | None:
@@ -168,9 +181,15 @@ class Build:
         info = json.loads(path.read_text())
         return info.get("dit_step") if info.get("work") == str(self.work.resolve()) else None
 
+    def measured(self, result: Path) -> bool:
+        """A bench or speed result counts only if it is newer than the exported model it measured."""
+        exported = self.export / "build.json"
+        return result.is_file() and (not exported.is_file() or result.stat().st_mtime >= exported.stat().st_mtime)
+
     def status(self) -> dict[str, tuple[bool, str]]:
         s = self.scale
-        have, dstep = self.manifest_count(), self.dit_step()
+        have, dstep, tstep = self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run)
+        final_done = dstep >= s.dit_steps and tstep >= s.dit_tune_steps
         cached = self.cache_count()
         exported = self.exported_step()
         return {
@@ -178,13 +197,15 @@ class Build:
             "vae": ((self.vae_model / "config.json").is_file(), f"{s.vae_preset} VAE, {s.vae_steps} steps -> {self.vae_model}"),
             "cache": (cached >= self.cache_target() and cached > 0, f"{cached}/{self.cache_target()} clips encoded in {self.cache}"),
             "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
+            "dit-tune": (tstep >= s.dit_tune_steps, f"step {tstep}/{s.dit_tune_steps} in {self.dit_tune_run}, pooled prompt added"
+                         if s.dit_tune_steps else "off (dit_tune_steps=0)"),
             "decoder": ((self.final_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps -> {self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
-            "export": (exported is not None and exported == dstep and dstep >= s.dit_steps,
+            "export": (exported is not None and exported == self.dit_step(self.final_dit) and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
-            "bench": ((self.bench / "bench.json").is_file(), f"SoraWorld bench -> {self.bench}"),
-            "speed": (self.speed.is_file(), f"4 s 128x128 clip, median of {s.speed_repeats} -> {self.speed}"),
+            "bench": (self.measured(self.bench / "bench.json"), f"SoraWorld bench -> {self.bench}"),
+            "speed": (self.measured(self.speed), f"4 s 128x128 clip, median of {s.speed_repeats} -> {self.speed}"),
             "curves": (False, f"loss curves -> {self.curves}"),
         }
 
@@ -282,9 +303,32 @@ def stage_dit(b: Build) -> None:
             "--steps", s.dit_steps, "--batch-tokens", s.dit_batch_tokens, "--lr", s.dit_lr, "--warmup-steps", s.dit_warmup,
             "--ema-decay", s.ema_decay, "--precision", s.dit_precision, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
             "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3, "--log-every", s.log_every]
+    if s.dit_pooled_text:
+        args += ["--pooled-text"]
     if b.threads:
         args += ["--threads", b.threads]
     b.run("dit", soraflow(*args))
+
+
+def stage_dit_tune(b: Build) -> None:
+    """Second DiT phase: the first phase's EMA weights plus the (zero-initialised) pooled-prompt path."""
+    from soraflow.train.dit import export_dit
+
+    s = b.scale
+    if not s.dit_tune_steps:
+        return
+    init = b.dit_tune_run / "init"
+    if not (init / "config.json").is_file():
+        export_dit(b.dit_run, init, ema=True)
+        print(f"[dit-tune] phase 1 EMA weights (step {b.dit_step()}) -> {init}", flush=True)
+    args = ["train", "dit", "--data", b.cache, "--out", b.dit_tune_run, "--init", init, "--preset", "small",
+            "--num-layers", s.dit_layers, "--pooled-text", "--steps", s.dit_tune_steps, "--batch-tokens", s.dit_batch_tokens,
+            "--lr", s.dit_tune_lr, "--warmup-steps", s.dit_warmup, "--ema-decay", s.ema_decay, "--precision", s.dit_precision,
+            "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed + 1, "--device", b.device, "--caption", "long",
+            "--short-caption-prob", 0.3, "--log-every", s.log_every]
+    if b.threads:
+        args += ["--threads", b.threads]
+    b.run("dit-tune", soraflow(*args))
 
 
 def stage_export(b: Build) -> None:
@@ -296,8 +340,8 @@ def stage_export(b: Build) -> None:
 
     s = b.scale
     stage_tmp = b.work / "export-fp32"
-    print(f"[export] {b.dit_run} (EMA) + {b.final_vae} -> {b.export} in {b.export_dtype}", flush=True)
-    export_pipeline(b.dit_run, stage_tmp, vae=b.final_vae, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
+    print(f"[export] {b.final_dit} (EMA) + {b.final_vae} -> {b.export} in {b.export_dtype}", flush=True)
+    export_pipeline(b.final_dit, stage_tmp, vae=b.final_vae, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
                     sampler=s.sampler, expander="world", height=128, width=128, fps=s.fps, seconds=4.0)
     pipe = SoraPipeline.from_pretrained(stage_tmp)
     dtype = getattr(torch, b.export_dtype)
@@ -313,7 +357,8 @@ def stage_export(b: Build) -> None:
     params = {"dit": sum(p.numel() for p in pipe.dit.parameters()), "vae": sum(p.numel() for p in pipe.vae.parameters())}
     info = {
         "work": str(b.work.resolve()), "scale": b.scale_name, "seed": b.seed, "device": b.device,
-        "dit_step": b.dit_step(), "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
+        "dit_step": b.dit_step(b.final_dit), "dit_phases": [b.dit_step()] + ([b.dit_step(b.dit_tune_run)] if s.dit_tune_steps else []),
+        "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
         "parameters": params, "recipe": dataclasses.asdict(s), "stage_seconds": b.log.get("seconds", {}),
     }
     from soraflow.atomic import write_json
@@ -355,7 +400,8 @@ def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers."""
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
-                              ("dit", b.dit_run / "tensorboard", "train/loss")):
+                              ("dit", b.dit_run / "tensorboard", "train/loss"),
+                              ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss")):
         points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)
@@ -409,7 +455,8 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
     return path
 
 
-STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "decoder": stage_decoder, "export": stage_export,
+STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
+          "decoder": stage_decoder, "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 
 
@@ -449,8 +496,14 @@ def resolve(args: argparse.Namespace) -> Build:
         if key not in types or not value:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
         kind = types[key]
-        overrides[key] = None if value.lower() == "none" else int(value) if "int" in kind else \
-            float(value) if "float" in kind else value
+        if value.lower() == "none":
+            overrides[key] = None
+        elif "bool" in kind:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item!r}: {key} takes true or false")
+            overrides[key] = value.lower() in ("true", "1")
+        else:
+            overrides[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
     scale = dataclasses.replace(scale, **overrides)
     suffix = "-smoke" if args.scale == "smoke" else ""
     work = (args.work or REPO / "runs" / f"default-model{suffix}").resolve()
@@ -476,7 +529,7 @@ def plan(b: Build, stages: list[str], force) -> list[str]:
         else:
             mark = "run"
             todo.append(name)
-        print(f"  {i}. {name:<7} {mark:<20} {what}")
+        print(f"  {i:>2}. {name:<8} {mark:<20} {what}")
     return todo
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,11 +50,17 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "decoder", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-tune", "decoder", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["dit-tune", "decoder", "export", "bench", "speed", "curves"]
+    # The second DiT phase (pooled prompt added) is the DiT that ships; with dit_tune_steps=0 it is off.
+    assert b.final_dit == b.dit_tune_run
+    (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["decoder", "export", "bench", "speed", "curves"]
+    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0")
+    assert off.final_dit == off.dit_run and "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
     # The decoder-tuned VAE is the one that ships; with decoder_steps=0 the stage is off and the VAE ships as trained.
     assert b.final_vae == b.work / "vae-decoder" / "model"
     (b.final_vae).mkdir(parents=True)
@@ -64,9 +71,18 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
     (b.export / "config.json").write_text("{}")
-    (b.export / "build.json").write_text(json.dumps({"work": str(b.work.resolve()), "dit_step": 3}))
+    (b.export / "build.json").write_text(json.dumps({"work": str(b.work.resolve()), "dit_step": 2}))
     assert _todo(build, b, capsys)[0] == ["bench", "speed", "curves"]
-    (b.export / "build.json").write_text(json.dumps({"work": "/elsewhere", "dit_step": 3}))
+    # Bench and speed results count only when newer than the export they measured.
+    b.bench.mkdir(parents=True)
+    for result in (b.bench / "bench.json", b.speed):
+        result.write_text("{}")
+        os.utime(result, (1, 1))
+    assert _todo(build, b, capsys)[0] == ["bench", "speed", "curves"]
+    for result in (b.bench / "bench.json", b.speed):
+        result.touch()
+    assert _todo(build, b, capsys)[0] == ["curves"]
+    (b.export / "build.json").write_text(json.dumps({"work": "/elsewhere", "dit_step": 2}))
     assert _todo(build, b, capsys)[0][0] == "export"
     # --force reruns a finished stage.
     assert _todo(build, b, capsys, force=["data"])[0][0] == "data"
@@ -75,6 +91,9 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):
     b = _resolve(build, tmp_path, "--set", "dit_steps=7", "vae_lr=0.001", "bench_limit=none", "sizes=64x64")
     assert (b.scale.dit_steps, b.scale.vae_lr, b.scale.bench_limit, b.scale.sizes) == (7, 0.001, None, "64x64")
+    assert _resolve(build, tmp_path, "--set", "dit_pooled_text=true").scale.dit_pooled_text is True
+    with pytest.raises(SystemExit, match="true or false"):
+        _resolve(build, tmp_path, "--set", "dit_pooled_text=maybe")
     with pytest.raises(SystemExit, match="FIELD=VALUE"):
         _resolve(build, tmp_path, "--set", "no_such_field=1")
 

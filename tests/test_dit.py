@@ -317,3 +317,47 @@ def test_original_wan_checkpoint_loads(pair, tmp_path):
     (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "i2v"}))
     with pytest.raises(CheckpointError, match="i2v"):
         DiT.from_pretrained(folder)
+
+
+@torch.no_grad()
+def test_pooled_text_path(pair, tmp_path):
+    """The pooled-prompt extension: starts as the model without it, then steers the output by the
+    masked mean of the prompt, round-trips through save/load, and is not offered to diffusers as Wan."""
+    _, ours = pair
+    cfg = dit_config("tiny", pooled_text=True)
+    pooled = DiT(cfg).eval()
+    state = ours.state_dict()
+    missing = set(pooled.state_dict()) - set(state)
+    assert missing and all(k.startswith("condition_embedder.text_pooler.") for k in missing)
+    pooled.load_state_dict({**pooled.state_dict(), **state})
+    x, ctx, g = _inputs((2, 4, 4), text_len=6)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    # Zero-initialised output layer: the same velocities as without the path, per-frame times included.
+    for t in (torch.tensor([0.5, 0.5]), torch.tensor([[0.0, 0.7], [0.3, 0.3]])):
+        torch.testing.assert_close(pooled(x, t, ctx, mask), ours(x, t, ctx, mask), atol=1e-5, rtol=0)
+
+    pooler = pooled.condition_embedder.text_pooler
+    pooler.linear_2.weight.normal_(0, 0.5)
+    t = torch.tensor([0.5, 0.5])
+    out = pooled(x, t, ctx, mask)
+    assert (out - ours(x, t, ctx, mask)).abs().max() > 1e-2  # the path now acts
+    # A prompt whose token features are all shifted by the same vector keeps cross-attention's
+    # softmax weights nearly the same but moves the mean: the pooled path sees it.
+    embed = pooled.condition_embedder
+    shifted = ctx + torch.randn(TINY.text_dim, generator=g)
+    assert (embed.pooled(shifted, mask) - embed.pooled(ctx, mask)).abs().max() > 1e-3
+    # Padding behind the mask changes nothing (the mean is over real tokens only).
+    changed = ctx.clone()
+    changed[0, 4:] = 5 * torch.randn(2, TINY.text_dim, generator=g)
+    torch.testing.assert_close(pooled(x, t, changed, mask), out, atol=1e-6, rtol=0)
+    torch.testing.assert_close(embed.pooled(ctx[:1, :4], None), embed.pooled(ctx, mask)[:1], atol=1e-6, rtol=0)
+
+    pooled.save_pretrained(tmp_path / "pooled")
+    config = json.loads((tmp_path / "pooled" / "config.json").read_text())
+    assert config["_class_name"] == "DiT" and config["pooled_text"] is True
+    loaded = DiT.from_pretrained(tmp_path / "pooled")
+    assert loaded.config == cfg
+    torch.testing.assert_close(loaded(x, t, ctx, mask), out, atol=0, rtol=0)
+    # Without the extension the config stays a plain Wan one.
+    ours.save_pretrained(tmp_path / "plain")
+    assert "pooled_text" not in json.loads((tmp_path / "plain" / "config.json").read_text())

@@ -254,6 +254,37 @@ def test_cli_trains_resumes_with_saved_config_and_reports_bad_input(tmp_path, ca
     assert err.startswith("soraflow: error: latent cache") and "does not exist" in err and "\n" not in err
 
 
+def test_init_adds_the_pooled_prompt_path_to_weights_trained_without_it(tmp_path, capsys):
+    """The CPU default model's second phase: --init from a plain run's EMA, --pooled-text on top."""
+    from soraflow.models.dit import DiT
+    from soraflow.train.dit import export_dit
+
+    cache = make_cache(tmp_path / "cache")
+    train_dit(tiny_config(cache, tmp_path / "plain", steps=3), progress=False)
+    export_dit(tmp_path / "plain", tmp_path / "init", ema=True)
+    plain = DiT.from_pretrained(tmp_path / "init").eval()
+    assert plain.condition_embedder.text_pooler is None
+
+    capsys.readouterr()
+    trainer = DiTTrainer(tiny_config(cache, tmp_path / "tuned", init=tmp_path / "init", pooled_text=True), progress=False)
+    assert "no text pooler there; it starts from its zero init" in capsys.readouterr().out
+    model = trainer.model.eval()
+    assert model.config.pooled_text and model.condition_embedder.text_pooler is not None
+    item = trainer.dataset[0]
+    x, ctx = item.latent[None], item.text[None]
+    with torch.no_grad():  # loaded weights + a zero pooled path: the plain model's velocities
+        torch.testing.assert_close(model(x, torch.tensor([0.4]), ctx), plain(x, torch.tensor([0.4]), ctx), atol=1e-6, rtol=0)
+    trainer.model.train()
+    trainer.run()
+    pooler = trainer.model.condition_embedder.text_pooler
+    assert pooler.linear_2.weight.abs().max() > 0  # it trained
+    export_dit(tmp_path / "tuned", tmp_path / "tuned-model", ema=True)
+    assert DiT.from_pretrained(tmp_path / "tuned-model").config.pooled_text
+    # A shape mismatch is still an error, not silently skipped.
+    with pytest.raises(Exception, match="does not match the model"):
+        DiTTrainer(tiny_config(cache, tmp_path / "bad", init=tmp_path / "init", ffn_dim=24), progress=False)
+
+
 def test_end_to_end_cache_latents_train_with_sample_videos_and_export(tmp_path, monkeypatch, capsys):
     """clips -> `cache-latents` (tiny VAE) -> `train dit` with periodic sample videos -> `export-dit`."""
     import soraflow.models.text as text

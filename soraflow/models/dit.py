@@ -60,6 +60,11 @@ class DiTConfig:
     eps: float = 1e-6  # LayerNorm / RMSNorm epsilon
     rope_theta: float = 10000.0  # rotary base
     rope_max_seq_len: int = 1024  # kept for diffusers' config; our rotary tables are computed per grid, no limit
+    # soraflow extension (not in Wan; False keeps the Wan layout): the masked mean of the text tokens,
+    # through a small MLP, is added to the timestep embedding, so the prompt also steers every block's
+    # modulation. A global path that a small model trained briefly learns much sooner than
+    # cross-attention (SD3 and Flux have one, from a pooled CLIP vector).
+    pooled_text: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -91,10 +96,18 @@ class DiTConfig:
         return d
 
     def to_diffusers_dict(self) -> dict:
-        """config.json that diffusers' WanTransformer3DModel.from_pretrained also accepts."""
+        """config.json that diffusers' WanTransformer3DModel.from_pretrained also accepts.
+
+        A model with ``pooled_text`` has weights Wan does not: its config names our class, so diffusers
+        does not load it as a Wan model that would silently drop the pooled path.
+        """
         d = self.to_dict()
         del d["rope_theta"]  # diffusers hard-codes 10000
         d.update(_class_name="WanTransformer3DModel", image_dim=None, added_kv_proj_dim=None, pos_embed_seq_len=None)
+        if self.pooled_text:
+            d["_class_name"] = "DiT"
+        else:
+            del d["pooled_text"]
         if self.rope_theta != 10000.0:
             d["_soraflow_rope_theta"] = self.rope_theta
         return d
@@ -182,8 +195,13 @@ class MLP2(nn.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+def _mlp2_fp32(mlp: MLP2, x: torch.Tensor, act) -> torch.Tensor:
+    h = F.linear(x.float(), mlp.linear_1.weight.float(), mlp.linear_1.bias.float())
+    return F.linear(act(h), mlp.linear_2.weight.float(), mlp.linear_2.bias.float())
+
+
 class ConditionEmbedder(nn.Module):
-    """Timestep -> (temb, six modulation vectors); text features -> model width."""
+    """Timestep (+ pooled text) -> (temb, six modulation vectors); text features -> model width."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -191,19 +209,32 @@ class ConditionEmbedder(nn.Module):
         self.time_embedder = MLP2(cfg.freq_dim, cfg.dim, nn.SiLU())
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
         self.text_embedder = MLP2(cfg.text_dim, cfg.dim, nn.GELU(approximate="tanh"))
+        self.text_pooler = MLP2(cfg.text_dim, cfg.dim, nn.SiLU()) if cfg.pooled_text else None
 
-    def time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """t (M,) in [0, 1000] -> temb (M, D) and block modulation (M, 6, D), both fp32.
+    # The time path stays in fp32 even under autocast (Wan keeps it so): it is tiny and the
+    # modulation multiplies every activation.
 
-        The time path stays in fp32 even under autocast (Wan keeps it so): it is tiny and the
-        modulation multiplies every activation.
-        """
+    def time(self, t: torch.Tensor) -> torch.Tensor:
+        """t (M,) in [0, 1000] -> temb (M, D), fp32."""
         with torch.autocast(t.device.type, enabled=False):
-            emb = self.time_embedder
-            h = F.linear(timestep_features(t, self.freq_dim), emb.linear_1.weight.float(), emb.linear_1.bias.float())
-            temb = F.linear(F.silu(h), emb.linear_2.weight.float(), emb.linear_2.bias.float())
+            return _mlp2_fp32(self.time_embedder, timestep_features(t, self.freq_dim), F.silu)
+
+    def pooled(self, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Masked mean of the text tokens (B, L, text_dim) -> (B, D) fp32, added to temb (``pooled_text``)."""
+        with torch.autocast(context.device.type, enabled=False):
+            context = context.float()
+            if mask is None:
+                mean = context.mean(1)
+            else:
+                weights = mask.float()[..., None]
+                mean = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
+            return _mlp2_fp32(self.text_pooler, mean, F.silu)
+
+    def modulation(self, temb: torch.Tensor) -> torch.Tensor:
+        """temb (..., D) -> the blocks' modulation (..., 6, D), fp32."""
+        with torch.autocast(temb.device.type, enabled=False):
             mod = F.linear(F.silu(temb), self.time_proj.weight.float(), self.time_proj.bias.float())
-        return temb, mod.unflatten(-1, (6, -1))
+        return mod.unflatten(-1, (6, -1))
 
 
 class Attention(nn.Module):
@@ -364,7 +395,7 @@ class DiT(nn.Module):
         """All special initialisation (Wan's init plus DiT's adaLN-zero).
 
         Linear layers: Xavier-uniform, zero bias (patch embedding too, as a linear over a flattened patch).
-        Text and time MLPs: normal(0.02). adaLN-zero: the timestep modulation (time_proj) and every
+        Text and time MLPs: normal(0.02); the text pooler's output layer zero. adaLN-zero: the timestep modulation (time_proj) and every
         block's scale_shift_table are zero, so each block starts as the identity; the output projection
         is zero, so a fresh model predicts exactly zero velocity.
         """
@@ -380,6 +411,10 @@ class DiT(nn.Module):
         for mlp in (self.condition_embedder.time_embedder, self.condition_embedder.text_embedder):
             nn.init.normal_(mlp.linear_1.weight, std=0.02)
             nn.init.normal_(mlp.linear_2.weight, std=0.02)
+        pooler = self.condition_embedder.text_pooler
+        if pooler is not None:  # zero output: adding the pooled path leaves a model's outputs unchanged
+            nn.init.normal_(pooler.linear_1.weight, std=0.02)
+            nn.init.zeros_(pooler.linear_2.weight)
         nn.init.zeros_(self.condition_embedder.time_proj.weight)
         nn.init.zeros_(self.condition_embedder.time_proj.bias)
         for block in self.blocks:
@@ -445,15 +480,26 @@ class DiT(nn.Module):
         N = math.prod(grid)
         dtype = self._compute_dtype(x.device)
 
-        # 1. Timesteps -> modulation per group of tokens that share a timestep.
+        # 1. Timesteps (+ pooled text) -> modulation per group of tokens that share a timestep.
         t_groups = self._timestep_groups(t, B, T, grid, x.device)  # (B, G) in [0, 1]
         G = t_groups.shape[1]
         values, index = torch.unique(t_groups, return_inverse=True)  # the time MLP runs once per distinct t
-        temb, mod = self.condition_embedder.time(values * TIMESTEP_SCALE)
-        if values.numel() == 1:  # one time for every token: a single modulation broadcast over the batch
-            G, temb, mod = 1, temb[:, None], mod[:, None]  # (1, 1, D), (1, 1, 6, D)
-        else:
-            temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
+        embed = self.condition_embedder
+        temb = embed.time(values * TIMESTEP_SCALE)  # (M, D)
+        pooled = embed.pooled(context, context_mask)[:, None] if embed.text_pooler is not None else None  # (B, 1, D)
+        if pooled is None:  # modulation once per distinct time, then gathered
+            mod = embed.modulation(temb)  # (M, 6, D)
+            if values.numel() == 1:  # one time for every token: a single modulation broadcast over the batch
+                G, temb, mod = 1, temb[:, None], mod[:, None]  # (1, 1, D), (1, 1, 6, D)
+            else:
+                temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
+        else:  # the prompt is part of the embedding: one per sample (and time group)
+            if values.numel() == 1:
+                G, temb = 1, temb[:, None]
+            else:
+                temb = temb[index]
+            temb = temb + pooled  # (B, G, D)
+            mod = embed.modulation(temb)  # (B, G, 6, D)
 
         # 2. Patchify: a stride-p Conv3d is a linear map of the flattened patch.
         tokens = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)

@@ -145,7 +145,12 @@ class DiTTrainer:
         from .checkpoint import load_state_dict_checked
 
         src = DiT.from_pretrained(path)
-        load_state_dict_checked(self.model, src.state_dict(), source=f"--init {path}")
+        state = src.state_dict()
+        added = [k for k in self.model.state_dict() if k.startswith("condition_embedder.text_pooler.") and k not in state]
+        if added:  # --pooled-text on weights trained without it: the new path starts at zero (outputs unchanged)
+            print(f"--init {path}: no text pooler there; it starts from its zero init", flush=True)
+            state.update({k: v for k, v in self.model.state_dict().items() if k in added})
+        load_state_dict_checked(self.model, state, source=f"--init {path}")
 
     def resume(self) -> bool:
         """Restore the latest checkpoint of the run folder, if any. Returns whether one was loaded."""

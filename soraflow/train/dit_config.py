@@ -52,6 +52,7 @@ class TrainDiTConfig:
     num_attention_heads: int | None = option(None, ge=1)  # override the preset's attention heads
     attention_head_dim: int | None = option(None, ge=6)  # override the preset's head width
     ffn_dim: int | None = option(None, ge=1)  # override the preset's feed-forward width
+    pooled_text: bool | None = None  # add the pooled prompt to the timestep embedding (soraflow extension; not Wan-loadable)
     # -- optimisation
     steps: int = option(10000, ge=1)  # optimizer steps of the whole run (the LR schedule spans them)
     batch_tokens: int = option(4096, ge=1)  # DiT tokens per batch; batch size = this // tokens per sample
@@ -102,5 +103,5 @@ class TrainDiTConfig:
             raise InputError(f"--stop-at-step {self.stop_at_step} is beyond --steps {self.steps}")
 
     def model_overrides(self) -> dict:
-        names = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim")
+        names = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "pooled_text")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
