@@ -82,6 +82,8 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     for result in (b.bench / "bench.json", b.speed):
         result.touch()
     assert _todo(build, b, capsys)[0] == ["curves"]
+    # When the export itself is to run, its old measurements are redone after it, however recent.
+    assert _todo(build, b, capsys, force=["export"])[0] == ["export", "bench", "speed", "curves"]
     (b.export / "build.json").write_text(json.dumps({"work": "/elsewhere", "dit_step": 2}))
     assert _todo(build, b, capsys)[0][0] == "export"
     # --force reruns a finished stage.
