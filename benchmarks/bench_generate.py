@@ -12,6 +12,7 @@ model folder instead, at the settings of its config.json.
     python benchmarks/bench_generate.py                                  # the default configuration
     python benchmarks/bench_generate.py --variants default 'small12:dit_layers=12' 'cfg1:cfg=1'
     python benchmarks/bench_generate.py --model soraflow/assets/default --repeats 5
+    python benchmarks/bench_generate.py --model soraflow/assets/default --dtypes float32,int8 --rounds 3
 
 A variant is ``NAME:field=value,field=value`` over the fields of :class:`Shape` (``NAME`` alone is a
 predefined one, see ``VARIANTS``). The machine is shared and noisy, so variants run interleaved in
@@ -51,7 +52,7 @@ class Shape:
     cfg: float = 4.0  # guidance scale (1: no unconditional pass)
     sampler: str = "euler"
     shift: float = 0.0  # timestep shift (0: flow.shift_for the grid)
-    dit_dtype: str = "float32"  # float32 or bfloat16 (bf16 pays only on AMX CPUs)
+    dit_dtype: str = "float32"  # float32, bfloat16 (pays only on AMX CPUs) or int8 (dynamic, the blocks' matmuls)
     vae_dtype: str = "bfloat16"  # bfloat16 runs the decoder channels_last_3d (vae.to_fast)
     text_dtype: str = "float32"
     threads: int = 2  # torch CPU threads
@@ -61,6 +62,7 @@ class Shape:
     width: int = 128
     height: int = 128
     fps: int = 8
+    model_dtype: str = "auto"  # with --model: the dtype given to SoraPipeline.from_pretrained (auto, float32, int8, ...)
 
     @classmethod
     def parse(cls, text: str) -> tuple[str, "Shape"]:
@@ -90,6 +92,7 @@ VARIANTS = {
     "cfg1": Shape(cfg=1.0),
     "vae_fp32": Shape(vae_dtype="float32"),
     "dit_bf16": Shape(dit_dtype="bfloat16"),
+    "dit_int8": Shape(dit_dtype="int8"),
     "all_bf16": Shape(dit_dtype="bfloat16", text_dtype="bfloat16"),
     "compiled": Shape(compile=True),
     "threads1": Shape(threads=1),
@@ -108,7 +111,13 @@ def build_pipeline(shape: Shape, model: str | None = None):
     from soraflow.pipeline import SoraPipeline
 
     if model:
-        pipe = SoraPipeline.from_pretrained(model, dtype="auto")  # what `soraflow generate` does by default
+        from soraflow.pipeline import auto_dtypes
+
+        dtype = shape.model_dtype if shape.model_dtype in ("auto", "int8") else getattr(torch, shape.model_dtype)
+        pipe = SoraPipeline.from_pretrained(model, dtype=dtype)  # "auto": what `soraflow generate` does by default
+        vae_auto = auto_dtypes("cpu")[1]
+        if shape.model_dtype not in ("auto", "int8") and vae_auto != dtype:  # --dtypes sets the DiT's; the VAE stays auto
+            pipe.vae.to_fast(vae_auto)
     else:
         from soraflow.models.dit import DiT, dit_config
         from soraflow.models.text import load_text_encoder
@@ -158,7 +167,9 @@ def apply_dtypes(pipe, *, dit: str, vae: str, text: str) -> None:
     if "model" in (dit, vae, text):
         return
 
-    pipe.dit.to(dtype=getattr(torch, dit))
+    pipe.dit.to(dtype=torch.float32 if dit == "int8" else getattr(torch, dit))
+    if dit == "int8":
+        pipe.dit.quantize_int8()
     pipe.text_encoder.to(dtype=getattr(torch, text))
     if vae == "bfloat16":
         pipe.vae.to_fast(torch.bfloat16)
@@ -168,6 +179,16 @@ def apply_dtypes(pipe, *, dit: str, vae: str, text: str) -> None:
 
 def count(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def count_dit(dit) -> int:
+    """Parameters of the DiT's shape (an int8-quantized DiT holds packed weights, not parameters)."""
+    import torch
+
+    from soraflow.models.dit import DiT
+
+    with torch.device("meta"):
+        return count(DiT(dit.config))
 
 
 def run_child(shape: Shape, model: str | None, repeats: int, warmup: int) -> dict:
@@ -195,7 +216,7 @@ def run_child(shape: Shape, model: str | None, repeats: int, warmup: int) -> dic
     return {
         "frames": int(result.frames.shape[0]), "size": list(result.frames.shape[1:3]),
         "settings": result.settings, "build_s": build,
-        "dit_params": count(pipe.dit), "vae_params": count(pipe.vae), "decoder_params": count(pipe.vae.decoder),
+        "dit_params": count_dit(pipe.dit), "vae_params": count(pipe.vae), "decoder_params": count(pipe.vae.decoder),
         "dit": f"{dit_cfg.num_attention_heads * dit_cfg.attention_head_dim}x{dit_cfg.num_layers} ffn {dit_cfg.ffn_dim}",
         "cold": runs[:warmup], "warm": runs[warmup:], "peak_rss": peak,
     }
@@ -236,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--variants", nargs="+", default=["default"], help="variants (first = the baseline of the ratios)")
     parser.add_argument("--model", default=None, help="benchmark this model folder at its own settings instead")
+    parser.add_argument("--dtypes", default="auto",
+                        help="with --model: comma list of DiT and text-encoder dtypes to compare (auto, float32, bfloat16, "
+                             "int8); the VAE runs at its auto dtype in each [auto]")
     parser.add_argument("--repeats", type=int, default=5, help="warm runs per variant and round (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="cold runs before them, reported separately")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each a fresh process per variant)")
@@ -249,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(out))
         return 0
 
-    if args.model:  # the folder's own settings and dtypes; threads from the first variant given, if any
-        variants = [("model", dataclasses.replace(Shape(), dit_dtype="model", vae_dtype="model", text_dtype="model"))]
+    if args.model:  # the folder's own settings; one variant per dtype asked for
+        kinds = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        variants = [("model" if kinds == ["auto"] else f"model-{d}",
+                     dataclasses.replace(Shape(), dit_dtype="model", vae_dtype="model", text_dtype="model", model_dtype=d))
+                    for d in kinds]
     else:
         variants = [Shape.parse(v) for v in args.variants]
     load_before = os.getloadavg()
@@ -289,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         r = results[name]
         warm = r["warm"]
         st = r["settings"]
-        dtypes = "model" if args.model else f"{shape.dit_dtype[:4]}/{shape.vae_dtype[:4]}" + (" +compile" if shape.compile else "")
+        dtypes = shape.model_dtype if args.model else f"{shape.dit_dtype[:4]}/{shape.vae_dtype[:4]}" + (" +compile" if shape.compile else "")
         print(f"| {name} | {r['dit']} ({r['dit_params'] / 1e6:.1f} M) | {r['decoder_params'] / 1e6:.1f} M "
               f"| {st['steps']} x {st['guidance_scale']:g} | {dtypes} | {shape.threads} "
               f"| {median(warm, 'total'):.2f} | {median(warm, 'total') / base:.2f} | {median(warm, 'cpu'):.2f} "

@@ -380,7 +380,8 @@ def stage_bench(b: Build) -> None:
         print("[bench] skipped: the bench (soraflow.eval.bench) is not available in this checkout", flush=True)
         return
     s = b.scale
-    args = ["eval", "bench", "--model", b.export, "--out", b.bench, "--device", b.device, "--no-progress"]
+    # float32: the model's own quality (the CPU default without AMX runs int8 blocks, within ~35 dB of it)
+    args = ["eval", "bench", "--model", b.export, "--out", b.bench, "--device", b.device, "--dtype", "float32", "--no-progress"]
     if s.bench_limit:
         args += ["--limit", s.bench_limit]
     if s.bench_steps:

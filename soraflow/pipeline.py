@@ -285,8 +285,10 @@ class SoraPipeline:
         Without ``directory``, the default model shipped in the package (MODEL_CARD.md).
 
         ``dtype=torch.bfloat16`` runs the VAE, DiT and text encoder in bf16 (on AMX CPUs and GPUs
-        several times faster than fp32; the sampler state stays fp32). ``dtype="auto"`` picks the
-        fastest precision per model for ``device`` (:func:`auto_dtypes`).
+        several times faster than fp32; the sampler state stays fp32). ``dtype="int8"`` (CPU only)
+        keeps fp32 but runs the DiT blocks' linear layers in dynamic int8 (:meth:`DiT.quantize_int8`)
+        and the VAE as ``"auto"`` would. ``dtype="auto"`` picks the fastest precision per model for
+        ``device`` (:func:`auto_dtypes`; int8 for the DiT on CPUs without AMX, :func:`auto_int8`).
         """
         from .models.dit import DiT
         from .models.text import load_text_encoder
@@ -303,7 +305,15 @@ class SoraPipeline:
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():
             reference = str(directory / reference)
-        dtype, vae_dtype = auto_dtypes(device) if dtype == "auto" else (dtype, dtype)
+        int8 = dtype == "int8" or (dtype == "auto" and auto_int8(device))
+        if int8 and torch.device(device).type != "cpu":
+            raise InputError(f"dtype='int8' runs on the CPU only, not on {device}")
+        if dtype in ("auto", "int8"):
+            dtype, vae_dtype = auto_dtypes(device)
+            if int8:
+                dtype = torch.float32  # the text encoder and the DiT's small layers; its blocks go int8 below
+        else:
+            vae_dtype = dtype
         text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
         pipe = cls(vae, dit, text_encoder, config, expander=expander)
@@ -311,6 +321,8 @@ class SoraPipeline:
         pipe.to(device=device, dtype=dtype)
         if vae_dtype != dtype:
             pipe.vae.to_fast(vae_dtype) if pipe.device.type == "cpu" else pipe.vae.to(dtype=vae_dtype)
+        if int8:
+            pipe.dit.quantize_int8()
         return pipe
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -731,6 +743,22 @@ def auto_dtypes(device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:
     return (torch.bfloat16 if amx else torch.float32), (torch.bfloat16 if native_bf16 else torch.float32)
 
 
+def auto_int8(device: str | torch.device) -> bool:
+    """Whether ``dtype="auto"`` runs the DiT blocks in dynamic int8: on a CPU without AMX (where bf16
+    GEMMs are slower than fp32 and int8 ones ~2.5x faster) that has torch's x86/fbgemm int8 kernels."""
+    if torch.device(device).type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    if bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()):
+        return False
+    engines = getattr(torch.backends.quantized, "supported_engines", [])
+    try:
+        from torch.ao import quantization  # noqa: F401  (deprecated by torch; may go in a later release)
+    except ImportError:
+        return False
+    return "x86" in engines or "fbgemm" in engines
+
+
 def read_config(directory: str | os.PathLike) -> PipelineConfig:
     """The :class:`PipelineConfig` of a model folder."""
     directory = Path(directory)
@@ -863,5 +891,5 @@ def _backward_plans(groups: int, clip_frames: int, window: int, overlap: int) ->
     return plans
 
 
-__all__ = ["PipelineConfig", "SoraPipeline", "auto_dtypes", "Generation", "GenerationResult", "StepInfo", "Request",
+__all__ = ["PipelineConfig", "SoraPipeline", "auto_dtypes", "auto_int8", "Generation", "GenerationResult", "StepInfo", "Request",
            "prepare_request", "read_config", "sidecar_path"]

@@ -148,22 +148,34 @@ def test_auto_dtypes_pick_the_fast_precision_per_model_on_a_cpu(monkeypatch, amx
     assert tuple(str(d).removeprefix("torch.") for d in auto_dtypes("cpu")) == want
 
 
-def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_in_fp32(monkeypatch, tmp_path):
+def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_blocks_in_int8(monkeypatch, tmp_path):
     import torch
 
     sys.path.insert(0, str(SCRIPT.parent))
     from make_random_model import make_random_pipeline
 
-    from soraflow.pipeline import SoraPipeline
+    from soraflow.errors import InputError
+    from soraflow.pipeline import SoraPipeline, auto_int8
 
     make_random_pipeline().save_pretrained(tmp_path / "m")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert auto_int8("cpu") and not auto_int8("cuda")
     pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
-    assert pipe.dit.proj_out.weight.dtype == torch.float32
+    assert pipe.dit.proj_out.weight.dtype == torch.float32 and pipe.dit.is_quantized  # no AMX: int8 blocks
     assert pipe.vae.quant_conv.weight.dtype == torch.bfloat16 and pipe.vae.channels_last
     frames = pipe("a red ball", num_frames=5, steps=1, seed=0, progress=False, expand=False).frames
     assert frames.shape == (5, 32, 48, 3) and frames.dtype.name == "uint8"
+    # int8 asked for by name (same VAE choice); float32 keeps every model as it is.
+    assert SoraPipeline.from_pretrained(tmp_path / "m", dtype="int8").dit.is_quantized
+    assert not SoraPipeline.from_pretrained(tmp_path / "m", dtype=torch.float32).dit.is_quantized
+    with pytest.raises(InputError, match="CPU only"):
+        SoraPipeline.from_pretrained(tmp_path / "m", device="cuda", dtype="int8")
+    # With AMX, bf16 GEMMs win: the DiT runs in bf16, not int8.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert not auto_int8("cpu")
+    pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
+    assert pipe.dit.proj_out.weight.dtype == torch.bfloat16 and not pipe.dit.is_quantized
 
 
 def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(build, tmp_path):

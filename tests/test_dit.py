@@ -361,3 +361,23 @@ def test_pooled_text_path(pair, tmp_path):
     # Without the extension the config stays a plain Wan one.
     ours.save_pretrained(tmp_path / "plain")
     assert "pooled_text" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+
+
+@torch.no_grad()
+def test_int8_blocks_stay_close_to_fp32(pair):
+    """quantize_int8: every block linear becomes dynamic int8, the rest stays fp32, outputs within ~2%."""
+    _, ours = pair
+    model = DiT(TINY).eval()
+    model.load_state_dict(ours.state_dict())
+    x, ctx, _ = _inputs((2, 4, 4))
+    t = torch.tensor([[0.0, 0.6], [0.3, 0.3]])  # per-frame times too
+    want = ours(x, t, ctx)
+    assert not model.is_quantized
+    converted = model.quantize_int8()
+    assert converted == 10 * TINY.num_layers  # q, k, v, out of both attentions; the two FFN layers
+    assert model.is_quantized and model.proj_out.weight.dtype == torch.float32
+    got = model(x, t, ctx)
+    rel = ((got - want).norm() / want.norm()).item()
+    assert 0 < rel < 0.03, rel  # int8 rounding: small but not zero
+    with pytest.raises(InputError, match="CPU in float32"):
+        DiT(TINY).to(torch.bfloat16).quantize_int8()

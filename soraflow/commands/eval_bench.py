@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
                         help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
                         help="model precision: auto (default) picks the fastest per model for the device, as "
                              "`soraflow generate` does; bfloat16 is several times faster on AMX CPUs and GPUs")
     parser.add_argument("--device", default="cpu", help="torch device of the model (default: cpu)")
@@ -93,7 +93,7 @@ def run(args) -> int:
 
         from ..pipeline import SoraPipeline
 
-        dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+        dtype = args.dtype if args.dtype in ("auto", "int8") else getattr(torch, args.dtype)
         pipe = SoraPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
         sources.append(PipelineSource(pipe, steps=args.steps, guidance_scale=args.guidance_scale,
                                       name=args.model.name or "model"))

@@ -86,9 +86,10 @@ def register(subparsers) -> None:
 
     run_opts = parser.add_argument_group("running")
     run_opts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    run_opts.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+    run_opts.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
                           help="model precision; auto (default): the fastest for the device (GPU: bfloat16; "
-                               "CPU: the VAE in bfloat16, the DiT in bfloat16 only with AMX)")
+                               "CPU: the VAE in bfloat16, the DiT in bfloat16 with AMX, else int8); int8: the "
+                               "DiT's block matmuls in dynamic int8 (CPU only), the rest float32")
     run_opts.add_argument("--no-sidecar", action="store_true",
                           help="do not write OUT.json with the prompt and settings")
     run_opts.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -191,7 +192,7 @@ def run(args) -> int:
             raise InputError(f"unknown device {args.device!r}; use cpu, cuda, cuda:1, mps, ...") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {args.device!r} asked for, but this torch build or machine has no CUDA")
-        dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(args.dtype, args.dtype)  # auto, int8: names
         pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=dtype)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
