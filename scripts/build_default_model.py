@@ -553,6 +553,7 @@ def main(argv=None) -> int:
     log_path = b.work / "build.json"
     if log_path.is_file():
         b.log = json.loads(log_path.read_text())
+    b.log.setdefault("invocations", []).append(sys.argv[1:])  # every run of the build, restricted ones too
     b.log.update(command=[sys.executable, *sys.argv], scale=b.scale_name, recipe=dataclasses.asdict(b.scale),
                  device=b.device, seed=b.seed, export=str(b.export))
     seconds = b.log.setdefault("seconds", {})

@@ -111,8 +111,11 @@ def compute_lines(build: dict | None, recipe: dict, threads: int) -> list[str]:
         used = f"{total / 60:.0f} GPU minutes ({device})"
     else:
         used = f"{total * threads / 3600:.1f} CPU core-hours ({threads} thread{'s' if threads > 1 else ''}, {total / 3600:.2f} h wall)"
+    command = f"python scripts/build_default_model.py --scale {build.get('scale', 'gpu')}"
+    command += "" if device == "cpu" else f" --device {device}"
+    command += f" --threads {threads}" if "--threads" in build.get("command", []) else ""
     return [f"Compute: {used}. Wall time per stage, summed over resumes: {stages}.",
-            f"Command: `{' '.join(Path(build['command'][0]).name if i == 0 else c for i, c in enumerate(build.get('command', [])))}`"]
+            f"Command (it resumes, so the same command was run again after each stop): `{command}`"]
 
 
 def render_samples(model: Path, out: Path, prompts=SAMPLE_PROMPTS, columns: int = 5, seed: int = 0) -> Path:
