@@ -6,6 +6,8 @@ the ratio column is what to read. Precisions:
   fp32            weights and math in fp32
   bf16 autocast   fp32 weights, torch.autocast(bf16) (how training runs)
   bf16 weights    model.to(bfloat16) (inference); ours keeps the residual stream and modulation fp32
+  fp32-compiled   both models under torch.compile (inductor, dynamic=False), fp32, forward only:
+                  the equal-footing comparison for compiled inference (compile time not counted)
 "max |diff|" is each output against diffusers in fp32 (the reference).
 
 Then one training step of our model alone (forward + backward + AdamW) in samples/s and MFU:
@@ -63,7 +65,8 @@ def main() -> None:
     p.add_argument("--text-len", type=int, default=32, help="text tokens [32]")
     p.add_argument("--batch", type=int, default=1, help="batch for the forward / backward comparison [1]")
     p.add_argument("--repeats", type=int, default=8, help="timed runs per model and case [8]")
-    p.add_argument("--precisions", default="fp32,bf16-autocast,bf16-weights", help="comma list [all three]")
+    p.add_argument("--precisions", default="fp32,bf16-autocast,bf16-weights",
+                   help="comma list of fp32, bf16-autocast, bf16-weights, fp32-compiled [the first three]")
     p.add_argument("--train-batch", type=int, default=4, help="batch of the training-step measurement [4]")
     p.add_argument("--train-steps", type=int, default=5, help="timed training steps per precision [5]")
     p.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
@@ -123,6 +126,8 @@ def main() -> None:
             models[prec] = (r16.eval().to(torch.bfloat16), o16.eval().to(torch.bfloat16))
         elif prec in ("fp32", "bf16-autocast"):
             models[prec] = (ref32, ours32)
+        elif prec == "fp32-compiled":
+            models[prec] = (torch.compile(ref32, dynamic=False), torch.compile(ours32, dynamic=False))
         else:
             raise SystemExit(f"unknown precision {prec!r}")
 
@@ -156,7 +161,7 @@ def main() -> None:
     print("\n| precision | timesteps | diffusers fwd+bwd (ms) | ours fwd+bwd (ms) | speed-up |")
     print("|---|---|---:|---:|---:|")
     ref32.train(), ours32.train()
-    for prec in [p for p in precisions if p != "bf16-weights"]:
+    for prec in [p for p in precisions if p in ("fp32", "bf16-autocast")]:
         for case, t in t_cases.items():
             def step(model, is_ref):
                 with autocast(prec):
@@ -184,7 +189,7 @@ def main() -> None:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         train_steps = {}
-        for prec in [p for p in precisions if p != "bf16-weights"]:
+        for prec in [p for p in precisions if p in ("fp32", "bf16-autocast")]:
             def train_step(prec=prec):
                 t = torch.rand(Bt)
                 with autocast(prec):
