@@ -337,6 +337,10 @@ class SoraPipeline:
         return directory
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SoraPipeline":
+        if self.dit.is_quantized and ((device is not None and torch.device(device).type != "cpu")
+                                      or dtype not in (None, torch.float32)):
+            raise InputError("the DiT runs int8 blocks (CPU, float32 around them); load the model again with "
+                             "from_pretrained(dtype=...) for another device or precision")
         if device is not None:
             self.vae.to(device)
             self.dit.to(device)

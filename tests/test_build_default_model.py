@@ -171,6 +171,8 @@ def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_blo
     assert not SoraPipeline.from_pretrained(tmp_path / "m", dtype=torch.float32).dit.is_quantized
     with pytest.raises(InputError, match="CPU only"):
         SoraPipeline.from_pretrained(tmp_path / "m", device="cuda", dtype="int8")
+    with pytest.raises(InputError, match="int8 blocks"):  # quantized layers cannot be cast: said, not half-done
+        pipe.to(dtype=torch.bfloat16)
     # With AMX, bf16 GEMMs win: the DiT runs in bf16, not int8.
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert not auto_int8("cpu")
