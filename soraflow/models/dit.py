@@ -62,8 +62,8 @@ class DiTConfig:
     rope_max_seq_len: int = 1024  # kept for diffusers' config; our rotary tables are computed per grid, no limit
     # soraflow extension (not in Wan; False keeps the Wan layout): the masked mean of the text tokens,
     # through a small MLP, is added to the timestep embedding, so the prompt also steers every block's
-    # modulation. A global path that a small model trained briefly learns much sooner than
-    # cross-attention (SD3 and Flux have one, from a pooled CLIP vector).
+    # modulation: a global path beside cross-attention (SD3 and Flux have one, from a pooled CLIP
+    # vector). What it was measured to do so far: docs/dit.md.
     pooled_text: bool = False
 
     def __post_init__(self):
