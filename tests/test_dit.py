@@ -213,6 +213,10 @@ def test_save_load_roundtrip_both_ways(pair, tmp_path):
         ref.save_pretrained(tmp_path / "pipe" / "transformer", max_shard_size="20KB")
         assert (tmp_path / "pipe" / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
         loaded = DiT.from_pretrained(tmp_path / "pipe", dtype=torch.bfloat16)
+        # One of our pipeline folders: its config.json is the pipeline's, the DiT is in dit/.
+        ours.save_pretrained(tmp_path / "sora" / "dit")
+        (tmp_path / "sora" / "config.json").write_text(json.dumps({"_class_name": "SoraPipeline"}))
+        torch.testing.assert_close(DiT.from_pretrained(tmp_path / "sora")(x, t, ctx), want, atol=0, rtol=0)
         assert loaded.config == TINY and loaded.proj_out.weight.dtype == torch.bfloat16
 
 

@@ -660,15 +660,16 @@ class DiT(nn.Module):
         """Load one of our folders, a diffusers ``WanTransformer3DModel`` folder (single file or sharded), or
         an original Wan-AI ``WanModel`` folder (keys renamed by :mod:`soraflow.models.convert_dit`).
 
-        ``directory`` may be a pipeline folder with a ``transformer/`` subfolder. Weights keep their
-        stored dtype unless ``dtype`` is given. The model is built on the meta device and the tensors
-        are assigned, so a 14B checkpoint needs its own size in memory, not twice that.
+        ``directory`` may be a pipeline folder with a ``transformer/`` (diffusers) or ``dit/`` (ours)
+        subfolder. Weights keep their stored dtype unless ``dtype`` is given. The model is built on the
+        meta device and the tensors are assigned, so a 14B checkpoint needs its own size in memory,
+        not twice that.
         """
         from safetensors import safe_open
 
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() and (directory / "transformer" / CONFIG_NAME).is_file():
-            directory = directory / "transformer"
+        if _is_pipeline_folder(directory):  # diffusers' transformer/ or our SoraPipeline's dit/
+            directory = next(directory / sub for sub in ("transformer", "dit") if (directory / sub / CONFIG_NAME).is_file())
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: no {CONFIG_NAME} (expected a DiT / WanTransformer3DModel folder)")
@@ -711,6 +712,19 @@ class DiT(nn.Module):
                 state[k] = v.to(dtype)
         model.load_state_dict(state, assign=True)
         return model
+
+
+def _is_pipeline_folder(directory: Path) -> bool:
+    """A folder whose DiT is in transformer/ (diffusers) or dit/ (a SoraPipeline folder)."""
+    if not any((directory / sub / CONFIG_NAME).is_file() for sub in ("transformer", "dit")):
+        return False
+    top = directory / CONFIG_NAME
+    if not top.is_file():
+        return True
+    try:
+        return json.loads(top.read_text()).get("_class_name") == "SoraPipeline"
+    except (json.JSONDecodeError, AttributeError):
+        return False
 
 
 def _weight_files(directory: Path) -> list[Path]:
