@@ -755,11 +755,11 @@ def auto_int8(device: str | torch.device) -> bool:
     cpu = getattr(torch, "cpu", None)
     if bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()):
         return False
-    engines = getattr(torch.backends.quantized, "supported_engines", [])
-    try:
-        from torch.ao import quantization  # noqa: F401  (deprecated by torch; may go in a later release)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch.ao.quantization") is None:  # deprecated by torch; may go in a later release
         return False
+    engines = getattr(torch.backends.quantized, "supported_engines", [])
     return "x86" in engines or "fbgemm" in engines
 
 
