@@ -395,9 +395,9 @@ class DiT(nn.Module):
         """All special initialisation (Wan's init plus DiT's adaLN-zero).
 
         Linear layers: Xavier-uniform, zero bias (patch embedding too, as a linear over a flattened patch).
-        Text and time MLPs: normal(0.02); the text pooler's output layer zero. adaLN-zero: the timestep modulation (time_proj) and every
-        block's scale_shift_table are zero, so each block starts as the identity; the output projection
-        is zero, so a fresh model predicts exactly zero velocity.
+        Text and time MLPs: normal(0.02); the text pooler's output layer zero. adaLN-zero: the timestep
+        modulation (time_proj) and every block's scale_shift_table are zero, so each block starts as the
+        identity; the output projection is zero, so a fresh model predicts exactly zero velocity.
         """
         if self.patch_embedding.weight.is_meta:
             return
