@@ -297,17 +297,21 @@ def stage_cache(b: Build) -> None:
                      s.cache_clips or 0])
 
 
-def stage_dit(b: Build) -> None:
+def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, extra: list) -> None:
     s = b.scale
-    args = ["train", "dit", "--data", b.cache, "--out", b.dit_run, "--preset", "small", "--num-layers", s.dit_layers,
-            "--steps", s.dit_steps, "--batch-tokens", s.dit_batch_tokens, "--lr", s.dit_lr, "--warmup-steps", s.dit_warmup,
-            "--ema-decay", s.ema_decay, "--precision", s.dit_precision, "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed,
-            "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3, "--log-every", s.log_every]
-    if s.dit_pooled_text:
-        args += ["--pooled-text"]
+    args = ["train", "dit", "--data", b.cache, "--out", run, "--preset", "small", "--num-layers", s.dit_layers,
+            "--steps", steps, "--batch-tokens", s.dit_batch_tokens, "--lr", lr, "--warmup-steps", s.dit_warmup,
+            "--ema-decay", s.ema_decay, "--precision", s.dit_precision, "--checkpoint-every", s.dit_checkpoint_every,
+            "--seed", seed, "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3,
+            "--log-every", s.log_every, *extra]
     if b.threads:
         args += ["--threads", b.threads]
-    b.run("dit", soraflow(*args))
+    b.run(stage, soraflow(*args))
+
+
+def stage_dit(b: Build) -> None:
+    s = b.scale
+    _train_dit(b, "dit", b.dit_run, s.dit_steps, s.dit_lr, b.seed, ["--pooled-text"] if s.dit_pooled_text else [])
 
 
 def stage_dit_tune(b: Build) -> None:
@@ -321,14 +325,7 @@ def stage_dit_tune(b: Build) -> None:
     if not (init / "config.json").is_file():
         export_dit(b.dit_run, init, ema=True)
         print(f"[dit-tune] phase 1 EMA weights (step {b.dit_step()}) -> {init}", flush=True)
-    args = ["train", "dit", "--data", b.cache, "--out", b.dit_tune_run, "--init", init, "--preset", "small",
-            "--num-layers", s.dit_layers, "--pooled-text", "--steps", s.dit_tune_steps, "--batch-tokens", s.dit_batch_tokens,
-            "--lr", s.dit_tune_lr, "--warmup-steps", s.dit_warmup, "--ema-decay", s.ema_decay, "--precision", s.dit_precision,
-            "--checkpoint-every", s.dit_checkpoint_every, "--seed", b.seed + 1, "--device", b.device, "--caption", "long",
-            "--short-caption-prob", 0.3, "--log-every", s.log_every]
-    if b.threads:
-        args += ["--threads", b.threads]
-    b.run("dit-tune", soraflow(*args))
+    _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1, ["--init", init, "--pooled-text"])
 
 
 def stage_export(b: Build) -> None:

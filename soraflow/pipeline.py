@@ -741,10 +741,13 @@ def auto_dtypes(device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:
         return (torch.bfloat16,) * 2 if torch.cuda.is_bf16_supported() else (torch.float32,) * 2
     if device.type != "cpu":
         return torch.float32, torch.float32
-    cpu = getattr(torch, "cpu", None)
-    amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-    native_bf16 = amx or bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    amx = _cpu_has_amx()
+    native_bf16 = amx or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     return (torch.bfloat16 if amx else torch.float32), (torch.bfloat16 if native_bf16 else torch.float32)
+
+
+def _cpu_has_amx() -> bool:
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def auto_int8(device: str | torch.device) -> bool:
@@ -752,8 +755,7 @@ def auto_int8(device: str | torch.device) -> bool:
     GEMMs are slower than fp32 and int8 ones ~2.5x faster) that has torch's x86/fbgemm int8 kernels."""
     if torch.device(device).type != "cpu":
         return False
-    cpu = getattr(torch, "cpu", None)
-    if bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()):
+    if _cpu_has_amx():
         return False
     import importlib.util
 

@@ -514,21 +514,15 @@ class DiT(nn.Module):
         G = t_groups.shape[1]
         values, index = torch.unique(t_groups, return_inverse=True)  # the time MLP runs once per distinct t
         embed = self.condition_embedder
-        temb = embed.time(values * TIMESTEP_SCALE)  # (M, D)
-        pooled = embed.pooled(context, context_mask)[:, None] if embed.text_pooler is not None else None  # (B, 1, D)
-        if pooled is None:  # modulation once per distinct time, then gathered
-            mod = embed.modulation(temb)  # (M, 6, D)
-            if values.numel() == 1:  # one time for every token: a single modulation broadcast over the batch
-                G, temb, mod = 1, temb[:, None], mod[:, None]  # (1, 1, D), (1, 1, 6, D)
-            else:
-                temb, mod = temb[index], mod[index]  # (B, G, D), (B, G, 6, D)
-        else:  # the prompt is part of the embedding: one per sample (and time group)
-            if values.numel() == 1:
-                G, temb = 1, temb[:, None]
-            else:
-                temb = temb[index]
-            temb = temb + pooled  # (B, G, D)
-            mod = embed.modulation(temb)  # (B, G, 6, D)
+        temb = embed.time(values * TIMESTEP_SCALE)  # (M, D), once per distinct time
+        mod = embed.modulation(temb) if embed.text_pooler is None else None  # likewise, unless the prompt enters it
+        if values.numel() == 1:  # one time for every token: broadcast over the batch
+            G, temb, mod = 1, temb[:, None], None if mod is None else mod[:, None]  # (1, 1, D), (1, 1, 6, D)
+        else:
+            temb, mod = temb[index], None if mod is None else mod[index]  # (B, G, D), (B, G, 6, D)
+        if mod is None:  # the pooled prompt is part of the embedding: one per sample (and time group)
+            temb = temb + embed.pooled(context, context_mask)[:, None]  # (B, G, D)
+            mod = embed.modulation(temb)
 
         # 2. Patchify: a stride-p Conv3d is a linear map of the flattened patch.
         tokens = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
