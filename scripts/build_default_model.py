@@ -16,9 +16,13 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    masks (text-to-video, image-to-video, extension both ways, connect/loop, in-filling).
    ``dit-tune`` (when ``dit_tune_steps`` > 0) trains on from the ``dit`` stage's EMA weights with the
    pooled-prompt path added (``--pooled-text``, zero-initialised): how the CPU build, whose first DiT
-   phase had no such path, was made. The ``gpu`` recipe has the path from the start and no second phase.
-5. ``decoder`` the VAE's decoder trained on (encoder frozen, so the latents the DiT learned and their
-   statistics stay valid) -> WORK/vae-decoder/model; sharper frames for no extra DiT work.
+   phase had no such path, was made. ``dit-shift`` (when ``dit_reshift_steps`` > 0) trains on from the
+   previous phase's EMA weights at timestep shift ``dit_reshift``, which those phases lacked (without it
+   the model ignores the prompt's colours: docs/default_model.md). The ``gpu`` recipe has the path and
+   the shift from the start and neither later phase.
+5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
+   latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
+   9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
@@ -82,12 +86,25 @@ class Scale:
     dit_checkpoint_every: int = 1000
     dit_precision: str = "bf16"
     dit_pooled_text: bool = True  # the pooled prompt also drives every block's modulation (docs/dit.md)
+    # Timestep shift of training (and of sampling, in config.json); None: flow.shift_for's size-based one
+    # (~1.3 at 4 s of 128x128). Tiny latents give away their colours at almost any noise level, so an
+    # unshifted model rarely sees the t ~ 1 steps where only the prompt can set them, and ignores it
+    # (docs/default_model.md, "Why the timestep shift").
+    dit_shift: float | None = 4.0
     # second DiT phase from the first one's EMA weights, with the pooled-prompt path added; 0 skips it
     dit_tune_steps: int = 0
     dit_tune_lr: float = 2e-4
-    # decoder fine-tuning (encoder frozen); 0 skips the stage and ships the VAE as trained
+    # third DiT phase from the previous one's EMA weights, training at timestep shift dit_reshift: for
+    # phases that ran without it (the cpu recipe); 0 skips it
+    dit_reshift_steps: int = 0
+    dit_reshift: float = 4.0
+    dit_reshift_lr: float = 2e-4
+    # decoder fine-tuning (encoder frozen) on whole clips: the VAE trains on short crops, so its decoder
+    # never sees the steady state of long clips; 0 skips the stage and ships the VAE as trained
     decoder_steps: int = 4000
     decoder_lr: float = 5e-5
+    decoder_frames: int | None = None  # frames per training clip (1 + 4k); None: max_frames
+    decoder_batch: int | None = None  # None: vae_batch
     ema_decay: float = 0.9995
     # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
     steps: int = 8
@@ -106,12 +123,12 @@ SCALES = {
     # slower). Clips are cut to 4 s (9 latent frames); a DiT step of 2048 tokens takes ~1.5 s there.
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
-                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=400, bench_limit=30,
-                 dit_pooled_text=False, dit_tune_steps=2400),
+                 vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
+                 dit_pooled_text=False, dit_shift=None, dit_tune_steps=2400, dit_reshift_steps=1500),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
-                   dit_tune_steps=2),
+                   dit_shift=None, dit_tune_steps=2, dit_reshift_steps=2),
 }
 
 
@@ -145,8 +162,20 @@ class Build:
     cache = property(lambda self: self.work / "cache")
     dit_run = property(lambda self: self.work / "dit")
     dit_tune_run = property(lambda self: self.work / "dit-tune")
-    # the DiT run that ships: the second phase when it is on
-    final_dit = property(lambda self: self.dit_tune_run if self.scale.dit_tune_steps else self.dit_run)
+    dit_reshift_run = property(lambda self: self.work / "dit-shift")
+
+    @property
+    def dit_phases(self) -> list[tuple[str, Path, int]]:
+        """(stage, run folder, steps) of the DiT phases that are on, in training order."""
+        s = self.scale
+        phases = [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
+                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps)]
+        return [p for p in phases if p[0] == "dit" or p[2]]
+
+    # the DiT run that ships: the last phase
+    final_dit = property(lambda self: self.dit_phases[-1][1])
+    # the timestep shift the shipped DiT last trained with: its sampling default
+    final_shift = property(lambda self: self.scale.dit_reshift if self.scale.dit_reshift_steps else self.scale.dit_shift)
     bench = property(lambda self: self.work / "bench")
     curves = property(lambda self: self.work / "curves")
     speed = property(lambda self: self.work / "speed.json")
@@ -188,8 +217,9 @@ class Build:
 
     def status(self) -> dict[str, tuple[bool, str]]:
         s = self.scale
-        have, dstep, tstep = self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run)
-        final_done = dstep >= s.dit_steps and tstep >= s.dit_tune_steps
+        have, dstep, tstep, rstep = (self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run),
+                                     self.dit_step(self.dit_reshift_run))
+        final_done = all(self.dit_step(run) >= steps for _, run, steps in self.dit_phases)
         cached = self.cache_count()
         exported = self.exported_step()
         return {
@@ -199,8 +229,11 @@ class Build:
             "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
             "dit-tune": (tstep >= s.dit_tune_steps, f"step {tstep}/{s.dit_tune_steps} in {self.dit_tune_run}, pooled prompt added"
                          if s.dit_tune_steps else "off (dit_tune_steps=0)"),
+            "dit-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
+                          f"timestep shift {s.dit_reshift}" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
             "decoder": ((self.final_vae / "config.json").is_file(),
-                        f"decoder fine-tuning, {s.decoder_steps} steps -> {self.decoder_run / 'model'}" if s.decoder_steps
+                        f"decoder fine-tuning, {s.decoder_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
+                        f"{self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
             "export": (exported is not None and exported == self.dit_step(self.final_dit) and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
@@ -258,13 +291,17 @@ def _config_fields(module: str, cls: str) -> set[str]:
 
 def stage_vae(b: Build, *, decoder: bool = False) -> None:
     s = b.scale
-    run, steps, lr = (b.decoder_run, s.decoder_steps, s.decoder_lr) if decoder else (b.vae_run, s.vae_steps, s.vae_lr)
+    if decoder:  # whole clips as long as one DiT window, single frames only as their first frames
+        run, steps, lr, batch, frames = (b.decoder_run, s.decoder_steps, s.decoder_lr, s.decoder_batch or s.vae_batch,
+                                         s.decoder_frames or s.max_frames)
+    else:
+        run, steps, lr, batch, frames = b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames
     args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
-            "--batch-size", s.vae_batch, "--size", 128, "--crop", s.vae_crop, "--frames", s.vae_frames, "--lr", lr,
+            "--batch-size", batch, "--size", 128, "--crop", s.vae_crop, "--frames", frames, "--lr", lr,
             "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     if decoder:
-        args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps)]
+        args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]
@@ -309,23 +346,46 @@ def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int
     b.run(stage, soraflow(*args))
 
 
+def _shift(value: float | None) -> list:
+    return [] if value is None else ["--timestep-shift", value]
+
+
 def stage_dit(b: Build) -> None:
     s = b.scale
-    _train_dit(b, "dit", b.dit_run, s.dit_steps, s.dit_lr, b.seed, ["--pooled-text"] if s.dit_pooled_text else [])
+    _train_dit(b, "dit", b.dit_run, s.dit_steps, s.dit_lr, b.seed,
+               (["--pooled-text"] if s.dit_pooled_text else []) + _shift(s.dit_shift))
+
+
+def _init_from_previous(b: Build, stage: str) -> Path:
+    """A later DiT phase starts from the EMA weights of the phase before it (exported once)."""
+    from soraflow.train.dit import export_dit
+
+    names = [name for name, _, _ in b.dit_phases]
+    _, run, _ = b.dit_phases[names.index(stage) - 1]
+    init = dict((name, r) for name, r, _ in b.dit_phases)[stage] / "init"
+    if not (init / "config.json").is_file():
+        export_dit(run, init, ema=True)
+        print(f"[{stage}] EMA weights of {run.name} (step {b.dit_step(run)}) -> {init}", flush=True)
+    return init
 
 
 def stage_dit_tune(b: Build) -> None:
     """Second DiT phase: the first phase's EMA weights plus the (zero-initialised) pooled-prompt path."""
-    from soraflow.train.dit import export_dit
-
     s = b.scale
-    if not s.dit_tune_steps:
-        return
-    init = b.dit_tune_run / "init"
-    if not (init / "config.json").is_file():
-        export_dit(b.dit_run, init, ema=True)
-        print(f"[dit-tune] phase 1 EMA weights (step {b.dit_step()}) -> {init}", flush=True)
-    _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1, ["--init", init, "--pooled-text"])
+    if s.dit_tune_steps:
+        init = _init_from_previous(b, "dit-tune")
+        _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
+                   ["--init", init, "--pooled-text"] + _shift(s.dit_shift))
+
+
+def stage_dit_reshift(b: Build) -> None:
+    """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift``."""
+    s = b.scale
+    if s.dit_reshift_steps:
+        init = _init_from_previous(b, "dit-shift")
+        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
+        _train_dit(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
+                   ["--init", init, *pooled, "--timestep-shift", s.dit_reshift])
 
 
 def stage_export(b: Build) -> None:
@@ -339,7 +399,8 @@ def stage_export(b: Build) -> None:
     stage_tmp = b.work / "export-fp32"
     print(f"[export] {b.final_dit} (EMA) + {b.final_vae} -> {b.export} in {b.export_dtype}", flush=True)
     export_pipeline(b.final_dit, stage_tmp, vae=b.final_vae, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
-                    sampler=s.sampler, expander="world", height=128, width=128, fps=s.fps, seconds=4.0)
+                    sampler=s.sampler, shift=b.final_shift, expander="world", height=128, width=128, fps=s.fps,
+                    seconds=4.0)
     pipe = SoraPipeline.from_pretrained(stage_tmp)
     dtype = getattr(torch, b.export_dtype)
     pipe.vae.to(dtype=dtype)
@@ -354,7 +415,7 @@ def stage_export(b: Build) -> None:
     params = {"dit": sum(p.numel() for p in pipe.dit.parameters()), "vae": sum(p.numel() for p in pipe.vae.parameters())}
     info = {
         "work": str(b.work.resolve()), "scale": b.scale_name, "seed": b.seed, "device": b.device,
-        "dit_step": b.dit_step(b.final_dit), "dit_phases": [b.dit_step()] + ([b.dit_step(b.dit_tune_run)] if s.dit_tune_steps else []),
+        "dit_step": b.dit_step(b.final_dit), "dit_phases": [b.dit_step(run) for _, run, _ in b.dit_phases],
         "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
         "parameters": params, "recipe": dataclasses.asdict(s), "stage_seconds": b.log.get("seconds", {}),
     }
@@ -399,7 +460,8 @@ def stage_curves(b: Build) -> None:
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
                               ("dit", b.dit_run / "tensorboard", "train/loss"),
-                              ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss")):
+                              ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
+                              ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss")):
         points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)
@@ -455,6 +517,7 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
 
 MEASURES_EXPORT = ("bench", "speed")  # stages whose results describe the exported model
 STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
+          "dit-shift": stage_dit_reshift,
           "decoder": stage_decoder, "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 

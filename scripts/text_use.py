@@ -5,9 +5,11 @@ the empty caption and another clip's caption.
 
 Held-out clips are SoraWorld clips of the build's dataset that its latent cache did not encode (so the
 DiT never trained on them), 128x128, at least 9 frames (cut to 33), encoded with the given model
-folder's VAE; captions are the long ones. Each clip is noised at t = 0.3, 0.6 and 0.9 with fixed noise,
-and every DiT sees the same inputs. "text gain" is how much lower the loss is with the right caption
-(a model that ignores the prompt scores 0%).
+folder's VAE; captions are the long ones. Each clip is noised at each of ``--times`` (default 0.3, 0.6,
+0.9 and 1.0) with fixed noise, and every DiT sees the same inputs. "text gain" is how much lower the loss
+is with the right caption (a model that ignores the prompt scores 0%), over all times and per time. The
+t = 1 one matters most: at pure noise only the prompt can tell the model the clip's colours, and the
+first sampling step is taken there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=REPO / "soraflow" / "assets" / "default",
                    help="model folder whose VAE and text encoder prepare the clips")
     p.add_argument("--clips", type=int, default=32, help="held-out clips [32]")
+    p.add_argument("--times", default="0.3,0.6,0.9,1.0", help="noise levels t, comma-separated [0.3,0.6,0.9,1.0]")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     args = p.parse_args(argv)
 
@@ -45,6 +48,10 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    times = [float(t) for t in args.times.split(",")]
+    if not times or not all(0 < t <= 1 for t in times):
+        print(f"text_use: --times must be values in (0, 1], got {args.times!r}", file=sys.stderr)
+        return 2
     rows = held_out_clips(args.work, args.clips)
     if len(rows) < 2:
         print(f"text_use: fewer than 2 held-out 128x128 clips in {args.work}", file=sys.stderr)
@@ -64,20 +71,21 @@ def main(argv=None) -> int:
     print(f"{len(data)} held-out clips from {args.work / 'data'}")
     for path in args.dits:
         model = DiT.from_pretrained(path, dtype=torch.float32).eval()
-        loss = {"own": 0.0, "null": 0.0, "other": 0.0}
-        n = 0
+        loss = {(key, t): 0.0 for key in ("own", "null", "other") for t in times}
         for k, (z, text) in enumerate(data):
             other = data[(k + 5) % len(data)][1]
             noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(k))
-            for t in (0.3, 0.6, 0.9):
+            for t in times:
                 xt, target = (1 - t) * z + t * noise, noise - z
                 with torch.no_grad():
                     for key, ctx in (("own", text), ("null", null), ("other", other)):
-                        loss[key] += ((model(xt, torch.tensor([t]), ctx[None]) - target) ** 2).mean().item()
-                n += 1
-        own, empty, wrong = (loss[k] / n for k in ("own", "null", "other"))
+                        loss[key, t] += ((model(xt, torch.tensor([t]), ctx[None]) - target) ** 2).mean().item()
+        own, empty, wrong = (sum(loss[key, t] for t in times) / (len(times) * len(data)) for key in ("own", "null", "other"))
+        per_t = ", ".join(f"t={t:g} {(loss['null', t] - loss['own', t]) / loss['null', t]:.1%} "
+                          f"(loss {loss['own', t] / len(data):.3f})" for t in times)
         print(f"{path}: loss own caption {own:.4f}, empty {empty:.4f}, another clip's {wrong:.4f}; "
-              f"text gain {(empty - own) / empty:.1%} vs empty, {(wrong - own) / wrong:.1%} vs another", flush=True)
+              f"text gain {(empty - own) / empty:.1%} vs empty, {(wrong - own) / wrong:.1%} vs another; "
+              f"vs empty per t: {per_t}", flush=True)
     return 0
 
 

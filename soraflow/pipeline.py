@@ -284,8 +284,8 @@ class SoraPipeline:
         """Load a folder: config.json (:class:`PipelineConfig`), vae/ and dit/ (each config.json + safetensors).
         Without ``directory``, the default model shipped in the package (MODEL_CARD.md).
 
-        ``dtype=torch.bfloat16`` runs the VAE, DiT and text encoder in bf16 (on AMX CPUs and GPUs
-        several times faster than fp32; the sampler state stays fp32). ``dtype="int8"`` (CPU only)
+        ``dtype=torch.bfloat16`` (or the name ``"bfloat16"``) runs the VAE, DiT and text encoder in bf16
+        (on AMX CPUs and GPUs several times faster than fp32; the sampler state stays fp32). ``dtype="int8"`` (CPU only)
         keeps fp32 but runs the DiT blocks' linear layers in dynamic int8 (:meth:`DiT.quantize_int8`)
         and the VAE as ``"auto"`` would. ``dtype="auto"`` picks the fastest precision per model for
         ``device`` (:func:`auto_dtypes`; int8 for the DiT on CPUs without AMX, :func:`auto_int8`).
@@ -299,6 +299,7 @@ class SoraPipeline:
 
             directory = require_default_model()
         directory = Path(directory)
+        dtype = resolve_dtype(dtype)
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
         dit = DiT.from_pretrained(directory / DIT_FOLDER)
@@ -727,6 +728,18 @@ class Generation:
 # ----------------------------------------------------------------------------------------------
 # Step 1: checking a request (no model needed, so the CLI checks before loading weights)
 # ----------------------------------------------------------------------------------------------
+
+
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")  # the names from_pretrained takes
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
+    """A dtype name ("float32", "bfloat16", "float16") -> the torch dtype; "auto" and "int8" stay names."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in MODEL_DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(MODEL_DTYPES)} or a torch dtype, got {dtype!r}")
+    return dtype if dtype in ("auto", "int8") else getattr(torch, dtype)
 
 
 def auto_dtypes(device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:

@@ -50,17 +50,23 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "dit-tune", "decoder", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-tune", "decoder", "export", "bench", "speed", "curves"]
-    # The second DiT phase (pooled prompt added) is the DiT that ships; with dit_tune_steps=0 it is off.
-    assert b.final_dit == b.dit_tune_run
+    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "export", "bench", "speed", "curves"]
+    # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
+    assert b.final_dit == b.dit_reshift_run and b.final_shift == b.scale.dit_reshift
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "export", "bench", "speed", "curves"]
+    (b.dit_reshift_run / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["decoder", "export", "bench", "speed", "curves"]
-    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0")
-    assert off.final_dit == off.dit_run and "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
+    off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0")
+    assert off.final_dit == off.dit_tune_run and off.final_shift is None  # smoke: no shift in phases 1-2
+    assert "off (dit_reshift_steps=0)" in _todo(build, off, capsys)[1]
+    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3")
+    assert off.final_dit == off.dit_run and off.final_shift == 3.0
+    assert "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
     # The decoder-tuned VAE is the one that ships; with decoder_steps=0 the stage is off and the VAE ships as trained.
     assert b.final_vae == b.work / "vae-decoder" / "model"
     (b.final_vae).mkdir(parents=True)
@@ -88,6 +94,44 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     assert _todo(build, b, capsys)[0][0] == "export"
     # --force reruns a finished stage.
     assert _todo(build, b, capsys, force=["data"])[0][0] == "data"
+
+
+def _commands(build, b, monkeypatch, *stages) -> dict[str, list[str]]:
+    """The command line each stage would run (nothing runs; earlier phases' EMA exports are faked)."""
+    import soraflow.train.dit
+
+    seen = {}
+    monkeypatch.setattr(b, "run", lambda stage, args: seen.setdefault(stage, [str(a) for a in args]), raising=False)
+    monkeypatch.setattr(soraflow.train.dit, "export_dit", lambda run, out, ema: (Path(out).mkdir(parents=True),
+                                                                                 (Path(out) / "config.json").write_text("{}")))
+    for stage in stages:
+        build.STAGES[stage](b)
+    return seen
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build, tmp_path, monkeypatch):
+    # gpu: one DiT phase with the pooled prompt and the timestep shift from step 0.
+    gpu = build.resolve(build.parse_args(["--work", str(tmp_path / "g")]))
+    cmd = _commands(build, gpu, monkeypatch, "dit", "dit-tune", "dit-shift")
+    assert list(cmd) == ["dit"] and "--pooled-text" in cmd["dit"] and _flag(cmd["dit"], "--timestep-shift") == "4.0"
+    assert gpu.final_shift == 4.0
+    # cpu: phases 1-2 at the size-based shift; the third starts from the second's EMA at shift dit_reshift.
+    cpu = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c")]))
+    cmd = _commands(build, cpu, monkeypatch, "dit", "dit-tune", "dit-shift", "decoder")
+    assert "--timestep-shift" not in cmd["dit"] + cmd["dit-tune"]
+    assert _flag(cmd["dit-tune"], "--init") == str(cpu.dit_tune_run / "init")
+    shift = cmd["dit-shift"]
+    assert _flag(shift, "--init") == str(cpu.dit_reshift_run / "init") and "--pooled-text" in shift
+    assert (_flag(shift, "--timestep-shift"), _flag(shift, "--steps"), _flag(shift, "--seed")) == ("4.0", "1500", "2")
+    # The decoder trains on whole 33-frame clips (the DiT's window), from the VAE as trained, encoder frozen.
+    dec = cmd["decoder"]
+    assert (_flag(dec, "--frames"), _flag(dec, "--batch-size"), _flag(dec, "--image-prob")) == ("33", "2", "0")
+    assert _flag(dec, "--init") == str(cpu.vae_model) and "--freeze-encoder" in dec
+    assert _flag(_commands(build, cpu, monkeypatch, "vae")["vae"], "--frames") == "9"  # the VAE itself: short crops
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):

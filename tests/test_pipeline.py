@@ -353,6 +353,10 @@ def test_from_pretrained_round_trip(pipe, model_dir):
     a = _gen(pipe, seconds=1, seed=3)
     b = _gen(loaded, seconds=1, seed=3)
     assert np.array_equal(a.frames, b.frames)
+    # dtype by name, as the CLI gives it; an unknown name is a one-line error, not torch's TypeError.
+    assert SoraPipeline.from_pretrained(model_dir, dtype="bfloat16").dit.proj_out.weight.dtype == torch.bfloat16
+    with pytest.raises(InputError, match="dtype must be one of auto, float32, bfloat16, float16, int8.*'fp64'"):
+        SoraPipeline.from_pretrained(model_dir, dtype="fp64")
 
 
 def test_cli_modes_and_bad_input(model_dir, clip, tmp_path, capsys):

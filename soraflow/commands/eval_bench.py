@@ -89,12 +89,9 @@ def run(args) -> int:
     sources = []
     pipe = None
     if args.model is not None:
-        import torch
-
         from ..pipeline import SoraPipeline
 
-        dtype = args.dtype if args.dtype in ("auto", "int8") else getattr(torch, args.dtype)
-        pipe = SoraPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+        pipe = SoraPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         sources.append(PipelineSource(pipe, steps=args.steps, guidance_scale=args.guidance_scale,
                                       name=args.model.name or "model"))
     if args.reference in ("both", "simulator"):

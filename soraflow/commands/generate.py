@@ -192,8 +192,7 @@ def run(args) -> int:
             raise InputError(f"unknown device {args.device!r}; use cpu, cuda, cuda:1, mps, ...") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {args.device!r} asked for, but this torch build or machine has no CUDA")
-        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(args.dtype, args.dtype)  # auto, int8: names
-        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=dtype)
+        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {generation.expanded_prompt}")
