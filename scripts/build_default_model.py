@@ -17,9 +17,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    ``dit-tune`` (when ``dit_tune_steps`` > 0) trains on from the ``dit`` stage's EMA weights with the
    pooled-prompt path added (``--pooled-text``, zero-initialised): how the CPU build, whose first DiT
    phase had no such path, was made. ``dit-shift`` (when ``dit_reshift_steps`` > 0) trains on from the
-   previous phase's EMA weights at timestep shift ``dit_reshift``, which those phases lacked (without it
-   the model ignores the prompt's colours: docs/default_model.md). The ``gpu`` recipe has the path and
-   the shift from the start and neither later phase.
+   previous phase's EMA weights at timestep shift ``dit_reshift`` with a fraction of the samples at
+   t = 1, which those phases lacked (without them the model ignores the prompt: docs/default_model.md).
+   The ``gpu`` recipe has the path, the shift and the t = 1 samples from the start and neither later phase.
 5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
    latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
@@ -87,17 +87,19 @@ class Scale:
     dit_precision: str = "bf16"
     dit_pooled_text: bool = True  # the pooled prompt also drives every block's modulation (docs/dit.md)
     # Timestep shift of training (and of sampling, in config.json); None: flow.shift_for's size-based one
-    # (~1.3 at 4 s of 128x128). Tiny latents give away their colours at almost any noise level, so an
-    # unshifted model rarely sees the t ~ 1 steps where only the prompt can set them, and ignores it
-    # (docs/default_model.md, "Why the timestep shift").
+    # (~1.3 at 4 s of 128x128); and the fraction of samples trained at t = 1, where sampling starts. Tiny
+    # latents give away their colours at almost any noise level, so a model that rarely trains at t ~ 1,
+    # where only the prompt can set them, learns to ignore the prompt (docs/default_model.md).
     dit_shift: float | None = 4.0
+    dit_terminal: float = 0.1
     # second DiT phase from the first one's EMA weights, with the pooled-prompt path added; 0 skips it
     dit_tune_steps: int = 0
     dit_tune_lr: float = 2e-4
-    # third DiT phase from the previous one's EMA weights, training at timestep shift dit_reshift: for
-    # phases that ran without it (the cpu recipe); 0 skips it
+    # third DiT phase from the previous one's EMA weights, training at timestep shift dit_reshift with
+    # dit_reshift_terminal of the samples at t = 1: for phases that ran without them (the cpu recipe); 0 skips it
     dit_reshift_steps: int = 0
     dit_reshift: float = 4.0
+    dit_reshift_terminal: float = 0.1
     dit_reshift_lr: float = 2e-4
     # decoder fine-tuning (encoder frozen) on whole clips: the VAE trains on short crops, so its decoder
     # never sees the steady state of long clips; 0 skips the stage and ships the VAE as trained
@@ -124,11 +126,11 @@ SCALES = {
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
-                 dit_pooled_text=False, dit_shift=None, dit_tune_steps=2400, dit_reshift_steps=1500),
+                 dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
-                   dit_shift=None, dit_tune_steps=2, dit_reshift_steps=2),
+                   dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2),
 }
 
 
@@ -230,7 +232,7 @@ class Build:
             "dit-tune": (tstep >= s.dit_tune_steps, f"step {tstep}/{s.dit_tune_steps} in {self.dit_tune_run}, pooled prompt added"
                          if s.dit_tune_steps else "off (dit_tune_steps=0)"),
             "dit-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
-                          f"timestep shift {s.dit_reshift}" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
+                          f"timestep shift {s.dit_reshift}, {s.dit_reshift_terminal:.0%} at t = 1" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
             "decoder": ((self.final_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                         f"{self.decoder_run / 'model'}" if s.decoder_steps
@@ -346,14 +348,14 @@ def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int
     b.run(stage, soraflow(*args))
 
 
-def _shift(value: float | None) -> list:
-    return [] if value is None else ["--timestep-shift", value]
+def _timesteps(shift: float | None, terminal: float) -> list:
+    return ([] if shift is None else ["--timestep-shift", shift]) + (["--terminal-prob", terminal] if terminal else [])
 
 
 def stage_dit(b: Build) -> None:
     s = b.scale
     _train_dit(b, "dit", b.dit_run, s.dit_steps, s.dit_lr, b.seed,
-               (["--pooled-text"] if s.dit_pooled_text else []) + _shift(s.dit_shift))
+               (["--pooled-text"] if s.dit_pooled_text else []) + _timesteps(s.dit_shift, s.dit_terminal))
 
 
 def _init_from_previous(b: Build, stage: str) -> Path:
@@ -375,17 +377,18 @@ def stage_dit_tune(b: Build) -> None:
     if s.dit_tune_steps:
         init = _init_from_previous(b, "dit-tune")
         _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
-                   ["--init", init, "--pooled-text"] + _shift(s.dit_shift))
+                   ["--init", init, "--pooled-text"] + _timesteps(s.dit_shift, s.dit_terminal))
 
 
 def stage_dit_reshift(b: Build) -> None:
-    """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift``."""
+    """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift`` with
+    ``dit_reshift_terminal`` of the samples at t = 1."""
     s = b.scale
     if s.dit_reshift_steps:
         init = _init_from_previous(b, "dit-shift")
         pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
         _train_dit(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
-                   ["--init", init, *pooled, "--timestep-shift", s.dit_reshift])
+                   ["--init", init, *pooled, *_timesteps(s.dit_reshift, s.dit_reshift_terminal)])
 
 
 def stage_export(b: Build) -> None:

@@ -174,14 +174,21 @@ def sample_timesteps(
     shift: float = 1.0,
     mean: float = 0.0,
     std: float = 1.0,
+    terminal: float = 0.0,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Training timesteps ``(n,)`` in (0, 1): logit-normal (SD3) then shifted.
+    """Training timesteps ``(n,)`` in (0, 1): logit-normal (SD3) then shifted; a ``terminal`` fraction at 1.
 
     ``t = shift_time(sigmoid(mean + std * z), shift)`` with ``z ~ N(0, 1)``; equivalently
     ``logit(t) ~ N(mean + log(shift), std^2)``. The median is ``shift_time(sigmoid(mean), shift)``.
     Logit-normal puts most samples at intermediate t, where the velocity is hardest to predict.
+
+    ``terminal``: each sample is at t = 1 (pure noise) with this probability. Sampling starts there,
+    and there only the condition can tell the model what the clip looks like; but a small latent gives
+    its colours away to the model at almost any t < 1, so without these samples a model can learn to
+    ignore the prompt (docs/default_model.md). A different loss weighting, not a different optimum.
+    With ``terminal=0`` the draws are exactly those of earlier versions (no extra random numbers).
     """
     if n <= 0:
         raise InputError(f"number of timesteps must be positive, got {n}")
@@ -189,8 +196,14 @@ def sample_timesteps(
         raise InputError(f"logit-normal std must be positive, got {std}")
     if generator is not None and device is None:
         device = generator.device
+    if not 0 <= terminal <= 1:
+        raise InputError(f"terminal fraction must be in [0, 1], got {terminal}")
     z = torch.randn((n,), generator=generator, device=device, dtype=torch.float32)
-    return shift_time(torch.sigmoid(mean + std * z), shift)
+    t = shift_time(torch.sigmoid(mean + std * z), shift)
+    if terminal > 0:
+        at_one = torch.rand((n,), generator=generator, device=device) < terminal
+        t = torch.where(at_one, torch.ones_like(t), t)
+    return t
 
 
 def timestep_schedule(steps: int, *, shift: float = 1.0, t_start: float = 1.0) -> Tensor:

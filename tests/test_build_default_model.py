@@ -117,16 +117,18 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     # gpu: one DiT phase with the pooled prompt and the timestep shift from step 0.
     gpu = build.resolve(build.parse_args(["--work", str(tmp_path / "g")]))
     cmd = _commands(build, gpu, monkeypatch, "dit", "dit-tune", "dit-shift")
-    assert list(cmd) == ["dit"] and "--pooled-text" in cmd["dit"] and _flag(cmd["dit"], "--timestep-shift") == "4.0"
+    assert list(cmd) == ["dit"] and "--pooled-text" in cmd["dit"]
+    assert (_flag(cmd["dit"], "--timestep-shift"), _flag(cmd["dit"], "--terminal-prob")) == ("4.0", "0.1")
     assert gpu.final_shift == 4.0
     # cpu: phases 1-2 at the size-based shift; the third starts from the second's EMA at shift dit_reshift.
     cpu = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c")]))
     cmd = _commands(build, cpu, monkeypatch, "dit", "dit-tune", "dit-shift", "decoder")
-    assert "--timestep-shift" not in cmd["dit"] + cmd["dit-tune"]
+    assert "--timestep-shift" not in cmd["dit"] + cmd["dit-tune"] and "--terminal-prob" not in cmd["dit"] + cmd["dit-tune"]
     assert _flag(cmd["dit-tune"], "--init") == str(cpu.dit_tune_run / "init")
     shift = cmd["dit-shift"]
     assert _flag(shift, "--init") == str(cpu.dit_reshift_run / "init") and "--pooled-text" in shift
-    assert (_flag(shift, "--timestep-shift"), _flag(shift, "--steps"), _flag(shift, "--seed")) == ("4.0", "1500", "2")
+    assert (_flag(shift, "--timestep-shift"), _flag(shift, "--terminal-prob")) == ("4.0", "0.1")
+    assert (_flag(shift, "--steps"), _flag(shift, "--seed")) == ("1200", "2")
     # The decoder trains on whole 33-frame clips (the DiT's window), from the VAE as trained, encoder frozen.
     dec = cmd["decoder"]
     assert (_flag(dec, "--frames"), _flag(dec, "--batch-size"), _flag(dec, "--image-prob")) == ("33", "2", "0")

@@ -171,6 +171,17 @@ def test_logit_normal_timesteps_mean_median_and_shift():
     assert torch.equal(a, b)
 
 
+def test_a_terminal_fraction_of_timesteps_is_exactly_one_and_the_rest_is_unchanged():
+    plain = flow.sample_timesteps(100_000, shift=4.0, generator=torch.Generator().manual_seed(1))
+    t = flow.sample_timesteps(100_000, shift=4.0, terminal=0.1, generator=torch.Generator().manual_seed(1))
+    at_one = t == 1
+    assert at_one.float().mean().item() == pytest.approx(0.1, abs=0.004)
+    assert torch.equal(t[~at_one], plain[~at_one])  # the same logit-normal draws, some replaced by 1
+    assert (plain < 1).all()  # without it, t = 1 never occurs
+    with pytest.raises(InputError, match="terminal fraction"):
+        flow.sample_timesteps(4, terminal=1.5)
+
+
 def test_caption_dropout_rate_and_determinism():
     caps = [f"caption {i}" for i in range(20_000)]
     out, dropped = flow.drop_captions(caps, 0.1, torch.Generator().manual_seed(0))

@@ -222,7 +222,8 @@ class DiTTrainer:
         set_lr(self.optimizer, cfg.lr * lr_multiplier(self.step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, min_ratio=cfg.min_lr_ratio))
 
         # Timesteps, conditioning masks, the noisy path, caption dropout: all from the trainer's generator.
-        t = flow.sample_timesteps(B, shift=self.shift_for(batch), mean=cfg.logit_mean, std=cfg.logit_std, generator=g)  # (B,)
+        t = flow.sample_timesteps(B, shift=self.shift_for(batch), mean=cfg.logit_mean, std=cfg.logit_std,
+                                  terminal=cfg.terminal_prob, generator=g)  # (B,)
         given, _ = sample_given_masks(B, T, cfg.mask, g)  # (B, T) bool
         given = given.to(self.device)
         t_frames = frame_timesteps(t.to(self.device), given)  # (B, T), 0 on given frames

@@ -71,6 +71,7 @@ class TrainDiTConfig:
     timestep_shift: float | None = option(None, gt=0)  # fixed shift; default: flow.shift_for(tokens) per batch
     logit_mean: float = 0.0  # logit-normal timestep sampling: mean
     logit_std: float = option(1.0, gt=0)  # logit-normal timestep sampling: std
+    terminal_prob: float = option(0.0, ge=0, le=1)  # train this fraction of samples at t = 1, pure noise (flow.sample_timesteps)
     caption_dropout: float = option(0.1, ge=0, le=1)  # probability of training on the null caption (for CFG)
     caption: str = option("long", choices=("long", "short"))  # caption kind to train on
     short_caption_prob: float = option(0.0, ge=0, le=1)  # train on the short caption this often instead
