@@ -164,7 +164,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
 
     pictures = []
     for name, what in (("vae_loss.png", "VAE training loss"), ("decoder_loss.png", "VAE decoder fine-tuning loss"),
-                       ("dit_loss.png", "DiT training loss"), ("dit-tune_loss.png", "DiT second phase (pooled prompt added)")):
+                       ("dit_loss.png", "DiT training loss"), ("dit-tune_loss.png", "DiT second phase (pooled prompt added)"),
+                       ("dit-shift_loss.png", "DiT third phase (timestep shift 4, t = 1 samples; more high-noise samples, "
+                                              "so a higher loss)")):
         src = work / "curves" / name
         if src.is_file():
             shutil.copyfile(src, images / name)
@@ -200,7 +202,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"- On disk: {size_mb if size_mb is not None else '?'} MB in {export.get('dtype', '?')} (EMA weights, safetensors + config.json).",
         f"- Defaults: {pipe_cfg.get('width', '?')}x{pipe_cfg.get('height', '?')}, {pipe_cfg.get('seconds', '?')} s at "
         f"{pipe_cfg.get('fps', '?')} fps, {pipe_cfg.get('steps', '?')} {pipe_cfg.get('sampler', '?')} steps, CFG "
-        f"{pipe_cfg.get('guidance_scale', '?')}, prompt expander `{pipe_cfg.get('expander', '?')}`.", "",
+        f"{pipe_cfg.get('guidance_scale', '?')}, timestep shift "
+        f"{pipe_cfg['shift'] if pipe_cfg.get('shift') else 'by size (flow.shift_for)'}, prompt expander "
+        f"`{pipe_cfg.get('expander', '?')}`.", "",
         "## Data", "",
         f"{recipe.get('clips', '?')} SoraWorld clips (`soraflow world dataset`, seed {export.get('seed', (build or {}).get('seed', '?'))}):"
         f" sizes {recipe.get('sizes', '?')} (width x height), {recipe.get('seconds', '?')} s at {recipe.get('fps', '?')} fps, "
@@ -211,15 +215,24 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"- Recipe scale `{export.get('scale', (build or {}).get('scale', '?'))}`, device `{export.get('device', '?')}`.",
         f"- VAE: {recipe.get('vae_steps', '?')} steps, batch {recipe.get('vae_batch', '?')}, lr {recipe.get('vae_lr', '?')}, "
         f"{recipe.get('vae_precision', 'bf16')}; L1 + 0.2 (1 - SSIM) + 1e-4 KL. Then {recipe.get('decoder_steps', 0)} steps "
-        f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}), after the DiT's latents were cached.",
+        f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}"
+        + (f", batch {recipe.get('decoder_batch') or recipe.get('vae_batch', '?')} of whole "
+           f"{recipe.get('decoder_frames') or recipe.get('max_frames', '?')}-frame clips" if "decoder_frames" in recipe else "")
+        + "), after the DiT's latents were cached.",
         f"- DiT: {(export.get('dit_phases') or [export.get('dit_step', recipe.get('dit_steps', '?'))])[0]} steps of "
         f"{recipe.get('dit_batch_tokens', '?')} tokens, lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), "
         f"EMA {recipe.get('ema_decay', '?')}, {recipe.get('dit_precision', 'bf16')}"
         + (", with the pooled-prompt path" if recipe.get("dit_pooled_text") else "")
+        + _timestep_words(recipe.get("dit_shift"), recipe.get("dit_terminal", 0))
         + "; caption dropout for CFG; prompting-mode masks (first frame, first/last k frames, both ends, random spans).",
         *([f"- DiT second phase: {export['dit_phases'][1]} more steps from the first phase's EMA weights with the "
            f"pooled-prompt path added (zero-initialised), lr {recipe.get('dit_tune_lr', '?')}, same batches, masks and EMA."]
-          if len(export.get("dit_phases") or []) > 1 else []),
+          if recipe.get("dit_tune_steps") and len(export.get("dit_phases") or []) > 1 else []),
+        *([f"- DiT third phase: {export['dit_phases'][-1]} more steps from the second phase's EMA weights"
+           f"{_timestep_words(recipe.get('dit_reshift'), recipe.get('dit_reshift_terminal', 0))}, lr "
+           f"{recipe.get('dit_reshift_lr', '?')}; sampling uses the same shift (config.json `shift` "
+           f"{pipe_cfg.get('shift')}); docs/default_model.md says why."]
+          if recipe.get("dit_reshift_steps") and len(export.get("dit_phases") or []) > 2 else []),
         *[f"- {line}" for line in compute_lines(build, recipe, threads)], "",
         *pictures, "",
         "## SoraWorld bench", "",
@@ -239,6 +252,14 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
     with atomic_path(out) as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def _timestep_words(shift, terminal) -> str:
+    """", at timestep shift 4 with 10% of samples at t = 1" (empty for the size-based default)."""
+    words = f", at timestep shift {shift:g}" if shift else ""
+    if terminal:
+        words += f"{' with' if words else ', with'} {terminal:.0%} of samples at t = 1"
+    return words
 
 
 def main(argv=None) -> int:

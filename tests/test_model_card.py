@@ -77,3 +77,28 @@ def test_card_describes_a_two_phase_dit_with_the_pooled_prompt(card, tmp_path):
     (model / "build.json").write_text(json.dumps({"dit_step": 500, "recipe": {**recipe, "dit_pooled_text": True, "dit_tune_steps": 0}}))
     text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
     assert "- DiT: 500 steps" in text and "with the pooled-prompt path;" in text and "second phase" not in text
+
+
+def test_card_describes_the_timestep_phase_the_whole_clip_decoder_and_the_sampling_shift(card, tmp_path):
+    work, model = tmp_path / "work", tmp_path / "model"
+    (model / "dit").mkdir(parents=True)
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py"], "device": "cpu", "seconds": {}}))
+    recipe = {"dit_steps": 2000, "dit_batch_tokens": 2048, "dit_pooled_text": False, "dit_shift": None, "dit_terminal": 0.0,
+              "dit_tune_steps": 2400, "dit_reshift_steps": 1200, "dit_reshift": 4.0, "dit_reshift_terminal": 0.1,
+              "dit_reshift_lr": 2e-4, "decoder_steps": 600, "decoder_frames": None, "decoder_batch": 2, "max_frames": 33}
+    (model / "build.json").write_text(json.dumps({"dit_step": 1200, "dit_phases": [2000, 2400, 1200], "recipe": recipe}))
+    (model / "config.json").write_text(json.dumps({"shift": 4.0, "steps": 8}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "- DiT: 2000 steps of 2048 tokens" in text and "timestep shift 4 with" not in text.split("- DiT second")[0]
+    assert "- DiT second phase: 2400 more steps" in text
+    assert ("- DiT third phase: 1200 more steps from the second phase's EMA weights, at timestep shift 4 with 10% of "
+            "samples at t = 1, lr 0.0002") in text
+    assert "timestep shift 4.0, prompt expander" in text  # the sampling default, from config.json
+    assert "batch 2 of whole 33-frame clips" in text
+    # The gpu recipe: shift and t = 1 samples from step 0, one phase.
+    gpu = {**recipe, "dit_shift": 4.0, "dit_terminal": 0.1, "dit_pooled_text": True, "dit_tune_steps": 0, "dit_reshift_steps": 0}
+    (model / "build.json").write_text(json.dumps({"dit_step": 500, "dit_phases": [500], "recipe": gpu}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "with the pooled-prompt path, at timestep shift 4 with 10% of samples at t = 1;" in text
+    assert "third phase" not in text and "second phase" not in text
