@@ -111,12 +111,12 @@ def build_pipeline(shape: Shape, model: str | None = None):
     from soraflow.pipeline import SoraPipeline
 
     if model:
-        from soraflow.pipeline import auto_dtypes
+        from soraflow.pipeline import auto_dtypes, resolve_dtype
 
-        dtype = shape.model_dtype if shape.model_dtype in ("auto", "int8") else getattr(torch, shape.model_dtype)
+        dtype = resolve_dtype(shape.model_dtype)  # "auto" and "int8" stay names
         pipe = SoraPipeline.from_pretrained(model, dtype=dtype)  # "auto": what `soraflow generate` does by default
         vae_auto = auto_dtypes("cpu")[1]
-        if shape.model_dtype not in ("auto", "int8") and vae_auto != dtype:  # --dtypes sets the DiT's; the VAE stays auto
+        if isinstance(dtype, torch.dtype) and vae_auto != dtype:  # --dtypes sets the DiT's; the VAE stays auto
             pipe.vae.to_fast(vae_auto)
     else:
         from soraflow.models.dit import DiT, dit_config

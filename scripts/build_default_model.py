@@ -221,7 +221,7 @@ class Build:
         s = self.scale
         have, dstep, tstep, rstep = (self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run),
                                      self.dit_step(self.dit_reshift_run))
-        final_done = all(self.dit_step(run) >= steps for _, run, steps in self.dit_phases)
+        final_done = dstep >= s.dit_steps and tstep >= s.dit_tune_steps and rstep >= s.dit_reshift_steps
         cached = self.cache_count()
         exported = self.exported_step()
         return {
@@ -362,9 +362,8 @@ def _init_from_previous(b: Build, stage: str) -> Path:
     """A later DiT phase starts from the EMA weights of the phase before it (exported once)."""
     from soraflow.train.dit import export_dit
 
-    names = [name for name, _, _ in b.dit_phases]
-    _, run, _ = b.dit_phases[names.index(stage) - 1]
-    init = dict((name, r) for name, r, _ in b.dit_phases)[stage] / "init"
+    i = [name for name, _, _ in b.dit_phases].index(stage)
+    run, init = b.dit_phases[i - 1][1], b.dit_phases[i][1] / "init"
     if not (init / "config.json").is_file():
         export_dit(run, init, ema=True)
         print(f"[{stage}] EMA weights of {run.name} (step {b.dit_step(run)}) -> {init}", flush=True)
