@@ -23,6 +23,11 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
 5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
    latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
+   ``vae-long``, ``cache-long`` and ``dit-long`` (when ``vae_long_steps`` > 0) are a second round for a
+   build whose encoder trained on short crops only, as the CPU build's did: that encoder loses small
+   objects' colour and shape after the first latent frame. The whole VAE trains on whole clips from the
+   decoder stage's weights, every clip is encoded again with it (WORK/cache-long), and one more DiT phase
+   trains on those latents from the last phase's EMA weights. That VAE and that phase ship.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
@@ -105,8 +110,17 @@ class Scale:
     # never sees the steady state of long clips; 0 skips the stage and ships the VAE as trained
     decoder_steps: int = 4000
     decoder_lr: float = 5e-5
-    decoder_frames: int | None = None  # frames per training clip (1 + 4k); None: max_frames
-    decoder_batch: int | None = None  # None: vae_batch
+    decoder_frames: int | None = None  # frames per training clip (1 + 4k) of the whole-clip stages; None: max_frames
+    decoder_batch: int | None = None  # clips per step of the whole-clip stages; None: vae_batch
+    # a second round for a build whose VAE encoder trained on short crops only (the cpu recipe): the whole VAE
+    # (encoder too) trained on whole clips from the VAE so far, every clip encoded again with it, and one
+    # more DiT phase on those latents from the last phase's EMA weights. The short-crop encoder loses small
+    # objects' colour and shape after the first latent frame, which no decoder can restore. 0 skips the round.
+    vae_long_steps: int = 0
+    vae_long_lr: float = 1e-4
+    vae_long_image_prob: float = 0.25  # single-frame steps: cheap, and the first frame (image-to-video) gains most
+    dit_long_steps: int = 0
+    dit_long_lr: float = 2e-4
     ema_decay: float = 0.9995
     # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
     steps: int = 8
@@ -126,11 +140,13 @@ SCALES = {
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
-                 dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200),
+                 dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
+                 vae_long_steps=8000, vae_long_image_prob=0.25, dit_long_steps=2400),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
-                   dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2),
+                   dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2,
+                   vae_long_steps=2, dit_long_steps=2),
 }
 
 
@@ -159,25 +175,43 @@ class Build:
     vae_run = property(lambda self: self.work / "vae")
     vae_model = property(lambda self: self.work / "vae" / "model")
     decoder_run = property(lambda self: self.work / "vae-decoder")
-    # the VAE that ships: the decoder-tuned one when that stage is on
-    final_vae = property(lambda self: self.work / "vae-decoder" / "model" if self.scale.decoder_steps else self.vae_model)
+    vae_long_run = property(lambda self: self.work / "vae-long")
     cache = property(lambda self: self.work / "cache")
+    cache_long = property(lambda self: self.work / "cache-long")
     dit_run = property(lambda self: self.work / "dit")
     dit_tune_run = property(lambda self: self.work / "dit-tune")
     dit_reshift_run = property(lambda self: self.work / "dit-shift")
+    dit_long_run = property(lambda self: self.work / "dit-long")
+
+    @property
+    def decoder_vae(self) -> Path:
+        """The VAE after the decoder stage: the decoder-tuned one when that stage is on."""
+        return self.decoder_run / "model" if self.scale.decoder_steps else self.vae_model
+
+    @property
+    def final_vae(self) -> Path:
+        """The VAE that ships: the second round's when it is on."""
+        return self.vae_long_run / "model" if self.scale.vae_long_steps else self.decoder_vae
 
     @property
     def dit_phases(self) -> list[tuple[str, Path, int]]:
         """(stage, run folder, steps) of the DiT phases that are on, in training order."""
         s = self.scale
         phases = [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
-                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps)]
+                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps),
+                  ("dit-long", self.dit_long_run, s.dit_long_steps if s.vae_long_steps else 0)]
         return [p for p in phases if p[0] == "dit" or p[2]]
 
     # the DiT run that ships: the last phase
     final_dit = property(lambda self: self.dit_phases[-1][1])
     # the timestep shift the shipped DiT last trained with: its sampling default
-    final_shift = property(lambda self: self.scale.dit_reshift if self.scale.dit_reshift_steps else self.scale.dit_shift)
+    @property
+    def late_timesteps(self) -> tuple[float | None, float]:
+        """(shift, fraction at t = 1) of the last DiT phase, which the ``dit-long`` phase keeps."""
+        s = self.scale
+        return (s.dit_reshift, s.dit_reshift_terminal) if s.dit_reshift_steps else (s.dit_shift, s.dit_terminal)
+
+    final_shift = property(lambda self: self.late_timesteps[0])
     bench = property(lambda self: self.work / "bench")
     curves = property(lambda self: self.work / "curves")
     speed = property(lambda self: self.work / "speed.json")
@@ -190,8 +224,8 @@ class Build:
             return 0
         return sum(1 for line in path.read_text().splitlines() if line.strip())
 
-    def cache_count(self) -> int:
-        path = self.cache / "index.json"
+    def cache_count(self, cache: Path | None = None) -> int:
+        path = (cache or self.cache) / "index.json"
         if not path.is_file():
             return 0
         index = json.loads(path.read_text())
@@ -219,10 +253,11 @@ class Build:
 
     def status(self) -> dict[str, tuple[bool, str]]:
         s = self.scale
-        have, dstep, tstep, rstep = (self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run),
-                                     self.dit_step(self.dit_reshift_run))
-        final_done = dstep >= s.dit_steps and tstep >= s.dit_tune_steps and rstep >= s.dit_reshift_steps
-        cached = self.cache_count()
+        have, dstep, tstep, rstep, lstep = (self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run),
+                                            self.dit_step(self.dit_reshift_run), self.dit_step(self.dit_long_run))
+        final_done = all(self.dit_step(run) >= steps for _, run, steps in self.dit_phases)
+        cached, cached_long = self.cache_count(), self.cache_count(self.cache_long)
+        long_on = bool(s.vae_long_steps)
         exported = self.exported_step()
         return {
             "data": (have >= s.clips, f"{have}/{s.clips} clips in {self.data}"),
@@ -233,10 +268,19 @@ class Build:
                          if s.dit_tune_steps else "off (dit_tune_steps=0)"),
             "dit-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
                           f"timestep shift {s.dit_reshift}, {s.dit_reshift_terminal:.0%} at t = 1" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
-            "decoder": ((self.final_vae / "config.json").is_file(),
+            "decoder": ((self.decoder_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                         f"{self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
+            "vae-long": ((self.final_vae / "config.json").is_file(),
+                         f"whole VAE, {s.vae_long_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
+                         f"{self.vae_long_run / 'model'}" if long_on else "off (vae_long_steps=0)"),
+            "cache-long": (not long_on or cached_long >= self.cache_target() and cached_long > 0,
+                           f"{cached_long}/{self.cache_target()} clips encoded with it in {self.cache_long}" if long_on
+                           else "off (vae_long_steps=0)"),
+            "dit-long": (not long_on or lstep >= s.dit_long_steps,
+                         f"step {lstep}/{s.dit_long_steps} in {self.dit_long_run}, on {self.cache_long.name}" if long_on
+                         else "off (vae_long_steps=0)"),
             "export": (exported is not None and exported == self.dit_step(self.final_dit) and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
             "bench": (self.measured(self.bench / "bench.json"), f"SoraWorld bench -> {self.bench}"),
@@ -291,19 +335,22 @@ def _config_fields(module: str, cls: str) -> set[str]:
     return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
 
 
-def stage_vae(b: Build, *, decoder: bool = False) -> None:
+def stage_vae(b: Build, *, stage: str = "vae") -> None:
     s = b.scale
-    if decoder:  # whole clips as long as one DiT window, single frames only as their first frames
-        run, steps, lr, batch, frames = (b.decoder_run, s.decoder_steps, s.decoder_lr, s.decoder_batch or s.vae_batch,
-                                         s.decoder_frames or s.max_frames)
-    else:
-        run, steps, lr, batch, frames = b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames
+    whole = (s.decoder_batch or s.vae_batch, s.decoder_frames or s.max_frames)  # clips as long as one DiT window
+    run, steps, lr, batch, frames = {
+        "vae": (b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames),
+        "decoder": (b.decoder_run, s.decoder_steps, s.decoder_lr, *whole),
+        "vae-long": (b.vae_long_run, s.vae_long_steps, s.vae_long_lr, *whole),
+    }[stage]
     args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
             "--batch-size", batch, "--size", 128, "--crop", s.vae_crop, "--frames", frames, "--lr", lr,
             "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
-    if decoder:
+    if stage == "decoder":  # single frames only as the clips' first frames
         args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0]
+    elif stage == "vae-long":
+        args += ["--init", b.decoder_vae, "--warmup-steps", min(50, steps), "--image-prob", s.vae_long_image_prob]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]
@@ -311,15 +358,25 @@ def stage_vae(b: Build, *, decoder: bool = False) -> None:
         print("[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
     if b.threads and "threads" in fields:
         args += ["--threads", b.threads]
-    b.run("decoder" if decoder else "vae", soraflow(*args))
+    b.run(stage, soraflow(*args))
 
 
 def stage_decoder(b: Build) -> None:
     if b.scale.decoder_steps:
-        stage_vae(b, decoder=True)
+        stage_vae(b, stage="decoder")
 
 
-def stage_cache(b: Build) -> None:
+def stage_vae_long(b: Build) -> None:
+    if b.scale.vae_long_steps:
+        stage_vae(b, stage="vae-long")
+
+
+def stage_cache_long(b: Build) -> None:
+    if b.scale.vae_long_steps:
+        stage_cache(b, vae=b.final_vae, cache=b.cache_long, stage="cache-long")
+
+
+def stage_cache(b: Build, *, vae: Path | None = None, cache: Path | None = None, stage: str = "cache") -> None:
     # The Python API rather than `soraflow train cache-latents`: it takes a device (encoding 20,000
     # clips is minutes on a GPU, hours on a CPU). Resumable: encoded clips are not encoded again.
     s = b.scale
@@ -332,13 +389,14 @@ def stage_cache(b: Build) -> None:
         "                       device=sys.argv[7], dtype=torch.float16, limit=int(sys.argv[8]) or None)\n"
         "print(f'{r.out}: {r.total} clips cached ({r.added} new, {r.skipped} skipped); shapes {dict(sorted(r.shapes.items()))}')\n"
     )
-    b.run("cache", [sys.executable, "-c", code, b.data, b.vae_model, b.cache, s.max_frames, s.fps, b.threads or 0, b.device,
-                     s.cache_clips or 0])
+    b.run(stage, [sys.executable, "-c", code, b.data, vae or b.vae_model, cache or b.cache, s.max_frames, s.fps,
+                  b.threads or 0, b.device, s.cache_clips or 0])
 
 
-def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, extra: list) -> None:
+def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, extra: list, *,
+               cache: Path | None = None) -> None:
     s = b.scale
-    args = ["train", "dit", "--data", b.cache, "--out", run, "--preset", "small", "--num-layers", s.dit_layers,
+    args = ["train", "dit", "--data", cache or b.cache, "--out", run, "--preset", "small", "--num-layers", s.dit_layers,
             "--steps", steps, "--batch-tokens", s.dit_batch_tokens, "--lr", lr, "--warmup-steps", s.dit_warmup,
             "--ema-decay", s.ema_decay, "--precision", s.dit_precision, "--checkpoint-every", s.dit_checkpoint_every,
             "--seed", seed, "--device", b.device, "--caption", "long", "--short-caption-prob", 0.3,
@@ -388,6 +446,17 @@ def stage_dit_reshift(b: Build) -> None:
         pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
         _train_dit(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
                    ["--init", init, *pooled, *_timesteps(s.dit_reshift, s.dit_reshift_terminal)])
+
+
+def stage_dit_long(b: Build) -> None:
+    """The second round's DiT phase: the last phase's EMA weights, trained on at its timestep settings on the
+    latents of the whole-clip VAE (``cache-long``)."""
+    s = b.scale
+    if s.vae_long_steps:
+        init = _init_from_previous(b, "dit-long")
+        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
+        _train_dit(b, "dit-long", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
+                   ["--init", init, *pooled, *_timesteps(*b.late_timesteps)], cache=b.cache_long)
 
 
 def stage_export(b: Build) -> None:
@@ -461,9 +530,11 @@ def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers."""
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
+                              ("vae-long", b.vae_long_run / "tb", "loss/total"),
                               ("dit", b.dit_run / "tensorboard", "train/loss"),
                               ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
-                              ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss")):
+                              ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
+                              ("dit-long", b.dit_long_run / "tensorboard", "train/loss")):
         points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)
@@ -519,8 +590,8 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
 
 MEASURES_EXPORT = ("bench", "speed")  # stages whose results describe the exported model
 STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
-          "dit-shift": stage_dit_reshift,
-          "decoder": stage_decoder, "export": stage_export,
+          "dit-shift": stage_dit_reshift, "decoder": stage_decoder, "vae-long": stage_vae_long,
+          "cache-long": stage_cache_long, "dit-long": stage_dit_long, "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 
 
@@ -569,6 +640,8 @@ def resolve(args: argparse.Namespace) -> Build:
         else:
             overrides[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
     scale = dataclasses.replace(scale, **overrides)
+    if scale.vae_long_steps and not scale.dit_long_steps:
+        raise SystemExit("vae_long_steps needs dit_long_steps > 0: the shipped DiT must learn the new VAE's latents")
     suffix = "-smoke" if args.scale == "smoke" else ""
     work = (args.work or REPO / "runs" / f"default-model{suffix}").resolve()
     export = args.export or (work / "export" if args.scale == "smoke" else DEFAULT_EXPORT)
@@ -595,7 +668,7 @@ def plan(b: Build, stages: list[str], force) -> list[str]:
         else:
             mark = "run"
             todo.append(name)
-        print(f"  {i:>2}. {name:<8} {mark:<20} {what}")
+        print(f"  {i:>2}. {name:<10} {mark:<20} {what}")
     return todo
 
 

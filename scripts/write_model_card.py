@@ -28,7 +28,7 @@ TARGETS = {
     "color": (0.90, ""), "shape": (0.85, ""), "direction": (0.85, ""), "gravity": (0.80, ""),
     "permanence": (0.80, ""), "first_frame": (35.0, " dB"),
 }
-REFERENCES = ("simulator", "null", "null-vae")
+REFERENCES = ("simulator", "vae", "null", "null-vae")
 SAMPLE_PROMPTS = (
     "a red ball bouncing on grass",
     "a blue square moving to the right on a white background",
@@ -166,7 +166,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
     for name, what in (("vae_loss.png", "VAE training loss"), ("decoder_loss.png", "VAE decoder fine-tuning loss"),
                        ("dit_loss.png", "DiT training loss"), ("dit-tune_loss.png", "DiT second phase (pooled prompt added)"),
                        ("dit-shift_loss.png", "DiT third phase (timestep shift 4, t = 1 samples; more high-noise samples, "
-                                              "so a higher loss)")):
+                                              "so a higher loss)"),
+                       ("vae-long_loss.png", "Whole VAE on whole clips (second round)"),
+                       ("dit-long_loss.png", "DiT fourth phase (on the second round's latents)")):
         src = work / "curves" / name
         if src.is_file():
             shutil.copyfile(src, images / name)
@@ -218,7 +220,10 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"of the decoder alone (encoder frozen, lr {recipe.get('decoder_lr', '?')}"
         + (f", batch {recipe.get('decoder_batch') or recipe.get('vae_batch', '?')} of whole "
            f"{recipe.get('decoder_frames') or recipe.get('max_frames', '?')}-frame clips" if "decoder_frames" in recipe else "")
-        + "), after the DiT's latents were cached.",
+        + "), after the DiT's latents were cached."
+        + (f" Then {recipe['vae_long_steps']} steps of the whole VAE, encoder too, on the same whole clips (lr "
+           f"{recipe.get('vae_long_lr', '?')}, {recipe.get('vae_long_image_prob', 0):.0%} single frames), after the DiT's "
+           "third phase; every clip was encoded again with it for the fourth." if recipe.get("vae_long_steps") else ""),
         f"- DiT: {(export.get('dit_phases') or [export.get('dit_step', recipe.get('dit_steps', '?'))])[0]} steps of "
         f"{recipe.get('dit_batch_tokens', '?')} tokens, lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), "
         f"EMA {recipe.get('ema_decay', '?')}, {recipe.get('dit_precision', 'bf16')}"
@@ -228,11 +233,15 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         *([f"- DiT second phase: {export['dit_phases'][1]} more steps from the first phase's EMA weights with the "
            f"pooled-prompt path added (zero-initialised), lr {recipe.get('dit_tune_lr', '?')}, same batches, masks and EMA."]
           if recipe.get("dit_tune_steps") and len(export.get("dit_phases") or []) > 1 else []),
-        *([f"- DiT third phase: {export['dit_phases'][-1]} more steps from the second phase's EMA weights"
+        *([f"- DiT third phase: {export['dit_phases'][2]} more steps from the second phase's EMA weights"
            f"{_timestep_words(recipe.get('dit_reshift'), recipe.get('dit_reshift_terminal', 0))}, lr "
            f"{recipe.get('dit_reshift_lr', '?')}; sampling uses the same shift (config.json `shift` "
            f"{pipe_cfg.get('shift')}); docs/default_model.md says why."]
           if recipe.get("dit_reshift_steps") and len(export.get("dit_phases") or []) > 2 else []),
+        *([f"- DiT fourth phase: {export['dit_phases'][3]} more steps from the third phase's EMA weights on the latents "
+           f"of the whole-clip VAE, at the same timestep settings, lr {recipe.get('dit_long_lr', '?')}. The first VAE's "
+           "encoder, trained on 9-frame crops, lost small objects' colour and shape after the first latent frame."]
+          if recipe.get("vae_long_steps") and len(export.get("dit_phases") or []) > 3 else []),
         *[f"- {line}" for line in compute_lines(build, recipe, threads)], "",
         *pictures, "",
         "## SoraWorld bench", "",

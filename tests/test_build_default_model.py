@@ -50,30 +50,43 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
-    assert b.final_dit == b.dit_reshift_run and b.final_shift == b.scale.dit_reshift
+    assert b.final_dit == b.dit_long_run and b.final_shift == b.scale.dit_reshift
+    assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_dit == b.dit_reshift_run
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     (b.dit_reshift_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["decoder", "export", "bench", "speed", "curves"]
-    off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0")
+    assert _todo(build, b, capsys)[0] == ["decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0", "vae_long_steps=0")
     assert off.final_dit == off.dit_tune_run and off.final_shift is None  # smoke: no shift in phases 1-2
     assert "off (dit_reshift_steps=0)" in _todo(build, off, capsys)[1]
-    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3")
+    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3", "vae_long_steps=0")
     assert off.final_dit == off.dit_run and off.final_shift == 3.0
     assert "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
-    # The decoder-tuned VAE is the one that ships; with decoder_steps=0 the stage is off and the VAE ships as trained.
-    assert b.final_vae == b.work / "vae-decoder" / "model"
-    (b.final_vae).mkdir(parents=True)
-    (b.final_vae / "config.json").write_text("{}")
-    assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
-    off = _resolve(build, tmp_path, "--set", "decoder_steps=0")
+    # The second round's VAE ships; without the round the decoder-tuned one does; with decoder_steps=0 as well,
+    # the VAE as trained.
+    assert b.final_vae == b.work / "vae-long" / "model" and b.decoder_vae == b.work / "vae-decoder" / "model"
+    b.decoder_vae.mkdir(parents=True)
+    (b.decoder_vae / "config.json").write_text("{}")
+    assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    off = _resolve(build, tmp_path, "--set", "decoder_steps=0", "vae_long_steps=0")
     assert off.final_vae == off.vae_model and "off (decoder_steps=0)" in _todo(build, off, capsys)[1]
+    assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_vae == b.decoder_vae
+    # The round: the VAE, then a second cache (one skipped clip counts), then the DiT phase, each resumable.
+    b.final_vae.mkdir(parents=True)
+    (b.final_vae / "config.json").write_text("{}")
+    b.cache_long.mkdir(parents=True)
+    (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 2)}))
+    todo, out = _todo(build, b, capsys)
+    assert todo == ["cache-long", "dit-long", "export", "bench", "speed", "curves"] and f"{n - 2}/{n} clips encoded" in out
+    (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
+    (b.dit_long_run / "checkpoints" / "step_00000002").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
     (b.export / "config.json").write_text("{}")
@@ -134,6 +147,20 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert (_flag(dec, "--frames"), _flag(dec, "--batch-size"), _flag(dec, "--image-prob")) == ("33", "2", "0")
     assert _flag(dec, "--init") == str(cpu.vae_model) and "--freeze-encoder" in dec
     assert _flag(_commands(build, cpu, monkeypatch, "vae")["vae"], "--frames") == "9"  # the VAE itself: short crops
+    # The second round: the whole VAE (encoder too) on whole clips from the decoder stage's VAE; its latents are
+    # cached apart; the DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
+    cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
+    vae = cmd["vae-long"]
+    assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
+    assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "8000", str(cpu.vae_long_run))
+    assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
+    dit = cmd["dit-long"]
+    assert (_flag(dit, "--data"), _flag(dit, "--init")) == (str(cpu.cache_long), str(cpu.dit_long_run / "init"))
+    assert (_flag(dit, "--timestep-shift"), _flag(dit, "--terminal-prob"), _flag(dit, "--seed")) == ("4.0", "0.1", "3")
+    assert "--pooled-text" in dit
+    # A round that changes the VAE without retraining the DiT on it would ship mismatched models.
+    with pytest.raises(SystemExit, match="dit_long_steps"):
+        build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_long_steps=0"]))
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):

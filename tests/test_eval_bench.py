@@ -12,7 +12,7 @@ import torch
 
 from soraflow.cli import main
 from soraflow.eval import metrics as M
-from soraflow.eval.bench import NullSource, SimulatorSource, add_frechet, run_bench, score_video
+from soraflow.eval.bench import NullSource, SimulatorSource, VAESource, add_frechet, run_bench, score_video
 from soraflow.eval.report import markdown
 from soraflow.eval.suite import CATEGORIES, build_suite, conditioning, render_reference
 
@@ -108,11 +108,13 @@ def test_cli_bench_on_a_tiny_random_model(random_model, tmp_path, capsys):
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
     results = {r["name"]: r for r in data["results"]}
-    assert set(results) == {"random", "simulator", "null", "null-vae"}
+    assert set(results) == {"random", "simulator", "vae", "null", "null-vae"}
     assert [e["id"] for e in results["random"]["entries"]] == ["t2i-000", "t2i-001", "color-000"]
     assert results["simulator"]["overall"]["color"] == 1.0
     assert 0.0 <= results["random"]["overall"]["score"] <= 1.0
     assert results["random"]["frechet"] > results["simulator"]["frechet"]
+    # An untrained VAE smears the renders: its ceiling sits below the simulator's.
+    assert results["vae"]["overall"]["color"] < results["simulator"]["overall"]["color"]
     assert data["command"] == (f"soraflow eval bench --model {random_model} --limit 3 --out {out} --steps 1 "
                                "--category t2i color")
     md = (out / "bench.md").read_text()
@@ -148,3 +150,29 @@ def test_a_request_the_model_refuses_scores_zero_and_the_bench_goes_on():
     assert [e.error for e in result.entries] == ["this model makes no images"] * 2 + [None]
     assert result.per_category["t2i"]["score"] == 0.0 and result.per_category["color"]["score"] == 1.0
     assert json.loads(json.dumps(result.to_dict()))["entries"][0]["error"] == "this model makes no images"
+
+
+def test_the_vae_bound_is_the_render_through_encode_and_decode_at_the_renders_length():
+    """VAESource pads a clip to the VAE's 1 + 4k frames, round-trips it and trims back: with a lossless
+    "VAE" it is the simulator; with one that loses colour it scores what that VAE allows."""
+    seen = []
+
+    class RoundTrip:  # stands in for a pipeline: encode_frames / decode_latents
+        def __init__(self, lossy):
+            self.lossy = lossy
+
+        def encode_frames(self, frames):
+            seen.append(len(frames))
+            return torch.from_numpy(frames.copy())
+
+        def decode_latents(self, z):
+            frames = z.numpy()
+            return frames.mean(-1, keepdims=True).repeat(3, -1).astype(np.uint8) if self.lossy else frames
+
+    entries = build_suite(categories=["color"], limit=2)
+    exact = run_bench(VAESource(RoundTrip(False)), entries, progress=False)
+    assert exact.name == "vae" and exact.overall["color"] == 1.0
+    lengths = [len(render_reference(e).frames) for e in entries]
+    assert seen == [n + (-(n - 1)) % 4 for n in lengths] and all((n - 1) % 4 == 0 for n in seen)
+    grey = run_bench(VAESource(RoundTrip(True)), entries, progress=False)
+    assert grey.overall["color"] == 0.0  # grey frames: no colour survives, so none is found

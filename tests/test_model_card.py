@@ -102,3 +102,24 @@ def test_card_describes_the_timestep_phase_the_whole_clip_decoder_and_the_sampli
     text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
     assert "with the pooled-prompt path, at timestep shift 4 with 10% of samples at t = 1;" in text
     assert "third phase" not in text and "second phase" not in text
+
+
+def test_card_describes_the_second_round_whole_vae_and_fourth_dit_phase(card, tmp_path):
+    work, model = tmp_path / "work", tmp_path / "model"
+    (model / "dit").mkdir(parents=True)
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py"], "device": "cpu", "seconds": {}}))
+    recipe = {"dit_tune_steps": 2400, "dit_reshift_steps": 1200, "dit_reshift": 4.0, "dit_reshift_terminal": 0.1,
+              "decoder_steps": 600, "decoder_frames": None, "max_frames": 33, "vae_long_steps": 1200,
+              "vae_long_lr": 1e-4, "vae_long_image_prob": 0.1, "dit_long_steps": 900, "dit_long_lr": 2e-4}
+    (model / "build.json").write_text(json.dumps({"dit_step": 900, "dit_phases": [2000, 2400, 1200, 900], "recipe": recipe}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "- DiT third phase: 1200 more steps" in text  # the third phase's own steps, not the last phase's
+    assert ("- DiT fourth phase: 900 more steps from the third phase's EMA weights on the latents of the whole-clip "
+            "VAE, at the same timestep settings, lr 0.0002.") in text
+    assert "Then 1200 steps of the whole VAE, encoder too, on the same whole clips (lr 0.0001, 10% single frames)" in text
+    # Without the round neither line appears.
+    (model / "build.json").write_text(json.dumps({"dit_step": 1200, "dit_phases": [2000, 2400, 1200],
+                                                  "recipe": {**recipe, "vae_long_steps": 0}}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "fourth phase" not in text and "whole VAE" not in text

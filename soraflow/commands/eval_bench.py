@@ -11,7 +11,7 @@ from . import positive_int
 
 EXAMPLES = """\
 examples:
-  soraflow eval bench --model model/ --out bench/                    (model + simulator + null, full suite)
+  soraflow eval bench --model model/ --out bench/                    (model + simulator, its VAE + null, full suite)
   soraflow eval bench --model model/ --limit 20 --steps 10           (a quick subset, spread over categories)
   soraflow eval bench --reference simulator --out bench-upper/       (the upper bound alone, no model)
   soraflow eval bench --model model/ --category gravity occlusion    (some categories)
@@ -40,8 +40,8 @@ def register(subparsers) -> None:
                              "hit, camera, occlusion, trail, multishot, t2i, i2v, extend, loop, connect, edit)")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
     parser.add_argument("--reference", choices=("both", "simulator", "null", "none"), default="both",
-                        help="calibration scored beside the model: the simulator's renders (upper bound), "
-                             "the null models (floor: an unrelated simulated scene, and with --model random "
+                        help="calibration scored beside the model: the simulator's renders (upper bound; "
+                             "with --model also through its VAE, the most that model can score), the null models (floor: an unrelated simulated scene, and with --model random "
                              "latents through its VAE), both (default) or none")
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
@@ -72,7 +72,7 @@ def _command_line(args) -> str:
 
 def run(args) -> int:
     from ..atomic import check_writable
-    from ..eval.bench import NullSource, PipelineSource, SimulatorSource, add_frechet, run_bench
+    from ..eval.bench import NullSource, PipelineSource, SimulatorSource, VAESource, add_frechet, run_bench
     from ..eval.report import write_report
     from ..eval.suite import SUITES, build_suite
 
@@ -96,6 +96,8 @@ def run(args) -> int:
                                       name=args.model.name or "model"))
     if args.reference in ("both", "simulator"):
         sources.append(SimulatorSource())
+        if pipe is not None:
+            sources.append(VAESource(pipe))  # the simulator's renders through the model's VAE: its ceiling
     if args.reference in ("both", "null"):
         sources.append(NullSource())  # the prompt removed: an unrelated simulated scene
         if pipe is not None:

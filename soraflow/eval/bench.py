@@ -81,6 +81,24 @@ class NullSource:
         return frames[:n].copy()
 
 
+class VAESource:
+    """The VAE ceiling: the simulator's render encoded and decoded by a pipeline's VAE. What its VAE loses
+    (small objects' colours, fast motion) no DiT sampling in that latent space can put back, so a model
+    scores near this at best; the gap from here to the simulator is the VAE's."""
+
+    name = "vae"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, entry: BenchEntry, reference) -> np.ndarray:
+        from ..pipeline import _pad_to_vae_length
+
+        frames = reference.frames
+        z = self.pipeline.encode_frames(_pad_to_vae_length(frames))
+        return self.pipeline.decode_latents(z)[:len(frames)].copy()
+
+
 class PipelineSource:
     """A soraflow pipeline, called in each entry's mode with the simulator-rendered inputs."""
 

@@ -20,6 +20,8 @@ from . import metrics as M
 from .bench import BenchResult
 
 UPPER, LOWER = "simulator", "null"
+VAE_BOUND = "vae"  # the simulator's renders through the model's VAE
+REFERENCES = (UPPER, VAE_BOUND, LOWER, "null-vae")
 
 
 def _fmt(v, metric: str = "") -> str:
@@ -36,7 +38,7 @@ def _fmt(v, metric: str = "") -> str:
 
 def _ordered(results: list[BenchResult]) -> list[BenchResult]:
     """Models first, then the upper and lower bounds."""
-    rank = {UPPER: 1, LOWER: 2, "null-vae": 2}
+    rank = {UPPER: 1, VAE_BOUND: 1, LOWER: 2, "null-vae": 2}
     return sorted(results, key=lambda r: rank.get(r.name, 0))
 
 
@@ -48,8 +50,9 @@ def markdown(results: list[BenchResult], *, title: str = "SoraWorld bench", comm
         lines += ["```bash", command, "```", ""]
     lines += [f"Videos per source: {', '.join(f'{r.name} {len(r.entries)}' for r in results)}. "
               f"Accuracies are in [0, 1] (higher is better); `simulator` is the upper bound (SoraWorld's own "
-              f"renders), `null` the floor (the prompt removed: an unrelated simulated scene) and `null-vae` "
-              f"random latents through the model's VAE.", ""]
+              f"renders), `vae` those renders encoded and decoded by the model's VAE (the most a model with "
+              f"that VAE can score), `null` the floor (the prompt removed: an unrelated simulated scene) and "
+              f"`null-vae` random latents through the model's VAE.", ""]
     metrics = [m for m in ("score",) + M.ALL_METRICS if any(r.overall.get(m) is not None for r in results)]
     lines += ["## Overall", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for m in metrics:
@@ -85,7 +88,7 @@ def plot_categories(results: list[BenchResult], path: Path, *, key: str = "categ
     import matplotlib.pyplot as plt
 
     results = _ordered(results)
-    models = [r for r in results if r.name not in (UPPER, LOWER, "null-vae")]
+    models = [r for r in results if r.name not in REFERENCES]
     upper = next((r for r in results if r.name == UPPER), None)
     lower = next((r for r in results if r.name in (LOWER, "null-vae")), None)
     if key == "category":
@@ -128,7 +131,7 @@ def plot_trajectories(results: list[BenchResult], path: Path, *, per_category: i
 
     results = _ordered(results)
     upper = next((r for r in results if r.name == UPPER), None)
-    shown = next((r for r in results if r.name not in (UPPER, LOWER, "null-vae")), None) or \
+    shown = next((r for r in results if r.name not in REFERENCES), None) or \
         next((r for r in results if r.name != UPPER), None)
     pool = shown or upper
     ids = []
