@@ -24,8 +24,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
    ``vae-long``, ``cache-long`` and ``dit-long`` (when ``vae_long_steps`` > 0) are a second round for a
-   build whose encoder trained on short crops only, as the CPU build's did: that encoder loses small
-   objects' colour and shape after the first latent frame. The whole VAE trains on whole clips from the
+   build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
+   colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
+   score whatever the DiT learns. The whole VAE trains on whole clips and single frames from the
    decoder stage's weights, every clip is encoded again with it (WORK/cache-long), and one more DiT phase
    trains on those latents from the last phase's EMA weights. That VAE and that phase ship.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
@@ -112,10 +113,10 @@ class Scale:
     decoder_lr: float = 5e-5
     decoder_frames: int | None = None  # frames per training clip (1 + 4k) of the whole-clip stages; None: max_frames
     decoder_batch: int | None = None  # clips per step of the whole-clip stages; None: vae_batch
-    # a second round for a build whose VAE encoder trained on short crops only (the cpu recipe): the whole VAE
-    # (encoder too) trained on whole clips from the VAE so far, every clip encoded again with it, and one
-    # more DiT phase on those latents from the last phase's EMA weights. The short-crop encoder loses small
-    # objects' colour and shape after the first latent frame, which no decoder can restore. 0 skips the round.
+    # a second round for a build whose VAE trained briefly on short crops (the cpu recipe): the whole VAE
+    # (encoder too) trained on from the VAE so far on whole clips, every clip encoded again with it, and one
+    # more DiT phase on those latents from the last phase's EMA weights. Such a VAE loses small objects'
+    # colour and shape after the first latent frame, which caps the DiT (docs/default_model.md). 0 skips it.
     vae_long_steps: int = 0
     vae_long_lr: float = 1e-4
     vae_long_image_prob: float = 0.25  # single-frame steps: cheap, and the first frame (image-to-video) gains most

@@ -239,8 +239,8 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
            f"{pipe_cfg.get('shift')}); docs/default_model.md says why."]
           if recipe.get("dit_reshift_steps") and len(export.get("dit_phases") or []) > 2 else []),
         *([f"- DiT fourth phase: {export['dit_phases'][3]} more steps from the third phase's EMA weights on the latents "
-           f"of the whole-clip VAE, at the same timestep settings, lr {recipe.get('dit_long_lr', '?')}. The first VAE's "
-           "encoder, trained on 9-frame crops, lost small objects' colour and shape after the first latent frame."]
+           f"of the whole-clip VAE, at the same timestep settings, lr {recipe.get('dit_long_lr', '?')}. The VAE before "
+           "it lost small objects' colour and shape after the first latent frame (the bench's `vae` ceiling)."]
           if recipe.get("vae_long_steps") and len(export.get("dit_phases") or []) > 3 else []),
         *[f"- {line}" for line in compute_lines(build, recipe, threads)], "",
         *pictures, "",

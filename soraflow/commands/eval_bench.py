@@ -40,9 +40,10 @@ def register(subparsers) -> None:
                              "hit, camera, occlusion, trail, multishot, t2i, i2v, extend, loop, connect, edit)")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder (default: ./bench)")
     parser.add_argument("--reference", choices=("both", "simulator", "null", "none"), default="both",
-                        help="calibration scored beside the model: the simulator's renders (upper bound; "
-                             "with --model also through its VAE, the most that model can score), the null models (floor: an unrelated simulated scene, and with --model random "
-                             "latents through its VAE), both (default) or none")
+                        help="calibration scored beside the model: the simulator's renders (upper bound; with "
+                             "--model also through its VAE, the most that model can score), the null models (floor: "
+                             "an unrelated simulated scene, and with --model random latents through its VAE), both "
+                             "(default) or none")
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
                         help="classifier-free guidance scale (default: the model's)")
