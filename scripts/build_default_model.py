@@ -254,9 +254,10 @@ class Build:
 
     def status(self) -> dict[str, tuple[bool, str]]:
         s = self.scale
-        have, dstep, tstep, rstep, lstep = (self.manifest_count(), self.dit_step(), self.dit_step(self.dit_tune_run),
-                                            self.dit_step(self.dit_reshift_run), self.dit_step(self.dit_long_run))
-        final_done = all(self.dit_step(run) >= steps for _, run, steps in self.dit_phases)
+        have = self.manifest_count()
+        at = {run: self.dit_step(run) for run in (self.dit_run, self.dit_tune_run, self.dit_reshift_run, self.dit_long_run)}
+        dstep, tstep, rstep, lstep = at.values()
+        final_done = all(at[run] >= steps for _, run, steps in self.dit_phases)
         cached, cached_long = self.cache_count(), self.cache_count(self.cache_long)
         long_on = bool(s.vae_long_steps)
         exported = self.exported_step()
@@ -282,7 +283,7 @@ class Build:
             "dit-long": (not long_on or lstep >= s.dit_long_steps,
                          f"step {lstep}/{s.dit_long_steps} in {self.dit_long_run}, on {self.cache_long.name}" if long_on
                          else "off (vae_long_steps=0)"),
-            "export": (exported is not None and exported == self.dit_step(self.final_dit) and final_done,
+            "export": (exported is not None and exported == at[self.final_dit] and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
             "bench": (self.measured(self.bench / "bench.json"), f"SoraWorld bench -> {self.bench}"),
             "speed": (self.measured(self.speed), f"4 s 128x128 clip, median of {s.speed_repeats} -> {self.speed}"),

@@ -28,7 +28,6 @@ TARGETS = {
     "color": (0.90, ""), "shape": (0.85, ""), "direction": (0.85, ""), "gravity": (0.80, ""),
     "permanence": (0.80, ""), "first_frame": (35.0, " dB"),
 }
-REFERENCES = ("simulator", "vae", "null", "null-vae")
 SAMPLE_PROMPTS = (
     "a red ball bouncing on grass",
     "a blue square moving to the right on a white background",
@@ -50,6 +49,7 @@ def bench_section(bench: dict | None) -> tuple[list[str], list[str]]:
     """(markdown lines, failure notes) from bench.json."""
     if bench is None:
         return ["The bench has not been run for this model (`soraflow eval bench --model ...`)."], []
+    from soraflow.eval.report import REFERENCES
     results = {r["name"]: r for r in bench["results"]}
     model = next((n for n in results if n not in REFERENCES), None)
     if model is None:
