@@ -23,6 +23,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
 5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
    latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
+   ``objects`` (when ``objects_steps`` > 0) trains the decoder on from there with an L1 that weights the
+   pixels standing out from their surroundings ``1 + object_weight`` times: SoraWorld's objects cover a few
+   percent of a frame, so a plain L1 mostly trains the background (docs/default_model.md).
    ``vae-long``, ``cache-long`` and ``dit-long`` (when ``vae_long_steps`` > 0) are a second round for a
    build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
    colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
@@ -113,6 +116,13 @@ class Scale:
     decoder_lr: float = 5e-5
     decoder_frames: int | None = None  # frames per training clip (1 + 4k) of the whole-clip stages; None: max_frames
     decoder_batch: int | None = None  # clips per step of the whole-clip stages; None: vae_batch
+    # decoder fine-tuning on objects (encoder frozen, like the decoder stage): the L1 weights pixels that
+    # stand out from their surroundings 1 + object_weight times (soraflow.train.vae.salience), since
+    # SoraWorld's objects cover a few percent of a frame and a plain L1 mostly trains the background.
+    # From the decoder stage's weights, on the same whole clips; 0 skips it
+    objects_steps: int = 0
+    objects_lr: float = 1e-4
+    object_weight: float = 10.0
     # a second round for a build whose VAE trained briefly on short crops (the cpu recipe): the whole VAE
     # (encoder too) trained on from the VAE so far on whole clips, every clip encoded again with it, and one
     # more DiT phase on those latents from the last phase's EMA weights. Such a VAE loses small objects'
@@ -142,12 +152,12 @@ SCALES = {
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
                  dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
-                 vae_long_steps=8000, vae_long_image_prob=0.25, dit_long_steps=2400),
+                 objects_steps=800),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
                    dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2,
-                   vae_long_steps=2, dit_long_steps=2),
+                   objects_steps=2, vae_long_steps=2, dit_long_steps=2),
 }
 
 
@@ -176,6 +186,7 @@ class Build:
     vae_run = property(lambda self: self.work / "vae")
     vae_model = property(lambda self: self.work / "vae" / "model")
     decoder_run = property(lambda self: self.work / "vae-decoder")
+    objects_run = property(lambda self: self.work / "vae-objects")
     vae_long_run = property(lambda self: self.work / "vae-long")
     cache = property(lambda self: self.work / "cache")
     cache_long = property(lambda self: self.work / "cache-long")
@@ -185,9 +196,14 @@ class Build:
     dit_long_run = property(lambda self: self.work / "dit-long")
 
     @property
-    def decoder_vae(self) -> Path:
+    def decoder_only_vae(self) -> Path:
         """The VAE after the decoder stage: the decoder-tuned one when that stage is on."""
         return self.decoder_run / "model" if self.scale.decoder_steps else self.vae_model
+
+    @property
+    def decoder_vae(self) -> Path:
+        """The VAE after the decoder stages (decoder, objects): the encoder the DiT learned, a tuned decoder."""
+        return self.objects_run / "model" if self.scale.objects_steps else self.decoder_only_vae
 
     @property
     def final_vae(self) -> Path:
@@ -245,7 +261,8 @@ class Build:
         if not (self.export / "config.json").is_file() or not path.is_file():
             return None
         info = json.loads(path.read_text())
-        return info.get("dit_step") if info.get("work") == str(self.work.resolve()) else None
+        same = info.get("work") == str(self.work.resolve()) and info.get("vae") == str(self.final_vae.resolve())
+        return info.get("dit_step") if same else None  # another build's, or an earlier VAE's: export again
 
     def measured(self, result: Path) -> bool:
         """A bench or speed result counts only if it is newer than the exported model it measured."""
@@ -270,11 +287,14 @@ class Build:
                          if s.dit_tune_steps else "off (dit_tune_steps=0)"),
             "dit-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
                           f"timestep shift {s.dit_reshift}, {s.dit_reshift_terminal:.0%} at t = 1" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
-            "decoder": ((self.decoder_vae / "config.json").is_file(),
+            "decoder": ((self.decoder_only_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                         f"{self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
-            "vae-long": ((self.final_vae / "config.json").is_file(),
+            "objects": ((self.decoder_vae / "config.json").is_file(),
+                        f"decoder fine-tuning on objects (weight {s.object_weight}), {s.objects_steps} steps -> "
+                        f"{self.objects_run / 'model'}" if s.objects_steps else "off (objects_steps=0)"),
+            "vae-long": (not long_on or (self.final_vae / "config.json").is_file(),
                          f"whole VAE, {s.vae_long_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                          f"{self.vae_long_run / 'model'}" if long_on else "off (vae_long_steps=0)"),
             "cache-long": (not long_on or cached_long >= self.cache_target() and cached_long > 0,
@@ -343,6 +363,7 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
     run, steps, lr, batch, frames = {
         "vae": (b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames),
         "decoder": (b.decoder_run, s.decoder_steps, s.decoder_lr, *whole),
+        "objects": (b.objects_run, s.objects_steps, s.objects_lr, *whole),
         "vae-long": (b.vae_long_run, s.vae_long_steps, s.vae_long_lr, *whole),
     }[stage]
     args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
@@ -351,6 +372,9 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     if stage == "decoder":  # single frames only as the clips' first frames
         args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0]
+    elif stage == "objects":  # the decoder stage's setting, with the object-weighted L1
+        args += ["--init", b.decoder_only_vae, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0,
+                 "--object-weight", s.object_weight]
     elif stage == "vae-long":
         args += ["--init", b.decoder_vae, "--warmup-steps", min(50, steps), "--image-prob", s.vae_long_image_prob]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
@@ -366,6 +390,11 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
 def stage_decoder(b: Build) -> None:
     if b.scale.decoder_steps:
         stage_vae(b, stage="decoder")
+
+
+def stage_objects(b: Build) -> None:
+    if b.scale.objects_steps:
+        stage_vae(b, stage="objects")
 
 
 def stage_vae_long(b: Build) -> None:
@@ -488,7 +517,7 @@ def stage_export(b: Build) -> None:
     params = {"dit": sum(p.numel() for p in pipe.dit.parameters()), "vae": sum(p.numel() for p in pipe.vae.parameters())}
     info = {
         "work": str(b.work.resolve()), "scale": b.scale_name, "seed": b.seed, "device": b.device,
-        "dit_step": b.dit_step(b.final_dit), "dit_phases": [b.dit_step(run) for _, run, _ in b.dit_phases],
+        "dit_step": b.dit_step(b.final_dit), "vae": str(b.final_vae.resolve()), "dit_phases": [b.dit_step(run) for _, run, _ in b.dit_phases],
         "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
         "parameters": params, "recipe": dataclasses.asdict(s), "stage_seconds": b.log.get("seconds", {}),
     }
@@ -532,7 +561,7 @@ def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers."""
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
-                              ("vae-long", b.vae_long_run / "tb", "loss/total"),
+                              ("objects", b.objects_run / "tb", "loss/total"), ("vae-long", b.vae_long_run / "tb", "loss/total"),
                               ("dit", b.dit_run / "tensorboard", "train/loss"),
                               ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
                               ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
@@ -592,7 +621,8 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
 
 MEASURES_EXPORT = ("bench", "speed")  # stages whose results describe the exported model
 STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
-          "dit-shift": stage_dit_reshift, "decoder": stage_decoder, "vae-long": stage_vae_long,
+          "dit-shift": stage_dit_reshift, "decoder": stage_decoder, "objects": stage_objects,
+          "vae-long": stage_vae_long,
           "cache-long": stage_cache_long, "dit-long": stage_dit_long, "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 

@@ -167,6 +167,7 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
                        ("dit_loss.png", "DiT training loss"), ("dit-tune_loss.png", "DiT second phase (pooled prompt added)"),
                        ("dit-shift_loss.png", "DiT third phase (timestep shift 4, t = 1 samples; more high-noise samples, "
                                               "so a higher loss)"),
+                       ("objects_loss.png", "VAE decoder fine-tuning on objects (object-weighted L1)"),
                        ("vae-long_loss.png", "Whole VAE on whole clips (second round)"),
                        ("dit-long_loss.png", "DiT fourth phase (on the second round's latents)")):
         src = work / "curves" / name
@@ -221,6 +222,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         + (f", batch {recipe.get('decoder_batch') or recipe.get('vae_batch', '?')} of whole "
            f"{recipe.get('decoder_frames') or recipe.get('max_frames', '?')}-frame clips" if "decoder_frames" in recipe else "")
         + "), after the DiT's latents were cached."
+        + (f" Then {recipe['objects_steps']} more steps of the decoder alone (lr {recipe.get('objects_lr', '?')}) with the "
+           f"pixels that stand out from their surroundings (objects) weighted {1 + recipe.get('object_weight', 0):g}x in "
+           "the L1." if recipe.get("objects_steps") else "")
         + (f" Then {recipe['vae_long_steps']} steps of the whole VAE, encoder too, on the same whole clips (lr "
            f"{recipe.get('vae_long_lr', '?')}, {recipe.get('vae_long_image_prob', 0):.0%} single frames), after the DiT's "
            "third phase; every clip was encoded again with it for the fourth." if recipe.get("vae_long_steps") else ""),

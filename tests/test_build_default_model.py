@@ -50,33 +50,39 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
     assert b.final_dit == b.dit_long_run and b.final_shift == b.scale.dit_reshift
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_dit == b.dit_reshift_run
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     (b.dit_reshift_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["decoder", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0", "vae_long_steps=0")
     assert off.final_dit == off.dit_tune_run and off.final_shift is None  # smoke: no shift in phases 1-2
     assert "off (dit_reshift_steps=0)" in _todo(build, off, capsys)[1]
     off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3", "vae_long_steps=0")
     assert off.final_dit == off.dit_run and off.final_shift == 3.0
     assert "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
-    # The second round's VAE ships; without the round the decoder-tuned one does; with decoder_steps=0 as well,
-    # the VAE as trained.
-    assert b.final_vae == b.work / "vae-long" / "model" and b.decoder_vae == b.work / "vae-decoder" / "model"
+    # The second round's VAE ships; without the round the objects-tuned one does, without that the decoder-tuned
+    # one; with decoder_steps=0 as well, the VAE as trained.
+    assert b.final_vae == b.work / "vae-long" / "model" and b.decoder_vae == b.work / "vae-objects" / "model"
+    assert b.decoder_only_vae == b.work / "vae-decoder" / "model"
+    b.decoder_only_vae.mkdir(parents=True)
+    (b.decoder_only_vae / "config.json").write_text("{}")
+    assert _todo(build, b, capsys)[0] == ["objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
     b.decoder_vae.mkdir(parents=True)
     (b.decoder_vae / "config.json").write_text("{}")
     assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
-    off = _resolve(build, tmp_path, "--set", "decoder_steps=0", "vae_long_steps=0")
+    off = _resolve(build, tmp_path, "--set", "decoder_steps=0", "objects_steps=0", "vae_long_steps=0")
     assert off.final_vae == off.vae_model and "off (decoder_steps=0)" in _todo(build, off, capsys)[1]
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_vae == b.decoder_vae
+    off = _resolve(build, tmp_path, "--set", "objects_steps=0", "vae_long_steps=0")
+    assert off.final_vae == b.decoder_only_vae and "off (objects_steps=0)" in _todo(build, off, capsys)[1]
     # The round: the VAE, then a second cache (one skipped clip counts), then the DiT phase, each resumable.
     b.final_vae.mkdir(parents=True)
     (b.final_vae / "config.json").write_text("{}")
@@ -90,7 +96,10 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
     (b.export / "config.json").write_text("{}")
-    (b.export / "build.json").write_text(json.dumps({"work": str(b.work.resolve()), "dit_step": 2}))
+    exported = {"work": str(b.work.resolve()), "dit_step": 2, "vae": str(b.final_vae.resolve())}
+    (b.export / "build.json").write_text(json.dumps(exported | {"vae": str(b.decoder_vae.resolve())}))
+    assert _todo(build, b, capsys)[0][0] == "export"  # an earlier VAE's export
+    (b.export / "build.json").write_text(json.dumps(exported))
     assert _todo(build, b, capsys)[0] == ["bench", "speed", "curves"]
     # Bench and speed results count only when newer than the export they measured.
     b.bench.mkdir(parents=True)
@@ -147,11 +156,19 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert (_flag(dec, "--frames"), _flag(dec, "--batch-size"), _flag(dec, "--image-prob")) == ("33", "2", "0")
     assert _flag(dec, "--init") == str(cpu.vae_model) and "--freeze-encoder" in dec
     assert _flag(_commands(build, cpu, monkeypatch, "vae")["vae"], "--frames") == "9"  # the VAE itself: short crops
-    # The second round: the whole VAE (encoder too) on whole clips from the decoder stage's VAE; its latents are
-    # cached apart; the DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
+    # Then the decoder again, from the decoder stage's, with the object-weighted L1; that VAE ships with the DiT.
+    obj = _commands(build, cpu, monkeypatch, "objects")["objects"]
+    assert _flag(obj, "--init") == str(cpu.decoder_only_vae) and "--freeze-encoder" in obj
+    assert (_flag(obj, "--object-weight"), _flag(obj, "--steps"), _flag(obj, "--frames")) == ("10.0", "800", "33")
+    assert _flag(obj, "--run-dir") == str(cpu.objects_run) and cpu.final_vae == cpu.objects_run / "model"
+    # The second round (off in the cpu recipe: its whole-VAE steps at lr 1e-4 cost more than they gained): the
+    # whole VAE (encoder too) on whole clips from the decoder stages' VAE; its latents are cached apart; the
+    # DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
+    cpu = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"),
+                                          "--set", "vae_long_steps=8000", "dit_long_steps=2400"]))
     cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
     vae = cmd["vae-long"]
-    assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
+    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.objects_run / "model") and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "8000", str(cpu.vae_long_run))
     assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
     dit = cmd["dit-long"]
@@ -160,7 +177,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert "--pooled-text" in dit
     # A round that changes the VAE without retraining the DiT on it would ship mismatched models.
     with pytest.raises(SystemExit, match="dit_long_steps"):
-        build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_long_steps=0"]))
+        build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "vae_long_steps=10"]))
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):

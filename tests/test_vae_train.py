@@ -11,7 +11,7 @@ import torch
 from soraflow.errors import DataError, InputError
 from soraflow.eval.recon import psnr, ssim
 from soraflow.models.vae import VideoVAE, vae_config
-from soraflow.train.vae import TrainVAEConfig, list_clips, train_vae, vae_loss
+from soraflow.train.vae import TrainVAEConfig, list_clips, salience, train_vae, vae_loss, weighted_l1
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +48,33 @@ def test_one_step_lowers_reconstruction_loss():
     with torch.no_grad():
         after, _, _ = vae_loss(vae, x, cfg, torch.Generator().manual_seed(0), None, False)
     assert after.item() < before.item() - 1e-4
+
+
+def _square_clip(t: int = 3) -> torch.Tensor:
+    """A red 6x6 square on a flat grey 48x48 background: (1, 3, t, 48, 48) in [-1, 1]."""
+    x = torch.zeros(1, 3, t, 48, 48)
+    x[:, 0, :, 20:26, 20:26] = 1.0
+    x[:, 1:, :, 20:26, 20:26] = -1.0
+    return x
+
+
+def test_salience_marks_objects_not_flat_background():
+    s = salience(_square_clip())
+    assert s.shape == (1, 1, 3, 48, 48)
+    assert s[..., 20:26, 20:26].min() == 1.0  # the square, inside and out to its edges
+    assert s[..., :10, :10].max() < 0.1 and s[..., 38:, 38:].max() < 0.1  # far background
+    assert (s > 0.5).float().mean() < 0.15  # a small part of the frame
+
+
+def test_object_weight_makes_object_errors_cost_more():
+    x = _square_clip()
+    on_object, on_background = x.clone(), x.clone()
+    on_object[:, :, :, 20:26, 20:26] = 0.0  # the square loses its colour
+    on_background[:, :, :, 0:6, 0:6] += 1.0  # the same number of pixels wrong by the same amount
+    plain = weighted_l1(on_object, x, 0.0), weighted_l1(on_background, x, 0.0)
+    assert plain[0].item() == pytest.approx(plain[1].item())
+    weighted = weighted_l1(on_object, x, 10.0), weighted_l1(on_background, x, 10.0)
+    assert weighted[0].item() > 5 * weighted[1].item()
 
 
 def test_training_run_resumes_exactly_and_skips_corrupt_clips(clips, tmp_path):
