@@ -558,7 +558,11 @@ def stage_speed(b: Build) -> None:
 
 
 def stage_curves(b: Build) -> None:
-    """Loss curves from the TensorBoard logs of both trainers."""
+    """Loss curves from the TensorBoard logs of both trainers (stages that are off are left out, whatever
+    an earlier recipe left in their folders)."""
+    s = b.scale
+    off = {"decoder": not s.decoder_steps, "objects": not s.objects_steps, "vae-long": not s.vae_long_steps,
+           "dit-tune": not s.dit_tune_steps, "dit-shift": not s.dit_reshift_steps, "dit-long": not s.vae_long_steps}
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
                               ("objects", b.objects_run / "tb", "loss/total"), ("vae-long", b.vae_long_run / "tb", "loss/total"),
@@ -566,6 +570,8 @@ def stage_curves(b: Build) -> None:
                               ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
                               ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
                               ("dit-long", b.dit_long_run / "tensorboard", "train/loss")):
+        if off.get(name):
+            continue
         points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)

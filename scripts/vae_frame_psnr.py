@@ -5,6 +5,10 @@ short crops holds up past them.
 
 Clips are the build's dataset clips with at least ``--frames`` frames (native size), the first
 ``--clips`` of them; every VAE sees the same frames, in float32 (posterior mean, no autocast).
+``--objects`` also measures the PSNR inside the objects' boxes (from each SoraWorld clip's truth file):
+the objects are a few percent of a frame, so the whole-frame number mostly measures the background.
+
+    python scripts/vae_frame_psnr.py runs/default-model/vae-decoder/model --frames 17 --clips 10 --objects
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=REPO / "runs" / "default-model" / "data", help="SoraWorld dataset folder")
     p.add_argument("--frames", type=int, default=33, help="frames per clip (1 + 4k) [33]")
     p.add_argument("--clips", type=int, default=6, help="clips [6]")
+    p.add_argument("--objects", action="store_true", help="also the PSNR inside the objects' boxes (SoraWorld truth)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -31,11 +36,16 @@ def main(argv=None) -> int:
     from soraflow.data import discover_clips, encode_frames, read_clip
     from soraflow.models.vae import VideoVAE
 
-    clips = []
+    clips, boxes = [], []
     for item in discover_clips(args.data):
+        truth = item.path.with_suffix(".json")
+        if args.objects and not truth.is_file():
+            continue
         frames, _ = read_clip(item, max_frames=args.frames)
         if len(frames) >= args.frames:
             clips.append(frames[: args.frames])
+            if args.objects:
+                boxes.append(object_mask(truth, frames.shape[:3], args.frames))
         if len(clips) == args.clips:
             break
     if not clips:
@@ -44,18 +54,43 @@ def main(argv=None) -> int:
     split = 9 if args.frames > 9 else args.frames
     for path in args.vaes:
         vae = VideoVAE.from_pretrained(path).float().eval()
-        psnr = []
-        for frames in clips:
+        psnr, inside = [], np.zeros((2, 2))  # [frame 0, later frames] x [squared error, pixels]
+        for k, frames in enumerate(clips):
             with torch.no_grad():
                 x = vae.decode(vae.denormalize(encode_frames(vae, frames, autocast=False)[None]))
             rec = ((getattr(x, "sample", x)[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 3, 0).numpy()
             mse = ((rec - frames.astype(np.float32)) ** 2).mean(axis=(1, 2, 3))
             psnr.append(10 * np.log10(255**2 / mse))
+            if boxes:
+                err, box = ((rec - frames.astype(np.float32)) ** 2).mean(-1), boxes[k]
+                for row, part in enumerate((slice(0, 1), slice(1, None))):
+                    inside[row] += err[part][box[part]].sum(), box[part].sum()
         per_frame = np.mean(psnr, axis=0)
         tail = f", frames {split}-{args.frames - 1} {per_frame[split:].mean():.2f} dB" if split < args.frames else ""
         print(f"{path}: frames 0-{split - 1} {per_frame[:split].mean():.2f} dB{tail} ({len(clips)} clips); per frame: "
               + " ".join(f"{v:.1f}" for v in per_frame), flush=True)
+        if boxes:
+            obj = 10 * np.log10(255**2 * inside[:, 1] / np.maximum(inside[:, 0], 1e-9))
+            print(f"  inside the objects' boxes: frame 0 {obj[0]:.2f} dB, frames 1-{args.frames - 1} {obj[1]:.2f} dB", flush=True)
     return 0
+
+
+def object_mask(truth_path: Path, shape: tuple[int, int, int], frames: int):
+    """(frames, H, W) bool: the union of the objects' boxes in each frame, from a SoraWorld truth file."""
+    import json
+
+    import numpy as np
+
+    from soraflow.world.truth import ClipTruth
+
+    truth = ClipTruth.from_dict(json.loads(truth_path.read_text())["truth"])
+    mask = np.zeros((frames, *shape[1:3]), bool)
+    for t, frame in enumerate(truth.frames[:frames]):
+        for obj in frame.objects:
+            if obj.bbox is not None:
+                x0, y0, x1, y1 = (max(int(round(v)), 0) for v in obj.bbox)
+                mask[t, y0:y1, x0:x1] = True
+    return mask
 
 
 if __name__ == "__main__":

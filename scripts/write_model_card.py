@@ -55,7 +55,8 @@ def bench_section(bench: dict | None) -> tuple[list[str], list[str]]:
     if model is None:
         return ["bench.json holds no result for the model."], []
     refs = [n for n in REFERENCES if n in results]
-    lines = [f"`{bench.get('command', 'soraflow eval bench')}` ({results[model]['overall'].get('n', '?')} videos; "
+    command = bench.get("command", "soraflow eval bench").replace(f"{REPO}/", "")  # paths as a user in the repo types them
+    lines = [f"`{command}` ({results[model]['overall'].get('n', '?')} videos; "
              "accuracies in [0, 1], the first frame of image-to-video in dB PSNR to the given image).", "",
              "| metric | target | " + " | ".join(["this model", *refs]) + " | met |",
              "|---|---:|" + "---:|" * (len(refs) + 1) + ":-:|"]

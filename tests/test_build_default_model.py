@@ -223,6 +223,15 @@ def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(build, tmp_path)
     assert build.read_scalars(tmp_path / "missing", "train/loss") == []
 
 
+def test_curves_leave_out_stages_that_are_off(build, tmp_path, monkeypatch):
+    b = _resolve(build, tmp_path, "--set", "vae_long_steps=0")
+    monkeypatch.setattr(build, "read_scalars", lambda logdir, tag: [(1, 1.0), (2, 0.5)])
+    build.stage_curves(b)
+    drawn = sorted(p.name for p in b.curves.glob("*.png"))
+    assert "vae-long_loss.png" not in drawn and "dit-long_loss.png" not in drawn  # a stale run folder is not drawn
+    assert {"vae_loss.png", "decoder_loss.png", "objects_loss.png", "dit-shift_loss.png"} <= set(drawn)
+
+
 @pytest.mark.parametrize("amx, avx512_bf16, want", [
     (True, True, ("bfloat16", "bfloat16")),  # AMX: bf16 GEMMs and convs are both fastest
     (False, True, ("float32", "bfloat16")),  # AVX-512 BF16 only: fp32 GEMMs, bf16 channels_last convs
