@@ -199,8 +199,9 @@ def salience(x: torch.Tensor, window: int = 31, threshold: float = 0.1, dilate: 
 
     1 where a pixel's colour is 1.5 ``threshold`` or more (mean over channels) from the mean of its
     ``window``-pixel neighbourhood, 0 below half of it (faint textures), a ramp between; grown by
-    ``dilate`` pixels so that objects' insides count too. SoraWorld's objects cover a few percent of a frame, so a plain L1 mostly
-    trains the background: weighting these pixels is what keeps small objects' colour and shape.
+    ``dilate`` pixels so that objects' insides count too. SoraWorld's objects cover a few percent of
+    a frame, so a plain L1 mostly trains the background: weighting these pixels is what keeps small
+    objects' colour and shape (docs/default_model.md, "Objects").
     """
     b, c, t, h, w = x.shape
     frames = x.detach().transpose(1, 2).reshape(b * t, c, h, w).float()
