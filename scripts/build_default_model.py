@@ -30,7 +30,7 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
    colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
    score whatever the DiT learns. The whole VAE trains on whole clips and single frames from the
-   decoder stage's weights, every clip is encoded again with it (WORK/cache-long), and one more DiT phase
+   decoder stages' weights, every clip is encoded again with it (WORK/cache-long), and one more DiT phase
    trains on those latents from the last phase's EMA weights. That VAE and that phase ship.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
@@ -161,6 +161,12 @@ SCALES = {
 }
 
 
+# the optional stages and the recipe field that turns each on (0: off)
+OPTIONAL = {"dit-tune": "dit_tune_steps", "dit-shift": "dit_reshift_steps", "decoder": "decoder_steps",
+            "objects": "objects_steps", "vae-long": "vae_long_steps", "cache-long": "vae_long_steps",
+            "dit-long": "vae_long_steps"}
+
+
 class Deadline(Exception):
     pass
 
@@ -195,6 +201,10 @@ class Build:
     dit_reshift_run = property(lambda self: self.work / "dit-shift")
     dit_long_run = property(lambda self: self.work / "dit-long")
 
+    def on(self, stage: str) -> bool:
+        """Whether ``stage`` runs in this recipe (every stage not in OPTIONAL does)."""
+        return stage not in OPTIONAL or bool(getattr(self.scale, OPTIONAL[stage]))
+
     @property
     def decoder_only_vae(self) -> Path:
         """The VAE after the decoder stage: the decoder-tuned one when that stage is on."""
@@ -215,9 +225,8 @@ class Build:
         """(stage, run folder, steps) of the DiT phases that are on, in training order."""
         s = self.scale
         phases = [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
-                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps),
-                  ("dit-long", self.dit_long_run, s.dit_long_steps if s.vae_long_steps else 0)]
-        return [p for p in phases if p[0] == "dit" or p[2]]
+                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps)]
+        return [p for p in phases if self.on(p[0])]
 
     # the DiT run that ships: the last phase
     final_dit = property(lambda self: self.dit_phases[-1][1])
@@ -370,13 +379,14 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
             "--batch-size", batch, "--size", 128, "--crop", s.vae_crop, "--frames", frames, "--lr", lr,
             "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
+    if stage != "vae":  # the later stages train on from an earlier stage's VAE
+        args += ["--warmup-steps", min(50, steps)]
     if stage == "decoder":  # single frames only as the clips' first frames
-        args += ["--init", b.vae_model, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0]
+        args += ["--init", b.vae_model, "--freeze-encoder", "--image-prob", 0]
     elif stage == "objects":  # the decoder stage's setting, with the object-weighted L1
-        args += ["--init", b.decoder_only_vae, "--freeze-encoder", "--warmup-steps", min(50, steps), "--image-prob", 0,
-                 "--object-weight", s.object_weight]
+        args += ["--init", b.decoder_only_vae, "--freeze-encoder", "--image-prob", 0, "--object-weight", s.object_weight]
     elif stage == "vae-long":
-        args += ["--init", b.decoder_vae, "--warmup-steps", min(50, steps), "--image-prob", s.vae_long_image_prob]
+        args += ["--init", b.decoder_vae, "--image-prob", s.vae_long_image_prob]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]
@@ -388,22 +398,22 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
 
 
 def stage_decoder(b: Build) -> None:
-    if b.scale.decoder_steps:
+    if b.on("decoder"):
         stage_vae(b, stage="decoder")
 
 
 def stage_objects(b: Build) -> None:
-    if b.scale.objects_steps:
+    if b.on("objects"):
         stage_vae(b, stage="objects")
 
 
 def stage_vae_long(b: Build) -> None:
-    if b.scale.vae_long_steps:
+    if b.on("vae-long"):
         stage_vae(b, stage="vae-long")
 
 
 def stage_cache_long(b: Build) -> None:
-    if b.scale.vae_long_steps:
+    if b.on("cache-long"):
         stage_cache(b, vae=b.final_vae, cache=b.cache_long, stage="cache-long")
 
 
@@ -462,7 +472,7 @@ def _init_from_previous(b: Build, stage: str) -> Path:
 def stage_dit_tune(b: Build) -> None:
     """Second DiT phase: the first phase's EMA weights plus the (zero-initialised) pooled-prompt path."""
     s = b.scale
-    if s.dit_tune_steps:
+    if b.on("dit-tune"):
         init = _init_from_previous(b, "dit-tune")
         _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
                    ["--init", init, "--pooled-text"] + _timesteps(s.dit_shift, s.dit_terminal))
@@ -472,7 +482,7 @@ def stage_dit_reshift(b: Build) -> None:
     """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift`` with
     ``dit_reshift_terminal`` of the samples at t = 1."""
     s = b.scale
-    if s.dit_reshift_steps:
+    if b.on("dit-shift"):
         init = _init_from_previous(b, "dit-shift")
         pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
         _train_dit(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
@@ -483,7 +493,7 @@ def stage_dit_long(b: Build) -> None:
     """The second round's DiT phase: the last phase's EMA weights, trained on at its timestep settings on the
     latents of the whole-clip VAE (``cache-long``)."""
     s = b.scale
-    if s.vae_long_steps:
+    if b.on("dit-long"):
         init = _init_from_previous(b, "dit-long")
         pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
         _train_dit(b, "dit-long", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
@@ -560,9 +570,6 @@ def stage_speed(b: Build) -> None:
 def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers (stages that are off are left out, whatever
     an earlier recipe left in their folders)."""
-    s = b.scale
-    off = {"decoder": not s.decoder_steps, "objects": not s.objects_steps, "vae-long": not s.vae_long_steps,
-           "dit-tune": not s.dit_tune_steps, "dit-shift": not s.dit_reshift_steps, "dit-long": not s.vae_long_steps}
     written = []
     for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
                               ("objects", b.objects_run / "tb", "loss/total"), ("vae-long", b.vae_long_run / "tb", "loss/total"),
@@ -570,7 +577,7 @@ def stage_curves(b: Build) -> None:
                               ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
                               ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
                               ("dit-long", b.dit_long_run / "tensorboard", "train/loss")):
-        if off.get(name):
+        if not b.on(name):
             continue
         points = read_scalars(logdir, tag)
         if not points:

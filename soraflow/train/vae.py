@@ -206,10 +206,13 @@ def salience(x: torch.Tensor, window: int = 31, threshold: float = 0.1, dilate: 
     b, c, t, h, w = x.shape
     frames = x.detach().transpose(1, 2).reshape(b * t, c, h, w).float()
     k = min(window, 2 * (min(h, w) // 2) - 1)
-    local = F.avg_pool2d(frames, k, stride=1, padding=k // 2, count_include_pad=False)
+    # box mean and dilation each in two 1D passes: equal to one 2D pass, borders included, and far cheaper
+    local = F.avg_pool2d(frames, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+    local = F.avg_pool2d(local, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
     s = ((frames - local).abs().mean(1, keepdim=True) / threshold - 0.5).clamp(0.0, 1.0)
     if dilate > 0:
-        s = F.max_pool2d(s, 2 * dilate + 1, stride=1, padding=dilate)
+        s = F.max_pool2d(s, (2 * dilate + 1, 1), stride=1, padding=(dilate, 0))
+        s = F.max_pool2d(s, (1, 2 * dilate + 1), stride=1, padding=(0, dilate))
     return s.reshape(b, t, 1, h, w).transpose(1, 2)
 
 
