@@ -25,7 +25,8 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
    ``objects`` (when ``objects_steps`` > 0) trains the decoder on from there with an L1 that weights the
    pixels standing out from their surroundings ``1 + object_weight`` times: SoraWorld's objects cover a few
-   percent of a frame, so a plain L1 mostly trains the background (docs/default_model.md).
+   percent of a frame, so a plain L1 mostly trains the background (docs/default_model.md). With
+   ``objects_rounds`` > 1 it trains on in more such rounds (WORK/vae-objects-2, ...), each from the last.
    ``vae-long``, ``cache-long`` and ``dit-long`` (when ``vae_long_steps`` > 0) are a second round for a
    build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
    colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
@@ -119,8 +120,12 @@ class Scale:
     # decoder fine-tuning on objects (encoder frozen, like the decoder stage): the L1 weights pixels that
     # stand out from their surroundings 1 + object_weight times (soraflow.train.vae.salience), since
     # SoraWorld's objects cover a few percent of a frame and a plain L1 mostly trains the background.
-    # From the decoder stage's weights, on the same whole clips; 0 skips it
+    # From the decoder stage's weights, on the same whole clips; 0 skips it. objects_rounds > 1 trains on in
+    # more rounds of objects_steps, each from the previous round's weights with the next seed (other clips)
+    # and its own warmup and cosine schedule: how the cpu build went on in later sessions without changing
+    # what the earlier rounds had done
     objects_steps: int = 0
+    objects_rounds: int = 1
     objects_lr: float = 1e-4
     object_weight: float = 10.0
     # a second round for a build whose VAE trained briefly on short crops (the cpu recipe): the whole VAE
@@ -152,12 +157,12 @@ SCALES = {
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
                  dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
-                 objects_steps=800),
+                 objects_steps=800, objects_rounds=2),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
                    dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2,
-                   objects_steps=2, vae_long_steps=2, dit_long_steps=2),
+                   objects_steps=2, objects_rounds=2, vae_long_steps=2, dit_long_steps=2),
 }
 
 
@@ -192,7 +197,7 @@ class Build:
     vae_run = property(lambda self: self.work / "vae")
     vae_model = property(lambda self: self.work / "vae" / "model")
     decoder_run = property(lambda self: self.work / "vae-decoder")
-    objects_run = property(lambda self: self.work / "vae-objects")
+    objects_run = property(lambda self: self.work / "vae-objects")  # the first round's
     vae_long_run = property(lambda self: self.work / "vae-long")
     cache = property(lambda self: self.work / "cache")
     cache_long = property(lambda self: self.work / "cache-long")
@@ -211,9 +216,15 @@ class Build:
         return self.decoder_run / "model" if self.scale.decoder_steps else self.vae_model
 
     @property
+    def objects_runs(self) -> list[Path]:
+        """The objects stage's run folders, one per round (vae-objects, vae-objects-2, ...); none when it is off."""
+        rounds = max(self.scale.objects_rounds, 1) if self.scale.objects_steps else 0
+        return [self.objects_run] + [self.work / f"vae-objects-{k}" for k in range(2, rounds + 1)] if rounds else []
+
+    @property
     def decoder_vae(self) -> Path:
-        """The VAE after the decoder stages (decoder, objects): the encoder the DiT learned, a tuned decoder."""
-        return self.objects_run / "model" if self.scale.objects_steps else self.decoder_only_vae
+        """The VAE after the decoder stages (decoder, objects' last round): the encoder the DiT learned, a tuned decoder."""
+        return self.objects_runs[-1] / "model" if self.objects_runs else self.decoder_only_vae
 
     @property
     def final_vae(self) -> Path:
@@ -265,6 +276,9 @@ class Build:
         ckpts = sorted(folder.glob("step_*")) if folder.is_dir() else []
         return int(ckpts[-1].name.split("_")[1]) if ckpts else 0
 
+    def objects_done(self) -> int:
+        return sum((run / "model" / "config.json").is_file() for run in self.objects_runs)
+
     def exported_step(self) -> int | None:
         path = self.export / "build.json"
         if not (self.export / "config.json").is_file() or not path.is_file():
@@ -301,8 +315,9 @@ class Build:
                         f"{self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
             "objects": ((self.decoder_vae / "config.json").is_file(),
-                        f"decoder fine-tuning on objects (weight {s.object_weight}), {s.objects_steps} steps -> "
-                        f"{self.objects_run / 'model'}" if s.objects_steps else "off (objects_steps=0)"),
+                        f"decoder fine-tuning on objects (weight {s.object_weight}), "
+                        f"{self.objects_done()}/{len(self.objects_runs)} rounds of {s.objects_steps} steps -> "
+                        f"{self.decoder_vae}" if s.objects_steps else "off (objects_steps=0)"),
             "vae-long": (not long_on or (self.final_vae / "config.json").is_file(),
                          f"whole VAE, {s.vae_long_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                          f"{self.vae_long_run / 'model'}" if long_on else "off (vae_long_steps=0)"),
@@ -366,25 +381,28 @@ def _config_fields(module: str, cls: str) -> set[str]:
     return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
 
 
-def stage_vae(b: Build, *, stage: str = "vae") -> None:
+def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
     s = b.scale
     whole = (s.decoder_batch or s.vae_batch, s.decoder_frames or s.max_frames)  # clips as long as one DiT window
+    objects_run = b.objects_runs[round - 1] if stage == "objects" else None
     run, steps, lr, batch, frames = {
         "vae": (b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames),
         "decoder": (b.decoder_run, s.decoder_steps, s.decoder_lr, *whole),
-        "objects": (b.objects_run, s.objects_steps, s.objects_lr, *whole),
+        "objects": (objects_run, s.objects_steps, s.objects_lr, *whole),
         "vae-long": (b.vae_long_run, s.vae_long_steps, s.vae_long_lr, *whole),
     }[stage]
     args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
             "--batch-size", batch, "--size", 128, "--crop", s.vae_crop, "--frames", frames, "--lr", lr,
-            "--precision", s.vae_precision, "--seed", b.seed, "--save-every", s.vae_save_every, "--sample-every", max(s.vae_save_every, 2),
+            "--precision", s.vae_precision, "--seed", b.seed + round - 1, "--save-every", s.vae_save_every,
+            "--sample-every", max(s.vae_save_every, 2),
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     if stage != "vae":  # the later stages train on from an earlier stage's VAE
         args += ["--warmup-steps", min(50, steps)]
     if stage == "decoder":  # single frames only as the clips' first frames
         args += ["--init", b.vae_model, "--freeze-encoder", "--image-prob", 0]
-    elif stage == "objects":  # the decoder stage's setting, with the object-weighted L1
-        args += ["--init", b.decoder_only_vae, "--freeze-encoder", "--image-prob", 0, "--object-weight", s.object_weight]
+    elif stage == "objects":  # the decoder stage's setting, with the object-weighted L1; from the previous round
+        init = b.objects_runs[round - 2] / "model" if round > 1 else b.decoder_only_vae
+        args += ["--init", init, "--freeze-encoder", "--image-prob", 0, "--object-weight", s.object_weight]
     elif stage == "vae-long":
         args += ["--init", b.decoder_vae, "--image-prob", s.vae_long_image_prob]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
@@ -394,7 +412,7 @@ def stage_vae(b: Build, *, stage: str = "vae") -> None:
         print("[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
     if b.threads and "threads" in fields:
         args += ["--threads", b.threads]
-    b.run(stage, soraflow(*args))
+    b.run(stage if round == 1 else f"{stage} {round}", soraflow(*args))
 
 
 def stage_decoder(b: Build) -> None:
@@ -403,8 +421,9 @@ def stage_decoder(b: Build) -> None:
 
 
 def stage_objects(b: Build) -> None:
-    if b.on("objects"):
-        stage_vae(b, stage="objects")
+    for round, run in enumerate(b.objects_runs, 1):  # a finished round is skipped; an unfinished one resumes
+        if not (run / "model" / "config.json").is_file():
+            stage_vae(b, stage="objects", round=round)
 
 
 def stage_vae_long(b: Build) -> None:
@@ -579,7 +598,11 @@ def stage_curves(b: Build) -> None:
                               ("dit-long", b.dit_long_run / "tensorboard", "train/loss")):
         if not b.on(name):
             continue
-        points = read_scalars(logdir, tag)
+        if name == "objects":  # the rounds end to end, each after the steps of the ones before
+            points = [(step + k * b.scale.objects_steps, v) for k, run in enumerate(b.objects_runs)
+                      for step, v in read_scalars(run / "tb", tag)]
+        else:
+            points = read_scalars(logdir, tag)
         if not points:
             print(f"[curves] no {tag} scalars in {logdir}", flush=True)
             continue

@@ -70,11 +70,17 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     assert "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
     # The second round's VAE ships; without the round the objects-tuned one does, without that the decoder-tuned
     # one; with decoder_steps=0 as well, the VAE as trained.
-    assert b.final_vae == b.work / "vae-long" / "model" and b.decoder_vae == b.work / "vae-objects" / "model"
+    # The objects stage's rounds (two in smoke) train on one from the other; the last one's VAE is the decoder
+    # stages' result.
+    assert b.final_vae == b.work / "vae-long" / "model" and b.decoder_vae == b.work / "vae-objects-2" / "model"
     assert b.decoder_only_vae == b.work / "vae-decoder" / "model"
     b.decoder_only_vae.mkdir(parents=True)
     (b.decoder_only_vae / "config.json").write_text("{}")
     assert _todo(build, b, capsys)[0] == ["objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    (b.objects_run / "model").mkdir(parents=True)
+    (b.objects_run / "model" / "config.json").write_text("{}")
+    todo, out = _todo(build, b, capsys)
+    assert todo[0] == "objects" and "1/2 rounds of 2 steps" in out  # round 1 of 2 done: the stage goes on
     b.decoder_vae.mkdir(parents=True)
     (b.decoder_vae / "config.json").write_text("{}")
     assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
@@ -160,7 +166,15 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     obj = _commands(build, cpu, monkeypatch, "objects")["objects"]
     assert _flag(obj, "--init") == str(cpu.decoder_only_vae) and "--freeze-encoder" in obj
     assert (_flag(obj, "--object-weight"), _flag(obj, "--steps"), _flag(obj, "--frames")) == ("10.0", "800", "33")
-    assert _flag(obj, "--run-dir") == str(cpu.objects_run) and cpu.final_vae == cpu.objects_run / "model"
+    assert (_flag(obj, "--run-dir"), _flag(obj, "--seed")) == (str(cpu.objects_run), "0")
+    # Its second round trains on from the first round's VAE, on other clips (the next seed), into its own
+    # folder; a finished round is not run again. The last round's VAE ships.
+    (cpu.objects_run / "model").mkdir(parents=True)
+    (cpu.objects_run / "model" / "config.json").write_text("{}")
+    obj = _commands(build, cpu, monkeypatch, "objects")["objects 2"]
+    assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.objects_run / "model"), "1")
+    assert _flag(obj, "--run-dir") == str(cpu.work / "vae-objects-2") and cpu.final_vae == cpu.work / "vae-objects-2" / "model"
+    assert "--object-weight" in obj and "--freeze-encoder" in obj
     # The second round (off in the cpu recipe: its whole-VAE steps at lr 1e-4 cost more than they gained): the
     # whole VAE (encoder too) on whole clips from the decoder stages' VAE; its latents are cached apart; the
     # DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
@@ -168,7 +182,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
                                           "--set", "vae_long_steps=8000", "dit_long_steps=2400"]))
     cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
     vae = cmd["vae-long"]
-    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.objects_run / "model") and "--freeze-encoder" not in vae
+    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.work / "vae-objects-2" / "model") and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "8000", str(cpu.vae_long_run))
     assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
     dit = cmd["dit-long"]
@@ -230,6 +244,17 @@ def test_curves_leave_out_stages_that_are_off(build, tmp_path, monkeypatch):
     drawn = sorted(p.name for p in b.curves.glob("*.png"))
     assert "vae-long_loss.png" not in drawn and "dit-long_loss.png" not in drawn  # a stale run folder is not drawn
     assert {"vae_loss.png", "decoder_loss.png", "objects_loss.png", "dit-shift_loss.png"} <= set(drawn)
+
+
+def test_the_objects_curve_puts_its_rounds_end_to_end(build, tmp_path, monkeypatch):
+    b = _resolve(build, tmp_path, "--set", "objects_steps=5", "objects_rounds=3")
+    logs = {b.objects_run / "tb": [(1, 3.0), (5, 2.0)], b.work / "vae-objects-2" / "tb": [(5, 1.0)],
+            b.work / "vae-objects-3" / "tb": [(2, 0.5)]}
+    monkeypatch.setattr(build, "read_scalars", lambda logdir, tag: logs.get(logdir, [(1, 1.0)]))
+    drawn = {}
+    monkeypatch.setattr(build, "plot_curve", lambda points, path, title: drawn.setdefault(path.name, points) and path)
+    build.stage_curves(b)
+    assert drawn["objects_loss.png"] == [(1, 3.0), (5, 2.0), (10, 1.0), (12, 0.5)]
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, want", [

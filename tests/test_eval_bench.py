@@ -176,3 +176,18 @@ def test_the_vae_bound_is_the_render_through_encode_and_decode_at_the_renders_le
     assert seen == [n + (-(n - 1)) % 4 for n in lengths] and all((n - 1) % 4 == 0 for n in seen)
     grey = run_bench(VAESource(RoundTrip(True)), entries, progress=False)
     assert grey.overall["color"] == 0.0  # grey frames: no colour survives, so none is found
+
+
+def test_category_plots_mark_the_vae_ceiling_beside_the_simulator_and_the_floor():
+    from soraflow.eval.bench import BenchResult
+    from soraflow.eval.report import bound_markers
+
+    def result(name):
+        return BenchResult(name=name, entries=[], overall={}, per_category={})
+
+    marks = bound_markers([result("model"), result("null"), result("vae"), result("simulator")])
+    assert [(r.name, color) for r, _, color in marks] == [("simulator", "green"), ("vae", "orange"), ("null", "red")]
+    assert "VAE" in marks[1][1]
+    # A bench run without the VAE reference (or with only the null through the VAE) marks what it has.
+    marks = bound_markers([result("model"), result("null-vae")])
+    assert [(r.name, label) for r, label, _ in marks] == [("null-vae", "null (floor)")]

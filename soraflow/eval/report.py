@@ -80,6 +80,16 @@ def _savefig(fig, path: Path) -> Path:
     return path
 
 
+def bound_markers(results: list[BenchResult]) -> list[tuple[BenchResult, str, str]]:
+    """(result, legend label, colour) of the references drawn as markers over a plot's bars: the simulator
+    (upper bound), its renders through the model's VAE (the most that model can score) and the null floor."""
+    lower = next((r for r in results if r.name in (LOWER, "null-vae")), None)
+    marks = {UPPER: ("simulator (upper bound)", "green"), VAE_BOUND: ("simulator through the VAE (ceiling)", "orange")}
+    by_name = {r.name: r for r in results}
+    found = [(by_name[name], *mark) for name, mark in marks.items() if name in by_name]
+    return found + ([(lower, "null (floor)", "red")] if lower is not None else [])
+
+
 def plot_categories(results: list[BenchResult], path: Path, *, key: str = "category") -> Path:
     """Bars per category (or per metric, key="metric") for each model, with the bounds as markers."""
     import matplotlib
@@ -89,8 +99,6 @@ def plot_categories(results: list[BenchResult], path: Path, *, key: str = "categ
 
     results = _ordered(results)
     models = [r for r in results if r.name not in REFERENCES]
-    upper = next((r for r in results if r.name == UPPER), None)
-    lower = next((r for r in results if r.name in (LOWER, "null-vae")), None)
     if key == "category":
         labels = sorted({c for r in results for c in r.per_category})
         get = lambda r, c: (r.per_category.get(c) or {}).get("score")  # noqa: E731
@@ -99,17 +107,15 @@ def plot_categories(results: list[BenchResult], path: Path, *, key: str = "categ
         get = lambda r, m: r.overall.get(m)  # noqa: E731
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(labels) + 2), 4))
     x = np.arange(len(labels))
-    bars = models or [r for r in (upper, lower) if r is not None]
+    bars = models or [r for r, _, _ in bound_markers(results)]
     width = 0.8 / max(len(bars), 1)
     for i, r in enumerate(bars):
         vals = [get(r, c) for c in labels]
         ax.bar(x + (i - (len(bars) - 1) / 2) * width, [v if v is not None else 0 for v in vals], width, label=r.name)
-    for r, style in ((upper, dict(marker="_", color="green", s=300, label="simulator (upper bound)")),
-                     (lower, dict(marker="_", color="red", s=300, label="null (floor)"))):
-        if r is not None:
-            vals = [get(r, c) for c in labels]
-            ax.scatter([xi for xi, v in zip(x, vals) if v is not None], [v for v in vals if v is not None],
-                       zorder=3, linewidths=2.5, **style)
+    for r, label, color in bound_markers(results):
+        vals = [get(r, c) for c in labels]
+        ax.scatter([xi for xi, v in zip(x, vals) if v is not None], [v for v in vals if v is not None],
+                   zorder=3, linewidths=2.5, marker="_", color=color, s=300, label=label)
     ax.set_xticks(x, labels, rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score" if key == "category" else "accuracy")
