@@ -50,6 +50,7 @@ class Shape:
     vae_decoder_dim: int = 0  # decoder base width (0: the encoder's)
     steps: int = 8  # sampler steps
     cfg: float = 4.0  # guidance scale (1: no unconditional pass)
+    guidance_min_t: float = -1.0  # steps below this t run unguided (-1: the model's config, 0 with random weights)
     sampler: str = "euler"
     shift: float = 0.0  # timestep shift (0: flow.shift_for the grid)
     dit_dtype: str = "float32"  # float32, bfloat16 (pays only on AMX CPUs) or int8 (dynamic, the blocks' matmuls)
@@ -137,6 +138,8 @@ def build_pipeline(shape: Shape, model: str | None = None):
                                 sampler=shape.sampler)
         pipe = SoraPipeline(vae, dit, encoder, config)
     apply_dtypes(pipe, dit=shape.dit_dtype, vae=shape.vae_dtype, text=shape.text_dtype)
+    if shape.guidance_min_t >= 0:
+        pipe.config.guidance_min_t = shape.guidance_min_t
     if shape.cfg_batch:
         import functools
 

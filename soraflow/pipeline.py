@@ -67,6 +67,7 @@ class PipelineConfig:
     negative_prompt: str = ""  # unconditional prompt of classifier-free guidance (training drops captions to "")
     steps: int = 30  # sampler steps
     guidance_scale: float = 5.0  # classifier-free guidance scale (1: off, half the cost)
+    guidance_min_t: float = 0.0  # steps at noise level t below this run unguided (cheaper; 0: guide every step)
     shift: float | None = None  # timestep shift; None: flow.shift_for(tokens of the window)
     sampler: str = "euler"  # "euler" or "heun"
     edit_strength: float = 0.6  # default SDEdit strength
@@ -79,6 +80,8 @@ class PipelineConfig:
             raise InputError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
         if self.steps < 1 or self.max_seconds <= 0 or self.seconds <= 0 or self.size_multiple < 1:
             raise InputError("steps, seconds, max_seconds and size_multiple must be positive")
+        if not 0.0 <= self.guidance_min_t <= 1.0:
+            raise InputError(f"guidance_min_t must be between 0 and 1, got {self.guidance_min_t}")
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
         modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
                            overlap=self.overlap_latent_frames)
@@ -442,7 +445,7 @@ class SoraPipeline:
             expander = expander or self.expander
             expanded = expander.expand(request.prompt, seed=request.seed).caption
             expander_name = getattr(expander, "name", type(expander).__name__)
-        request.extra.update(model=self.name_or_path, expander=expander_name)
+        request.extra.update(model=self.name_or_path, expander=expander_name, guidance_min_t=self.config.guidance_min_t)
         timings["expand"] = time.perf_counter() - tick
         tick = time.perf_counter()
         text = self._encode_text(expanded, request.negative_prompt, request.guidance_scale)
@@ -534,6 +537,7 @@ class SoraPipeline:
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
             cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
+            guidance_min_t=self.config.guidance_min_t,
         )
         timings["denoise"] += time.perf_counter() - tick
 

@@ -234,6 +234,32 @@ def test_guidance_scale_one_skips_unconditional_pass_and_formula():
         flow.sample(model_fn, x, steps=2, guidance_scale=3.0, cond={"label": "c"}, progress=False)
 
 
+def test_guidance_min_t_guides_only_the_high_noise_steps():
+    calls = []
+
+    def model_fn(x, t, label):
+        calls.append((label, float(t[0])))
+        return torch.full_like(x, 1.0 if label == "c" else 3.0)
+
+    x = torch.zeros(2, 3)
+    kw = dict(steps=8, shift=4.0, guidance_scale=2.5, cond={"label": "c"}, uncond={"label": "u"}, progress=False)
+    ts = flow.timestep_schedule(8, shift=4.0).tolist()
+    guided = [t for t in ts[:-1] if t >= 0.6]
+    assert 0 < len(guided) < 8  # the threshold splits this schedule
+    out = flow.sample(model_fn, x, guidance_min_t=0.6, **kw)
+    assert [t for label, t in calls if label == "u"] == pytest.approx(guided)
+    assert sum(label == "c" for label, _ in calls) == 8
+    # Each guided step moves x by dt * (3 + 2.5 * (1 - 3)) = dt * -2, each unguided one by dt * 1.
+    dts = [b - a for a, b in zip(ts, ts[1:])]
+    want = sum(dt * (-2.0 if t >= 0.6 else 1.0) for t, dt in zip(ts, dts))
+    assert torch.allclose(out, torch.full_like(x, want))
+    calls.clear()
+    flow.sample(model_fn, x, guidance_min_t=0.0, **kw)
+    assert sum(label == "u" for label, _ in calls) == 8
+    with pytest.raises(InputError, match="guidance_min_t"):
+        flow.sample(model_fn, x, guidance_min_t=1.5, **kw)
+
+
 def test_batched_guidance_equals_two_passes():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(4, 4, generator=g)

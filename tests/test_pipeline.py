@@ -3,6 +3,7 @@ long videos in bounded memory, bad input (API and CLI). Tiny random models; the 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import warnings
@@ -185,6 +186,18 @@ def test_guidance_scale_one_skips_the_unconditional_pass(pipe):
     finally:
         handle.remove()
     assert (without, with_cfg) == (3, 6)
+    # config.guidance_min_t: the steps below it run unguided (3 steps, shift 1: t = 1, 2/3, 1/3).
+    pipe.config.guidance_min_t = 0.5
+    calls.clear()
+    handle = pipe.dit.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    try:
+        video = _gen(pipe, seconds=1, steps=3, guidance_scale=4.0, shift=1.0)
+    finally:
+        handle.remove()
+        pipe.config.guidance_min_t = 0.0
+    assert len(calls) == 5 and video.settings["guidance_min_t"] == 0.5
+    with pytest.raises(InputError, match="guidance_min_t"):
+        dataclasses.replace(pipe.config, guidance_min_t=2.0)
 
 
 # ---------------------------------------------------------------------------------------------- every mode
