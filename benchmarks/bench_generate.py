@@ -13,9 +13,11 @@ model folder instead, at the settings of its config.json.
     python benchmarks/bench_generate.py --variants default 'small12:dit_layers=12' 'cfg1:cfg=1'
     python benchmarks/bench_generate.py --model soraflow/assets/default --repeats 5
     python benchmarks/bench_generate.py --model soraflow/assets/default --dtypes float32,int8 --rounds 3
+    python benchmarks/bench_generate.py --model soraflow/assets/default --variants default 'late:guidance_min_t=0.6' --rounds 3
 
 A variant is ``NAME:field=value,field=value`` over the fields of :class:`Shape` (``NAME`` alone is a
-predefined one, see ``VARIANTS``). The machine is shared and noisy, so variants run interleaved in
+predefined one, see ``VARIANTS``); with ``--model`` a variant changes only the runtime fields
+(``RUNTIME_FIELDS``: guidance_min_t, threads, compile, cfg_batch). The machine is shared and noisy, so variants run interleaved in
 ``--rounds`` rounds and the table shows each variant's ratio to the first; the load average before and
 after is printed with the results.
 """
@@ -84,6 +86,9 @@ class Shape:
                 int(value) if kind == "int" else float(value) if kind == "float" else value
         return name, dataclasses.replace(base, **values)
 
+
+# The fields a variant may change with --model (the rest are the model's shapes and settings).
+RUNTIME_FIELDS = ("guidance_min_t", "threads", "compile", "cfg_batch")
 
 # Variants measured while choosing the default configuration (see BENCHMARKS.md).
 VARIANTS = {
@@ -276,11 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(out))
         return 0
 
-    if args.model:  # the folder's own settings; one variant per dtype asked for
+    if args.model:  # the folder's own settings; one variant per dtype asked for (and per runtime variant)
         kinds = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-        variants = [("model" if kinds == ["auto"] else f"model-{d}",
-                     dataclasses.replace(Shape(), dit_dtype="model", vae_dtype="model", text_dtype="model", model_dtype=d))
-                    for d in kinds]
+        variants = []
+        for name, shape in (Shape.parse(v) for v in args.variants):
+            runtime = {f: getattr(shape, f) for f in RUNTIME_FIELDS}
+            if dataclasses.replace(shape, **{f: getattr(Shape(), f) for f in RUNTIME_FIELDS}) != Shape():
+                raise SystemExit(f"variant {name}: with --model only {', '.join(RUNTIME_FIELDS)} can change "
+                                 "(the shapes are the model's)")
+            for d in kinds:
+                label = "-".join(["model" if name == "default" else name] + ([d] if kinds != ["auto"] else []))
+                variants.append((label, dataclasses.replace(Shape(), dit_dtype="model", vae_dtype="model",
+                                                            text_dtype="model", model_dtype=d, **runtime)))
     else:
         variants = [Shape.parse(v) for v in args.variants]
     load_before = os.getloadavg()
