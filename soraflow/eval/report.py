@@ -120,7 +120,7 @@ def plot_categories(results: list[BenchResult], path: Path, *, key: str = "categ
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score" if key == "category" else "accuracy")
     ax.set_title(f"SoraWorld bench per {key}")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: bars stay visible
     fig.tight_layout()
     _savefig(fig, path)
     plt.close(fig)
