@@ -157,7 +157,7 @@ SCALES = {
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
                  dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
-                 objects_steps=800, objects_rounds=2),
+                 objects_steps=800, objects_rounds=3),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,

@@ -223,9 +223,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         + (f", batch {recipe.get('decoder_batch') or recipe.get('vae_batch', '?')} of whole "
            f"{recipe.get('decoder_frames') or recipe.get('max_frames', '?')}-frame clips" if "decoder_frames" in recipe else "")
         + "), after the DiT's latents were cached."
-        + (f" Then {recipe['objects_steps']} more steps of the decoder alone (lr {recipe.get('objects_lr', '?')}) with the "
-           f"pixels that stand out from their surroundings (objects) weighted {1 + recipe.get('object_weight', 0):g}x in "
-           "the L1." if recipe.get("objects_steps") else "")
+        + (f" Then {_rounds(recipe)}{recipe['objects_steps']} more steps of the decoder alone (lr "
+           f"{recipe.get('objects_lr', '?')}) with the pixels that stand out from their surroundings (objects) weighted "
+           f"{1 + recipe.get('object_weight', 0):g}x in the L1." if recipe.get("objects_steps") else "")
         + (f" Then {recipe['vae_long_steps']} steps of the whole VAE, encoder too, on the same whole clips (lr "
            f"{recipe.get('vae_long_lr', '?')}, {recipe.get('vae_long_image_prob', 0):.0%} single frames), after the DiT's "
            "third phase; every clip was encoded again with it for the fourth." if recipe.get("vae_long_steps") else ""),
@@ -266,6 +266,12 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
     with atomic_path(out) as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def _rounds(recipe: dict) -> str:
+    """'3 rounds of ' for an objects stage trained in rounds (``objects_rounds``), else ''."""
+    rounds = recipe.get("objects_rounds", 1) or 1
+    return f"{rounds} rounds of " if rounds > 1 else ""
 
 
 def _timestep_words(shift, terminal) -> str:

@@ -173,8 +173,12 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     (cpu.objects_run / "model" / "config.json").write_text("{}")
     obj = _commands(build, cpu, monkeypatch, "objects")["objects 2"]
     assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.objects_run / "model"), "1")
-    assert _flag(obj, "--run-dir") == str(cpu.work / "vae-objects-2") and cpu.final_vae == cpu.work / "vae-objects-2" / "model"
-    assert "--object-weight" in obj and "--freeze-encoder" in obj
+    assert _flag(obj, "--run-dir") == str(cpu.work / "vae-objects-2") and "--object-weight" in obj and "--freeze-encoder" in obj
+    (cpu.work / "vae-objects-2" / "model").mkdir(parents=True)
+    (cpu.work / "vae-objects-2" / "model" / "config.json").write_text("{}")
+    obj = _commands(build, cpu, monkeypatch, "objects")["objects 3"]  # the cpu recipe's third round
+    assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.work / "vae-objects-2" / "model"), "2")
+    assert cpu.final_vae == cpu.work / "vae-objects-3" / "model"
     # The second round (off in the cpu recipe: its whole-VAE steps at lr 1e-4 cost more than they gained): the
     # whole VAE (encoder too) on whole clips from the decoder stages' VAE; its latents are cached apart; the
     # DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
@@ -182,7 +186,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
                                           "--set", "vae_long_steps=8000", "dit_long_steps=2400"]))
     cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
     vae = cmd["vae-long"]
-    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.work / "vae-objects-2" / "model") and "--freeze-encoder" not in vae
+    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.work / "vae-objects-3" / "model") and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "8000", str(cpu.vae_long_run))
     assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
     dit = cmd["dit-long"]

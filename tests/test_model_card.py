@@ -123,3 +123,17 @@ def test_card_describes_the_second_round_whole_vae_and_fourth_dit_phase(card, tm
                                                   "recipe": {**recipe, "vae_long_steps": 0}}))
     text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
     assert "fourth phase" not in text and "whole VAE" not in text
+
+
+def test_card_counts_the_objects_stage_rounds(card, tmp_path):
+    work, model = tmp_path / "work", tmp_path / "model"
+    (model / "dit").mkdir(parents=True)
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py"], "device": "cpu", "seconds": {}}))
+    recipe = {"decoder_steps": 600, "objects_steps": 800, "objects_rounds": 3, "objects_lr": 1e-4, "object_weight": 10.0}
+    (model / "build.json").write_text(json.dumps({"dit_step": 10, "recipe": recipe}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "Then 3 rounds of 800 more steps of the decoder alone (lr 0.0001)" in text and "weighted 11x in the L1" in text
+    (model / "build.json").write_text(json.dumps({"dit_step": 10, "recipe": {**recipe, "objects_rounds": 1}}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "Then 800 more steps of the decoder alone" in text and "rounds of" not in text

@@ -274,3 +274,34 @@ def test_from_scratch_init_carries_the_input_to_the_latents_and_back():
     assert (latent.std(0).mean() / latent.abs().mean()).item() > 0.5
     assert recon.mean(dim=(2, 3, 4)).std(0).mean().item() > 0.03
     assert abs(posterior.logvar.mean().item() + 6.0) < 0.5 and posterior.logvar.max().item() < -3.0  # narrow posterior
+
+
+def test_frame_psnr_script_inverting_the_decoder_beats_the_encoders_latents():
+    # scripts/vae_frame_psnr.py --invert: latents optimised through the frozen decoder must draw the clip better
+    # (in the box-weighted error they minimise) than the encoder's, or the encoder/decoder split it reports is wrong.
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "vae_frame_psnr.py"
+    spec = importlib.util.spec_from_file_location("vae_frame_psnr", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("tiny")).eval().requires_grad_(False)
+    frames = np.zeros((5, 32, 32, 3), np.uint8)
+    frames[..., 2] = np.linspace(60, 200, 32, dtype=np.uint8)  # a blue gradient
+    box = np.zeros((5, 32, 32), bool)
+    for t in range(5):  # a red square moving right
+        frames[t, 10:18, 4 + 3 * t:12 + 3 * t] = (230, 20, 20)
+        box[t, 10:18, 4 + 3 * t:12 + 3 * t] = True
+
+    def weighted(rec):
+        return float(((1 + 10 * box) * ((rec - frames.astype(np.float32)) ** 2).mean(-1)).mean())
+
+    encoded = script.reconstruct(vae, frames, box, 0, 0.05)
+    inverted = script.reconstruct(vae, frames, box, 20, 0.05)
+    assert encoded.shape == inverted.shape == frames.shape
+    assert weighted(inverted) < 0.8 * weighted(encoded)
+    assert not any(p.grad is not None for p in vae.parameters())  # the decoder stayed frozen
