@@ -392,6 +392,7 @@ def build_latent_cache(
     loaded encoder or None to load ``text_reference``. Caption features go through a
     :class:`~soraflow.text_cache.CaptionCache` (``caption_cache``, default ``OUT/captions``): every
     distinct caption is encoded once, in batches, and reused by later runs and other caches.
+    ``limit`` caches the dataset's first ``limit`` clips only (a resumed run finishes those).
     Unreadable clips are skipped with a warning.
     """
     from tqdm.auto import tqdm
@@ -418,9 +419,8 @@ def build_latent_cache(
     added = skipped = 0
     captions = CaptionCache(Path(caption_cache) if caption_cache else Path(out) / "captions", encoder)
     with LatentCacheWriter(out, meta=meta, shard_size=shard_size, dtype=dtype) as writer, captions:
-        todo = [it for it in items if it.source not in writer.done]
-        if limit is not None:
-            todo = todo[:limit]
+        # limit picks the dataset's first clips, so a resumed run finishes the same set, not `limit` more
+        todo = [it for it in items[:limit] if it.source not in writer.done]
         # Batched encoding of every caption up front (the encoder is fast per batch, slow per call).
         captions.precompute([""] + [c for it in todo for c in it.captions.values()], progress=progress)
         if "null_text" not in writer.index:

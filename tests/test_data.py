@@ -290,6 +290,25 @@ def test_build_latent_cache_encodes_once_skips_bad_clips_and_resumes(tmp_path):
         build_latent_cache(tmp_path / "nowhere", tmp_path / "vae", tmp_path / "cache2", **kw)
 
 
+def test_build_latent_cache_limit_caps_the_cache_across_resumes(tmp_path):
+    """``limit`` takes the dataset's first clips: a resumed run finishes those, it does not add ``limit`` more."""
+    from soraflow.data import build_latent_cache, discover_clips
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    torch.manual_seed(0)
+    VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "vae")
+    _write_world(tmp_path / "world", {c: (1, 32, 32, f"a {c} square, still") for c in "abcde"})
+    first3 = {it.source for it in discover_clips(tmp_path / "world")[:3]}
+    kw = dict(text_encoder=FakeTextEncoder(), dtype=torch.float32, autocast=False, shard_size=1, progress=False)
+    # An interrupted run: the first clip is cached (shard_size 1 writes each clip at once).
+    build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=1, **kw)
+    resumed = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=3, **kw)
+    assert (resumed.added, resumed.total) == (2, 3)
+    assert {e.source for e in LatentDataset(tmp_path / "cache").entries} == first3
+    again = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=3, **kw)
+    assert (again.added, again.total) == (0, 3)
+
+
 def test_real_clips_folder_is_discovered_and_read_at_native_size(real_videos):
     from soraflow.data import discover_clips, read_clip
 
