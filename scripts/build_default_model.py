@@ -31,8 +31,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
    colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
    score whatever the DiT learns. The whole VAE trains on whole clips and single frames from the
-   decoder stages' weights, every clip is encoded again with it (WORK/cache-long), and one more DiT phase
-   trains on those latents from the last phase's EMA weights. That VAE and that phase ship.
+   decoder stages' weights (with the objects stage's weighting when that stage is on), every clip is
+   encoded again with it (WORK/cache-long), and one more DiT phase trains on those latents from the last
+   phase's EMA weights. That VAE and that phase ship.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
@@ -131,7 +132,8 @@ class Scale:
     # a second round for a build whose VAE trained briefly on short crops (the cpu recipe): the whole VAE
     # (encoder too) trained on from the VAE so far on whole clips, every clip encoded again with it, and one
     # more DiT phase on those latents from the last phase's EMA weights. Such a VAE loses small objects'
-    # colour and shape after the first latent frame, which caps the DiT (docs/default_model.md). 0 skips it.
+    # colour and shape after the first latent frame, which caps the DiT (docs/default_model.md). With the
+    # objects stage on it keeps that stage's object_weight. 0 skips it.
     vae_long_steps: int = 0
     vae_long_lr: float = 1e-4
     vae_long_image_prob: float = 0.25  # single-frame steps: cheap, and the first frame (image-to-video) gains most
@@ -157,7 +159,7 @@ SCALES = {
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
                  dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
-                 objects_steps=800, objects_rounds=3),
+                 objects_steps=800, objects_rounds=3, vae_long_steps=800, vae_long_lr=5e-5, dit_long_steps=600),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
@@ -405,6 +407,8 @@ def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
         args += ["--init", init, "--freeze-encoder", "--image-prob", 0, "--object-weight", s.object_weight]
     elif stage == "vae-long":
         args += ["--init", b.decoder_vae, "--image-prob", s.vae_long_image_prob]
+        if s.objects_steps:  # keep the objects stage's weighting: a plain L1 would train the objects away again
+            args += ["--object-weight", s.object_weight]
     fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
     if "device" in fields:
         args += ["--device", b.device]

@@ -227,7 +227,8 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
            f"{recipe.get('objects_lr', '?')}) with the pixels that stand out from their surroundings (objects) weighted "
            f"{1 + recipe.get('object_weight', 0):g}x in the L1." if recipe.get("objects_steps") else "")
         + (f" Then {recipe['vae_long_steps']} steps of the whole VAE, encoder too, on the same whole clips (lr "
-           f"{recipe.get('vae_long_lr', '?')}, {recipe.get('vae_long_image_prob', 0):.0%} single frames), after the DiT's "
+           f"{recipe.get('vae_long_lr', '?')}, {recipe.get('vae_long_image_prob', 0):.0%} single frames"
+           + (", the objects weighted as before" if recipe.get("objects_steps") else "") + "), after the DiT's "
            "third phase; every clip was encoded again with it for the fourth." if recipe.get("vae_long_steps") else ""),
         f"- DiT: {(export.get('dit_phases') or [export.get('dit_step', recipe.get('dit_steps', '?'))])[0]} steps of "
         f"{recipe.get('dit_batch_tokens', '?')} tokens, lr {recipe.get('dit_lr', '?')} (warmup {recipe.get('dit_warmup', '?')}, cosine), "

@@ -178,16 +178,19 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     (cpu.work / "vae-objects-2" / "model" / "config.json").write_text("{}")
     obj = _commands(build, cpu, monkeypatch, "objects")["objects 3"]  # the cpu recipe's third round
     assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.work / "vae-objects-2" / "model"), "2")
-    assert cpu.final_vae == cpu.work / "vae-objects-3" / "model"
-    # The second round (off in the cpu recipe: its whole-VAE steps at lr 1e-4 cost more than they gained): the
-    # whole VAE (encoder too) on whole clips from the decoder stages' VAE; its latents are cached apart; the
-    # DiT phase trains on them from dit-shift's EMA at that phase's timestep settings.
-    cpu = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"),
-                                          "--set", "vae_long_steps=8000", "dit_long_steps=2400"]))
+    assert cpu.decoder_vae == cpu.work / "vae-objects-3" / "model"
+    # The second round: the whole VAE (encoder too) on whole clips from the decoder stages' VAE, keeping the
+    # objects' weighting, at half the objects' lr (lr 1e-4 lost more than it gained); its latents are cached
+    # apart; the DiT phase trains on them from dit-shift's EMA at that phase's timestep settings. That VAE ships.
     cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
     vae = cmd["vae-long"]
-    assert _flag(vae, "--init") == str(cpu.decoder_vae) == str(cpu.work / "vae-objects-3" / "model") and "--freeze-encoder" not in vae
-    assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "8000", str(cpu.vae_long_run))
+    assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
+    assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "800", str(cpu.vae_long_run))
+    assert (_flag(vae, "--object-weight"), _flag(vae, "--lr")) == ("10.0", "5e-05")
+    assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_long_run
+    # Without the objects stage there is no weighting to keep.
+    plain = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "p"), "--set", "objects_steps=0"]))
+    assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-long")["vae-long"]
     assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
     dit = cmd["dit-long"]
     assert (_flag(dit, "--data"), _flag(dit, "--init")) == (str(cpu.cache_long), str(cpu.dit_long_run / "init"))
@@ -195,7 +198,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert "--pooled-text" in dit
     # A round that changes the VAE without retraining the DiT on it would ship mismatched models.
     with pytest.raises(SystemExit, match="dit_long_steps"):
-        build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "vae_long_steps=10"]))
+        build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_long_steps=0"]))
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):

@@ -118,6 +118,11 @@ def test_card_describes_the_second_round_whole_vae_and_fourth_dit_phase(card, tm
     assert ("- DiT fourth phase: 900 more steps from the third phase's EMA weights on the latents of the whole-clip "
             "VAE, at the same timestep settings, lr 0.0002.") in text
     assert "Then 1200 steps of the whole VAE, encoder too, on the same whole clips (lr 0.0001, 10% single frames)" in text
+    # After an objects stage the round keeps its weighting, and the card says so.
+    (model / "build.json").write_text(json.dumps({"dit_step": 900, "dit_phases": [2000, 2400, 1200, 900],
+                                                  "recipe": {**recipe, "objects_steps": 800, "object_weight": 10.0}}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "(lr 0.0001, 10% single frames, the objects weighted as before)" in text
     # Without the round neither line appears.
     (model / "build.json").write_text(json.dumps({"dit_step": 1200, "dit_phases": [2000, 2400, 1200],
                                                   "recipe": {**recipe, "vae_long_steps": 0}}))
