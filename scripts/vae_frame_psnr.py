@@ -71,10 +71,10 @@ def main(argv=None) -> int:
             psnr, inside = [], np.zeros((2, 2))  # [frame 0, later frames] x [squared error, pixels]
             for k, frames in enumerate(clips):
                 rec = reconstruct(vae, frames, boxes[k] if boxes else None, steps, args.invert_lr)
-                mse = ((rec - frames.astype(np.float32)) ** 2).mean(axis=(1, 2, 3))
-                psnr.append(10 * np.log10(255**2 / mse))
+                sq = (rec - frames.astype(np.float32)) ** 2
+                psnr.append(10 * np.log10(255**2 / sq.mean(axis=(1, 2, 3))))
                 if boxes:
-                    err, box = ((rec - frames.astype(np.float32)) ** 2).mean(-1), boxes[k]
+                    err, box = sq.mean(-1), boxes[k]
                     for row, part in enumerate((slice(0, 1), slice(1, None))):
                         inside[row] += err[part][box[part]].sum(), box[part].sum()
             per_frame = np.mean(psnr, axis=0)
