@@ -34,6 +34,10 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    decoder stages' weights (with the objects stage's weighting when that stage is on), every clip is
    encoded again with it (WORK/cache-long), and one more DiT phase trains on those latents from the last
    phase's EMA weights. That VAE and that phase ship.
+   ``dit-objects`` (when ``dit_objects_steps`` > 0) is one more DiT phase, from the last one's EMA weights
+   on the shipped VAE's latents, with the loss weighting the latent cells that stand out from their
+   surroundings ``1 + dit_object_weight`` times (``soraflow train dit --object-weight``): a plainly
+   trained DiT draws the scene and leaves the small objects out (docs/default_model.md).
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
@@ -139,6 +143,11 @@ class Scale:
     vae_long_image_prob: float = 0.25  # single-frame steps: cheap, and the first frame (image-to-video) gains most
     dit_long_steps: int = 0
     dit_long_lr: float = 2e-4
+    # one more DiT phase from the last one's EMA weights, on the shipped VAE's latents, with the latent cells
+    # that stand out from their surroundings (objects) weighted 1 + dit_object_weight times in the loss; 0 skips it
+    dit_objects_steps: int = 0
+    dit_objects_lr: float = 2e-4
+    dit_object_weight: float = 10.0
     ema_decay: float = 0.9995
     # export: the default generation settings written into config.json (see BENCHMARKS.md, speed)
     steps: int = 8
@@ -159,19 +168,20 @@ SCALES = {
                  dit_batch_tokens=2048, dit_warmup=50, dit_precision="fp32", dit_checkpoint_every=100, ema_decay=0.995,
                  vae_save_every=250, vae_cache_mb=4096, decoder_steps=600, decoder_lr=1e-4, decoder_batch=2, bench_limit=30,
                  dit_pooled_text=False, dit_shift=None, dit_terminal=0.0, dit_tune_steps=2400, dit_reshift_steps=1200,
-                 objects_steps=800, objects_rounds=3, vae_long_steps=800, vae_long_lr=5e-5, dit_long_steps=600),
+                 objects_steps=800, objects_rounds=3, vae_long_steps=800, vae_long_lr=5e-5, dit_long_steps=600,
+                 dit_objects_steps=600),
     "smoke": Scale(clips=12, seconds="1-2", vae_steps=3, vae_batch=2, vae_crop=32, vae_frames=5, max_frames=17,
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
                    dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2,
-                   objects_steps=2, objects_rounds=2, vae_long_steps=2, dit_long_steps=2),
+                   objects_steps=2, objects_rounds=2, vae_long_steps=2, dit_long_steps=2, dit_objects_steps=2),
 }
 
 
 # the optional stages and the recipe field that turns each on (0: off)
 OPTIONAL = {"dit-tune": "dit_tune_steps", "dit-shift": "dit_reshift_steps", "decoder": "decoder_steps",
             "objects": "objects_steps", "vae-long": "vae_long_steps", "cache-long": "vae_long_steps",
-            "dit-long": "vae_long_steps"}
+            "dit-long": "vae_long_steps", "dit-objects": "dit_objects_steps"}
 
 
 class Deadline(Exception):
@@ -207,6 +217,7 @@ class Build:
     dit_tune_run = property(lambda self: self.work / "dit-tune")
     dit_reshift_run = property(lambda self: self.work / "dit-shift")
     dit_long_run = property(lambda self: self.work / "dit-long")
+    dit_objects_run = property(lambda self: self.work / "dit-objects")
 
     def on(self, stage: str) -> bool:
         """Whether ``stage`` runs in this recipe (every stage not in OPTIONAL does)."""
@@ -236,10 +247,14 @@ class Build:
     @property
     def dit_phases(self) -> list[tuple[str, Path, int]]:
         """(stage, run folder, steps) of the DiT phases that are on, in training order."""
+        return [p for p in self.all_dit_phases if self.on(p[0])]
+
+    @property
+    def all_dit_phases(self) -> list[tuple[str, Path, int]]:
         s = self.scale
-        phases = [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
-                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps)]
-        return [p for p in phases if self.on(p[0])]
+        return [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
+                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps),
+                  ("dit-objects", self.dit_objects_run, s.dit_objects_steps)]
 
     # the DiT run that ships: the last phase
     final_dit = property(lambda self: self.dit_phases[-1][1])
@@ -251,6 +266,8 @@ class Build:
         return (s.dit_reshift, s.dit_reshift_terminal) if s.dit_reshift_steps else (s.dit_shift, s.dit_terminal)
 
     final_shift = property(lambda self: self.late_timesteps[0])
+    # the latents of the VAE that ships: what the last DiT phases train on
+    final_cache = property(lambda self: self.cache_long if self.scale.vae_long_steps else self.cache)
     bench = property(lambda self: self.work / "bench")
     curves = property(lambda self: self.work / "curves")
     speed = property(lambda self: self.work / "speed.json")
@@ -286,8 +303,9 @@ class Build:
         if not (self.export / "config.json").is_file() or not path.is_file():
             return None
         info = json.loads(path.read_text())
-        same = info.get("work") == str(self.work.resolve()) and info.get("vae") == str(self.final_vae.resolve())
-        return info.get("dit_step") if same else None  # another build's, or an earlier VAE's: export again
+        same = (info.get("work") == str(self.work.resolve()) and info.get("vae") == str(self.final_vae.resolve())
+                and info.get("dit") == str(self.final_dit.resolve()))
+        return info.get("dit_step") if same else None  # another build's, an earlier VAE's or DiT phase's: export again
 
     def measured(self, result: Path) -> bool:
         """A bench or speed result counts only if it is newer than the exported model it measured."""
@@ -297,8 +315,8 @@ class Build:
     def status(self) -> dict[str, tuple[bool, str]]:
         s = self.scale
         have = self.manifest_count()
-        at = {run: self.dit_step(run) for run in (self.dit_run, self.dit_tune_run, self.dit_reshift_run, self.dit_long_run)}
-        dstep, tstep, rstep, lstep = at.values()
+        at = {run: self.dit_step(run) for _, run, _ in self.all_dit_phases}
+        dstep, tstep, rstep, lstep, ostep = at.values()
         final_done = all(at[run] >= steps for _, run, steps in self.dit_phases)
         cached, cached_long = self.cache_count(), self.cache_count(self.cache_long)
         long_on = bool(s.vae_long_steps)
@@ -329,6 +347,9 @@ class Build:
             "dit-long": (not long_on or lstep >= s.dit_long_steps,
                          f"step {lstep}/{s.dit_long_steps} in {self.dit_long_run}, on {self.cache_long.name}" if long_on
                          else "off (vae_long_steps=0)"),
+            "dit-objects": (ostep >= s.dit_objects_steps, f"step {ostep}/{s.dit_objects_steps} in {self.dit_objects_run}, "
+                            f"objects weighted {1 + s.dit_object_weight:g}x, on {self.final_cache.name}"
+                            if s.dit_objects_steps else "off (dit_objects_steps=0)"),
             "export": (exported is not None and exported == at[self.final_dit] and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
             "bench": (self.measured(self.bench / "bench.json"), f"SoraWorld bench -> {self.bench}"),
@@ -523,6 +544,18 @@ def stage_dit_long(b: Build) -> None:
                    ["--init", init, *pooled, *_timesteps(*b.late_timesteps)], cache=b.cache_long)
 
 
+def stage_dit_objects(b: Build) -> None:
+    """The last DiT phase: the previous phase's EMA weights, trained on at its timestep settings on the
+    shipped VAE's latents with the objects' cells weighted ``1 + dit_object_weight`` times."""
+    s = b.scale
+    if b.on("dit-objects"):
+        init = _init_from_previous(b, "dit-objects")
+        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
+        _train_dit(b, "dit-objects", b.dit_objects_run, s.dit_objects_steps, s.dit_objects_lr, b.seed + 4,
+                   ["--init", init, *pooled, *_timesteps(*b.late_timesteps), "--object-weight", s.dit_object_weight],
+                   cache=b.final_cache)
+
+
 def stage_export(b: Build) -> None:
     """EMA weights -> a pipeline folder in fp32 (export_pipeline), cast to bf16/fp16, size-checked, moved into place."""
     import torch
@@ -550,7 +583,7 @@ def stage_export(b: Build) -> None:
     params = {"dit": sum(p.numel() for p in pipe.dit.parameters()), "vae": sum(p.numel() for p in pipe.vae.parameters())}
     info = {
         "work": str(b.work.resolve()), "scale": b.scale_name, "seed": b.seed, "device": b.device,
-        "dit_step": b.dit_step(b.final_dit), "vae": str(b.final_vae.resolve()), "dit_phases": [b.dit_step(run) for _, run, _ in b.dit_phases],
+        "dit": str(b.final_dit.resolve()), "dit_step": b.dit_step(b.final_dit), "vae": str(b.final_vae.resolve()), "dit_phases": [b.dit_step(run) for _, run, _ in b.dit_phases],
         "weights": "EMA", "dtype": b.export_dtype, "size_mb": round(size_mb, 2),
         "parameters": params, "recipe": dataclasses.asdict(s), "stage_seconds": b.log.get("seconds", {}),
     }
@@ -599,7 +632,8 @@ def stage_curves(b: Build) -> None:
                               ("dit", b.dit_run / "tensorboard", "train/loss"),
                               ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
                               ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
-                              ("dit-long", b.dit_long_run / "tensorboard", "train/loss")):
+                              ("dit-long", b.dit_long_run / "tensorboard", "train/loss"),
+                              ("dit-objects", b.dit_objects_run / "tensorboard", "train/loss")):
         if not b.on(name):
             continue
         if name == "objects":  # the rounds end to end, each after the steps of the ones before
@@ -663,7 +697,8 @@ MEASURES_EXPORT = ("bench", "speed")  # stages whose results describe the export
 STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
           "dit-shift": stage_dit_reshift, "decoder": stage_decoder, "objects": stage_objects,
           "vae-long": stage_vae_long,
-          "cache-long": stage_cache_long, "dit-long": stage_dit_long, "export": stage_export,
+          "cache-long": stage_cache_long, "dit-long": stage_dit_long, "dit-objects": stage_dit_objects,
+          "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 
 
@@ -740,7 +775,7 @@ def plan(b: Build, stages: list[str], force) -> list[str]:
         else:
             mark = "run"
             todo.append(name)
-        print(f"  {i:>2}. {name:<10} {mark:<20} {what}")
+        print(f"  {i:>2}. {name:<11} {mark:<20} {what}")
     return todo
 
 

@@ -170,7 +170,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
                                               "so a higher loss)"),
                        ("objects_loss.png", "VAE decoder fine-tuning on objects (object-weighted L1)"),
                        ("vae-long_loss.png", "Whole VAE on whole clips (second round)"),
-                       ("dit-long_loss.png", "DiT fourth phase (on the second round's latents)")):
+                       ("dit-long_loss.png", "DiT fourth phase (on the second round's latents)"),
+                       ("dit-objects_loss.png", "DiT last phase (object-weighted loss; weighted, so not comparable "
+                                                "with the other phases' losses)")):
         src = work / "curves" / name
         if src.is_file():
             shutil.copyfile(src, images / name)
@@ -248,6 +250,11 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
            f"of the whole-clip VAE, at the same timestep settings, lr {recipe.get('dit_long_lr', '?')}. The VAE before "
            "it lost small objects' colour and shape after the first latent frame (the bench's `vae` ceiling)."]
           if recipe.get("vae_long_steps") and len(export.get("dit_phases") or []) > 3 else []),
+        *([f"- DiT last phase: {export['dit_phases'][-1]} more steps from the previous phase's EMA weights on the "
+           f"shipped VAE's latents, at the same timestep settings, lr {recipe.get('dit_objects_lr', '?')}, with the latent "
+           f"cells that stand out from their surroundings (objects) weighted {1 + recipe.get('dit_object_weight', 0):g}x in "
+           "the loss (`soraflow train dit --object-weight`): the DiT before it drew the scenes and left the objects out."]
+          if recipe.get("dit_objects_steps") and export.get("dit_phases") else []),
         *[f"- {line}" for line in compute_lines(build, recipe, threads)], "",
         *pictures, "",
         "## SoraWorld bench", "",

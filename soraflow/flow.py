@@ -82,27 +82,36 @@ def sample_path(
     return PathSample(xt=xt, t=t, noise=noise, target=noise - x0)
 
 
-def flow_loss(pred: Tensor, target: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+def flow_loss(pred: Tensor, target: Tensor, frame_mask: Tensor | None = None, weight: Tensor | None = None) -> Tensor:
     """Mean squared velocity error, in float32.
 
     ``frame_mask`` (B, T) bool marks the latent frames that are *generated* (True = counts) for
     (B, C, T, H, W) tensors; given frames (conditioning, t = 0) are excluded so the model is not
     rewarded for copying its input. The mean is over the counted elements only, so the loss scale does
     not depend on how many frames were given. A batch with no counted frame gives 0 (with a gradient).
+
+    ``weight`` (broadcastable to (B, 1, T, H, W), non-negative) weights the positions: the loss is then
+    the weighted mean over the counted elements, so a constant weight gives the plain loss.
     """
     if pred.shape != target.shape:
         raise InputError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
     err = (pred.float() - target.float()).square()
-    if frame_mask is None:
+    if frame_mask is None and weight is None:
         return err.mean()
-    if pred.ndim != 5 or frame_mask.shape != (pred.shape[0], pred.shape[2]):
-        raise InputError(
-            f"frame_mask of shape {tuple(frame_mask.shape)} does not fit (B, C, T, H, W) = {tuple(pred.shape)}"
-        )
-    m = frame_mask.to(device=err.device, dtype=err.dtype)[:, None, :, None, None]  # (B, 1, T, 1, 1)
-    per_frame = pred.shape[1] * pred.shape[3] * pred.shape[4]  # elements in one (C, H, W) frame
-    count = m.sum() * per_frame
-    return (err * m).sum() / count.clamp_min(1.0)
+    if pred.ndim != 5:
+        raise InputError(f"frame_mask and weight need (B, C, T, H, W) tensors, got {tuple(pred.shape)}")
+    b, c, t, h, w = pred.shape
+    m = err.new_ones((b, 1, t, 1, 1))
+    if frame_mask is not None:
+        if frame_mask.shape != (b, t):
+            raise InputError(f"frame_mask of shape {tuple(frame_mask.shape)} does not fit (B, C, T, H, W) = {tuple(pred.shape)}")
+        m = frame_mask.to(device=err.device, dtype=err.dtype)[:, None, :, None, None]  # (B, 1, T, 1, 1)
+    if weight is not None:
+        if weight.ndim != 5 or weight.shape[1] != 1:
+            raise InputError(f"weight of shape {tuple(weight.shape)} is not (B, 1, T, H, W)")
+        m = m * weight.to(device=err.device, dtype=err.dtype)
+    m = m.expand(b, 1, t, h, w)
+    return (err * m).sum() / (c * m.sum()).clamp_min(1.0 if weight is None else 1e-12)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,22 +50,23 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
-    assert b.final_dit == b.dit_long_run and b.final_shift == b.scale.dit_reshift
-    assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_dit == b.dit_reshift_run
+    assert b.final_dit == b.dit_objects_run and b.final_shift == b.scale.dit_reshift
+    assert _resolve(build, tmp_path, "--set", "dit_objects_steps=0").final_dit == b.dit_long_run
+    assert _resolve(build, tmp_path, "--set", "vae_long_steps=0", "dit_objects_steps=0").final_dit == b.dit_reshift_run
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     (b.dit_reshift_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["decoder", "objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
-    off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0", "vae_long_steps=0")
+    assert _todo(build, b, capsys)[0] == ["decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0", "vae_long_steps=0", "dit_objects_steps=0")
     assert off.final_dit == off.dit_tune_run and off.final_shift is None  # smoke: no shift in phases 1-2
     assert "off (dit_reshift_steps=0)" in _todo(build, off, capsys)[1]
-    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3", "vae_long_steps=0")
+    off = _resolve(build, tmp_path, "--set", "dit_tune_steps=0", "dit_reshift_steps=0", "dit_shift=3", "vae_long_steps=0", "dit_objects_steps=0")
     assert off.final_dit == off.dit_run and off.final_shift == 3.0
     assert "off (dit_tune_steps=0)" in _todo(build, off, capsys)[1]
     # The second round's VAE ships; without the round the objects-tuned one does, without that the decoder-tuned
@@ -76,14 +77,14 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     assert b.decoder_only_vae == b.work / "vae-decoder" / "model"
     b.decoder_only_vae.mkdir(parents=True)
     (b.decoder_only_vae / "config.json").write_text("{}")
-    assert _todo(build, b, capsys)[0] == ["objects", "vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     (b.objects_run / "model").mkdir(parents=True)
     (b.objects_run / "model" / "config.json").write_text("{}")
     todo, out = _todo(build, b, capsys)
     assert todo[0] == "objects" and "1/2 rounds of 2 steps" in out  # round 1 of 2 done: the stage goes on
     b.decoder_vae.mkdir(parents=True)
     (b.decoder_vae / "config.json").write_text("{}")
-    assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     off = _resolve(build, tmp_path, "--set", "decoder_steps=0", "objects_steps=0", "vae_long_steps=0")
     assert off.final_vae == off.vae_model and "off (decoder_steps=0)" in _todo(build, off, capsys)[1]
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_vae == b.decoder_vae
@@ -95,16 +96,20 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     b.cache_long.mkdir(parents=True)
     (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 2)}))
     todo, out = _todo(build, b, capsys)
-    assert todo == ["cache-long", "dit-long", "export", "bench", "speed", "curves"] and f"{n - 2}/{n} clips encoded" in out
+    assert todo == ["cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"] and f"{n - 2}/{n} clips encoded" in out
     (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_long_run / "checkpoints" / "step_00000002").mkdir(parents=True)
+    assert _todo(build, b, capsys)[0] == ["dit-objects", "export", "bench", "speed", "curves"]
+    (b.dit_objects_run / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
     (b.export / "config.json").write_text("{}")
-    exported = {"work": str(b.work.resolve()), "dit_step": 2, "vae": str(b.final_vae.resolve())}
+    exported = {"work": str(b.work.resolve()), "dit": str(b.final_dit.resolve()), "dit_step": 2, "vae": str(b.final_vae.resolve())}
     (b.export / "build.json").write_text(json.dumps(exported | {"vae": str(b.decoder_vae.resolve())}))
     assert _todo(build, b, capsys)[0][0] == "export"  # an earlier VAE's export
+    (b.export / "build.json").write_text(json.dumps(exported | {"dit": str(b.dit_reshift_run.resolve())}))
+    assert _todo(build, b, capsys)[0][0] == "export"  # an earlier DiT phase's at the same step number
     (b.export / "build.json").write_text(json.dumps(exported))
     assert _todo(build, b, capsys)[0] == ["bench", "speed", "curves"]
     # Bench and speed results count only when newer than the export they measured.
@@ -187,7 +192,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "800", str(cpu.vae_long_run))
     assert (_flag(vae, "--object-weight"), _flag(vae, "--lr")) == ("10.0", "5e-05")
-    assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_long_run
+    assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_objects_run
     # Without the objects stage there is no weighting to keep.
     plain = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "p"), "--set", "objects_steps=0"]))
     assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-long")["vae-long"]
@@ -199,6 +204,26 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     # A round that changes the VAE without retraining the DiT on it would ship mismatched models.
     with pytest.raises(SystemExit, match="dit_long_steps"):
         build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_long_steps=0"]))
+
+
+def test_dit_objects_phase_trains_last_with_the_objects_weighted(build, tmp_path, monkeypatch, capsys):
+    # From dit-long's EMA, on the shipped VAE's latents, at the late phases' timesteps, with --object-weight.
+    b = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_objects_steps=5",
+                                        "dit_object_weight=7"]))
+    assert b.final_dit == b.dit_objects_run and [p[0] for p in b.dit_phases][-2:] == ["dit-long", "dit-objects"]
+    dit = _commands(build, b, monkeypatch, "dit-objects")["dit-objects"]
+    assert (_flag(dit, "--init"), _flag(dit, "--data")) == (str(b.dit_objects_run / "init"), str(b.cache_long))
+    assert (_flag(dit, "--object-weight"), _flag(dit, "--steps"), _flag(dit, "--seed")) == ("7.0", "5", "4")
+    assert (_flag(dit, "--timestep-shift"), _flag(dit, "--terminal-prob")) == ("4.0", "0.1") and "--pooled-text" in dit
+    # its steps count for the plan and the export: the model is not done until this phase is
+    (b.dit_objects_run / "checkpoints" / "step_00000003").mkdir(parents=True)
+    todo, out = _todo(build, b, capsys)
+    assert "dit-objects" in todo and "step 3/5" in out and "objects weighted 8x" in out
+    # without the second round it trains on the first cache, from the last phase that is on
+    short = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "s"), "--set", "dit_objects_steps=5",
+                                            "vae_long_steps=0"]))
+    dit = _commands(build, short, monkeypatch, "dit-objects")["dit-objects"]
+    assert _flag(dit, "--data") == str(short.cache) and [p[0] for p in short.dit_phases][-2:] == ["dit-shift", "dit-objects"]
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):

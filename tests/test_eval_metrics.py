@@ -92,6 +92,13 @@ def test_permanence_passes_behind_the_pillar_and_fails_a_vanished_object():
         f[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = BACKGROUND_COLORS["navy"]
     vd, _ = _seen(plain, frames)
     assert M.permanence(vd, M.object_tracks(vd)) == 0.0
+    # An empty scene: nothing vanishes, but the prompt's object never shows up
+    frames[:] = BACKGROUND_COLORS["navy"]
+    vd, matched = _seen(plain, frames)
+    tracks = M.object_tracks(vd)
+    assert tracks == [] and matched == [None]
+    assert M.permanence(vd, tracks) == 1.0  # no disappearance to explain...
+    assert M.permanence(vd, tracks, missing=1) == 0.0  # ...but one object missing
 
 
 def test_collisions_separate_and_objects_passing_through_each_other_fail():

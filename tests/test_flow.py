@@ -123,6 +123,34 @@ def test_flow_loss_frame_mask_excludes_given_frames():
     assert loss.item() == 0.0 and torch.all(p.grad == 0)
 
 
+def test_flow_loss_weight_is_a_weighted_mean_over_counted_cells():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 4, 3, 5, 5, generator=g)
+    pred = target + torch.randn(2, 4, 3, 5, 5, generator=g)
+    mask = torch.tensor([[False, True, True], [True, True, False]])
+    # a constant weight changes nothing, with or without a frame mask
+    for m in (None, mask):
+        assert flow.flow_loss(pred, target, m, weight=torch.full((2, 1, 3, 5, 5), 7.0)).item() == pytest.approx(
+            flow.flow_loss(pred, target, m).item(), rel=1e-5)
+    # all the weight on one cell: the loss is that cell's error (mean over channels)
+    w = torch.zeros(2, 1, 3, 5, 5)
+    w[1, 0, 1, 2, 3] = 1.0
+    cell = (pred - target)[1, :, 1, 2, 3].square().mean()
+    assert flow.flow_loss(pred, target, mask, weight=w).item() == pytest.approx(cell.item(), rel=1e-5)
+    # ...unless that cell's frame is given (not counted): the weight there does not count
+    w[0, 0, 0, 0, 0] = 100.0  # frame 0 of sample 0 is given
+    assert flow.flow_loss(pred, target, mask, weight=w).item() == pytest.approx(cell.item(), rel=1e-5)
+    # weights 1 and 3 on two halves: a 1:3 mix of the halves' losses
+    w = torch.ones(2, 1, 3, 5, 5)
+    w[..., 3:] = 3.0
+    err = (pred - target).square()
+    left, right = err[..., :3].mean(), err[..., 3:].mean()
+    expect = (left * 3 + 3 * right * 2) / (3 + 3 * 2)  # 3 columns at weight 1, 2 columns at weight 3
+    assert flow.flow_loss(pred, target, weight=w).item() == pytest.approx(expect.item(), rel=1e-5)
+    with pytest.raises(InputError, match="weight"):
+        flow.flow_loss(pred, target, weight=torch.ones(2, 4, 3, 5, 5))
+
+
 def test_shift_monotone_fixed_points_and_inverse():
     t = torch.linspace(0, 1, 101, dtype=torch.float64)
     for s in (0.5, 1.0, 3.0, 7.0):

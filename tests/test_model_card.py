@@ -127,7 +127,16 @@ def test_card_describes_the_second_round_whole_vae_and_fourth_dit_phase(card, tm
     (model / "build.json").write_text(json.dumps({"dit_step": 1200, "dit_phases": [2000, 2400, 1200],
                                                   "recipe": {**recipe, "vae_long_steps": 0}}))
     text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
-    assert "fourth phase" not in text and "whole VAE" not in text
+    assert "fourth phase" not in text and "whole VAE" not in text and "last phase" not in text
+    # The object-weighted phase after the fourth: its own steps and weight.
+    (model / "build.json").write_text(json.dumps({"dit_step": 600, "dit_phases": [2000, 2400, 1200, 900, 600],
+                                                  "recipe": {**recipe, "dit_objects_steps": 600, "dit_objects_lr": 2e-4,
+                                                             "dit_object_weight": 10.0}}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "- DiT fourth phase: 900 more steps" in text
+    assert ("- DiT last phase: 600 more steps from the previous phase's EMA weights on the shipped VAE's latents, at the "
+            "same timestep settings, lr 0.0002, with the latent cells that stand out from their surroundings (objects) "
+            "weighted 11x in the loss") in text
 
 
 def test_card_counts_the_objects_stage_rounds(card, tmp_path):

@@ -179,7 +179,7 @@ def score_video(entry: BenchEntry, frames: np.ndarray, *, inputs: dict | None = 
         elif name == "hit_color":
             out[name] = M.hit_color_accuracy(spec, matched)
         elif name == "permanence":
-            out[name] = M.permanence(vd, tracks)
+            out[name] = M.permanence(vd, tracks, missing=sum(t is None for t in matched))
         elif name == "consistency":
             out[name] = M.consistency(spec, vd, matched, frames, scale_changes=scale_changes) if len(frames) >= 5 else None
         elif name == "camera":

@@ -17,7 +17,8 @@ gravity         share of dropped objects whose height fits constant downward acc
 collision       share of contacts after which the two objects separate without passing through
 hit_color       1 when the struck box turns the stated colour and keeps it
 permanence      share of disappearances that are explained: out of the frame, behind the pillar and
-                back on a plausible track with the same identity, or behind it when the clip ends
+                back on a plausible track with the same identity, or behind it when the clip ends;
+                an object of the prompt that is never seen counts as one unexplained disappearance
 consistency     identity, colour and size stable within tracks, no flicker (mean of four parts)
 camera          1 when the global background motion (pan / zoom / none) is the stated camera move
 trail           share of the path behind a painting object that shows its paint in the last frame
@@ -257,12 +258,17 @@ def _shape_vote(dets) -> str | None:
     return max(set(shapes), key=shapes.count) if shapes else None
 
 
-def permanence(vd: VideoDetections, tracks: list[Track]) -> float:
-    """Share of disappearances that are explained (see the module table). 1.0 when nothing disappears."""
+def permanence(vd: VideoDetections, tracks: list[Track], missing: int = 0) -> float:
+    """Share of disappearances that are explained (see the module table). 1.0 when nothing disappears.
+
+    ``missing``: the prompt's objects that no track shows (``match_objects`` gave None), each an
+    unexplained disappearance: an object that never shows up has not stayed, so a video that leaves
+    the objects out does not score as one in which nothing vanished.
+    """
     n = len(vd.frames)
     h, w = vd.height, vd.width
     occ = [f.occluder for f in vd.frames]
-    events = []
+    events = [False] * missing
 
     def near_pillar(k: int, x: float, r: float) -> bool:
         o = occ[min(max(k, 0), n - 1)]

@@ -9,7 +9,9 @@ One step (see :meth:`DiTTrainer.train_step`):
 3. ``x_t = (1 - t) x0 + t noise`` per frame, captions dropped to the null caption with
    ``caption_dropout`` (classifier-free guidance needs the unconditional model);
 4. the DiT predicts the velocity under bf16 autocast; the loss is the squared error over the
-   generated frames only; AdamW with warmup + cosine, gradient clipping, EMA.
+   generated frames only (with ``object_weight``, latent cells that stand out from their
+   surroundings weigh more: :func:`latent_salience`); AdamW with warmup + cosine, gradient
+   clipping, EMA.
 
 Resume is exact: a checkpoint holds weights, EMA, optimizer, every RNG (the trainer's own generator
 included), the data position (epoch and batches consumed) and the resolved config, so 10 steps,
@@ -42,6 +44,30 @@ from .masks import frame_timesteps, sample_given_masks
 from .optim import build_adamw, lr_multiplier, set_lr
 
 log = logging.getLogger(__name__)
+
+
+def latent_salience(z: torch.Tensor, window: int = 5, low: float = 3.0, high: float = 6.0, floor: float = 0.05) -> torch.Tensor:
+    """Where a latent frame stands out from its surroundings: (B, 1, T, H, W) in [0, 1] for normalised
+    latents z (B, C, T, H, W).
+
+    A cell's distance from the median of its ``window`` x ``window`` neighbourhood in its frame (mean
+    over channels; borders replicated), in units of the frame's median such distance (at least
+    ``floor``): 0 up to ``low``, 1 from ``high``, a ramp between. The neighbourhood's median, unlike its
+    mean, is the background's value even where an object fills part of the window; the frame's median
+    distance is how textured the background is (SoraWorld's: 0.04 for flat colours to 0.26 for tiles, in
+    normalised latent units), so texture does not count as objects. Objects cover a few percent of the
+    cells (about 3% of the training cache's cells reach the ramp), so a plain loss mostly trains the
+    background: the model learns the scene and leaves the objects out (docs/default_model.md, "Objects").
+    """
+    b, c, t, h, w = z.shape
+    k = max(1, min(window, 2 * (min(h, w) // 2) + 1))  # odd, and the replicate padding fits the frame
+    frames = z.detach().float().transpose(1, 2).reshape(b * t, c, h, w)
+    padded = torch.nn.functional.pad(frames, (k // 2,) * 4, mode="replicate")
+    local = torch.nn.functional.unfold(padded, k).view(b * t, c, k * k, h * w).median(2).values.view(b * t, c, h, w)
+    d = (frames - local).abs().mean(1).flatten(1)  # (B*T, H*W)
+    r = d / d.median(1, keepdim=True).values.clamp_min(floor)
+    s = ((r - low) / (high - low)).clamp(0.0, 1.0)
+    return s.view(b, t, h, w)[:, None]
 
 
 class TrainingError(SoraflowError):
@@ -237,7 +263,8 @@ class DiTTrainer:
 
         with self.autocast():
             pred = self.model(path.xt, t_frames, context, context_mask)  # (B, C, T, H, W)
-        loss = flow.flow_loss(pred, path.target, frame_mask=~given)
+        weight = 1.0 + cfg.object_weight * latent_salience(x0) if cfg.object_weight > 0 else None
+        loss = flow.flow_loss(pred, path.target, frame_mask=~given, weight=weight)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise self._diverged(f"the loss is {loss_value}", batch)

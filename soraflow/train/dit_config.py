@@ -72,6 +72,7 @@ class TrainDiTConfig:
     logit_mean: float = 0.0  # logit-normal timestep sampling: mean
     logit_std: float = option(1.0, gt=0)  # logit-normal timestep sampling: std
     terminal_prob: float = option(0.0, ge=0, le=1)  # train this fraction of samples at t = 1, pure noise (flow.sample_timesteps)
+    object_weight: float = option(0.0, ge=0)  # extra loss weight on latent cells that stand out from their surroundings (objects; train.dit.latent_salience); 0: plain loss
     caption_dropout: float = option(0.1, ge=0, le=1)  # probability of training on the null caption (for CFG)
     caption: str = option("long", choices=("long", "short"))  # caption kind to train on
     short_caption_prob: float = option(0.0, ge=0, le=1)  # train on the short caption this often instead
