@@ -251,10 +251,11 @@ class Build:
 
     @property
     def all_dit_phases(self) -> list[tuple[str, Path, int]]:
+        """Every DiT phase of the build, on or off."""
         s = self.scale
         return [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
-                  ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps),
-                  ("dit-objects", self.dit_objects_run, s.dit_objects_steps)]
+                ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps),
+                ("dit-objects", self.dit_objects_run, s.dit_objects_steps)]
 
     # the DiT run that ships: the last phase
     final_dit = property(lambda self: self.dit_phases[-1][1])
