@@ -86,6 +86,18 @@ def test_a_reversed_video_fails_its_direction_and_gravity():
         assert good["direction"] == 1.0 and bad["direction"] == 0.0
 
 
+def test_an_empty_video_fails_permanence():
+    # An occlusion prompt's render keeps its objects; the same clip with every frame set to its first
+    # frame's background colour shows none of them, which must not pass as "nothing disappeared".
+    entry = build_suite(categories=["occlusion"], limit=1)[0]
+    assert "permanence" in entry.metrics
+    frames = render_reference(entry).frames
+    good, _ = score_video(entry, frames)
+    empty = np.broadcast_to(frames[:1, :1, :1], frames.shape).copy()
+    bad, _ = score_video(entry, empty)
+    assert good["permanence"] == 1.0 and bad["permanence"] == 0.0
+
+
 def _load_script():
     spec = importlib.util.spec_from_file_location("make_random_model", ROOT / "scripts" / "make_random_model.py")
     module = importlib.util.module_from_spec(spec)
