@@ -523,15 +523,23 @@ def stage_dit_tune(b: Build) -> None:
                    ["--init", init, "--pooled-text"] + _timesteps(s.dit_shift, s.dit_terminal))
 
 
+def _train_later_phase(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, timesteps: tuple,
+                       extra: list = (), cache: Path | None = None) -> None:
+    """A DiT phase after the second: from the previous phase's EMA weights, with the pooled-prompt path
+    when an earlier phase has it, at ``timesteps`` (shift, fraction at t = 1)."""
+    s = b.scale
+    pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
+    _train_dit(b, stage, run, steps, lr, seed,
+               ["--init", _init_from_previous(b, stage), *pooled, *_timesteps(*timesteps), *extra], cache=cache)
+
+
 def stage_dit_reshift(b: Build) -> None:
     """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift`` with
     ``dit_reshift_terminal`` of the samples at t = 1."""
     s = b.scale
     if b.on("dit-shift"):
-        init = _init_from_previous(b, "dit-shift")
-        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
-        _train_dit(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
-                   ["--init", init, *pooled, *_timesteps(s.dit_reshift, s.dit_reshift_terminal)])
+        _train_later_phase(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
+                           (s.dit_reshift, s.dit_reshift_terminal))
 
 
 def stage_dit_long(b: Build) -> None:
@@ -539,10 +547,8 @@ def stage_dit_long(b: Build) -> None:
     latents of the whole-clip VAE (``cache-long``)."""
     s = b.scale
     if b.on("dit-long"):
-        init = _init_from_previous(b, "dit-long")
-        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
-        _train_dit(b, "dit-long", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
-                   ["--init", init, *pooled, *_timesteps(*b.late_timesteps)], cache=b.cache_long)
+        _train_later_phase(b, "dit-long", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
+                           b.late_timesteps, cache=b.cache_long)
 
 
 def stage_dit_objects(b: Build) -> None:
@@ -550,11 +556,8 @@ def stage_dit_objects(b: Build) -> None:
     shipped VAE's latents with the objects' cells weighted ``1 + dit_object_weight`` times."""
     s = b.scale
     if b.on("dit-objects"):
-        init = _init_from_previous(b, "dit-objects")
-        pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
-        _train_dit(b, "dit-objects", b.dit_objects_run, s.dit_objects_steps, s.dit_objects_lr, b.seed + 4,
-                   ["--init", init, *pooled, *_timesteps(*b.late_timesteps), "--object-weight", s.dit_object_weight],
-                   cache=b.final_cache)
+        _train_later_phase(b, "dit-objects", b.dit_objects_run, s.dit_objects_steps, s.dit_objects_lr, b.seed + 4,
+                           b.late_timesteps, ["--object-weight", s.dit_object_weight], cache=b.final_cache)
 
 
 def stage_export(b: Build) -> None:

@@ -111,7 +111,7 @@ def flow_loss(pred: Tensor, target: Tensor, frame_mask: Tensor | None = None, we
             raise InputError(f"weight of shape {tuple(weight.shape)} is not (B, 1, T, H, W)")
         m = m * weight.to(device=err.device, dtype=err.dtype)
     m = m.expand(b, 1, t, h, w)
-    return (err * m).sum() / (c * m.sum()).clamp_min(1.0 if weight is None else 1e-12)
+    return (err * m).sum() / (c * m.sum()).clamp_min(1e-12)  # nothing counted: 0, with a gradient
 
 
 # ----------------------------------------------------------------------------------------------
