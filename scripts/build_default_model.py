@@ -37,7 +37,9 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    ``dit-objects`` (when ``dit_objects_steps`` > 0) is one more DiT phase, from the last one's EMA weights
    on the shipped VAE's latents, with the loss weighting the latent cells that stand out from their
    surroundings ``1 + dit_object_weight`` times (``soraflow train dit --object-weight``): a plainly
-   trained DiT draws the scene and leaves the small objects out (docs/default_model.md).
+   trained DiT draws the scene and leaves the small objects out (docs/default_model.md). With
+   ``dit_objects_rounds`` > 1 it trains on in more such rounds (WORK/dit-objects-2, ...), each from the
+   last one's EMA weights.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
@@ -144,8 +146,11 @@ class Scale:
     dit_long_steps: int = 0
     dit_long_lr: float = 2e-4
     # one more DiT phase from the last one's EMA weights, on the shipped VAE's latents, with the latent cells
-    # that stand out from their surroundings (objects) weighted 1 + dit_object_weight times in the loss; 0 skips it
+    # that stand out from their surroundings (objects) weighted 1 + dit_object_weight times in the loss; 0 skips it.
+    # dit_objects_rounds > 1 trains on in more rounds of dit_objects_steps, each from the last one's EMA weights
+    # with the next seed and its own warmup and cosine schedule
     dit_objects_steps: int = 0
+    dit_objects_rounds: int = 1
     dit_objects_lr: float = 2e-4
     dit_object_weight: float = 10.0
     ema_decay: float = 0.9995
@@ -174,7 +179,8 @@ SCALES = {
                    vae_save_every=2, vae_cache_mb=256, dit_steps=3, dit_batch_tokens=384, dit_warmup=1, dit_checkpoint_every=2, decoder_steps=2,
                    ema_decay=0.9, bench_limit=2, bench_steps=2, speed_repeats=1, log_every=1, dit_pooled_text=False,
                    dit_shift=None, dit_terminal=0.0, dit_tune_steps=2, dit_reshift_steps=2,
-                   objects_steps=2, objects_rounds=2, vae_long_steps=2, dit_long_steps=2, dit_objects_steps=2),
+                   objects_steps=2, objects_rounds=2, vae_long_steps=2, dit_long_steps=2, dit_objects_steps=2,
+                   dit_objects_rounds=2),
 }
 
 
@@ -217,7 +223,7 @@ class Build:
     dit_tune_run = property(lambda self: self.work / "dit-tune")
     dit_reshift_run = property(lambda self: self.work / "dit-shift")
     dit_long_run = property(lambda self: self.work / "dit-long")
-    dit_objects_run = property(lambda self: self.work / "dit-objects")
+    dit_objects_run = property(lambda self: self.work / "dit-objects")  # the first round's
 
     def on(self, stage: str) -> bool:
         """Whether ``stage`` runs in this recipe (every stage not in OPTIONAL does)."""
@@ -233,6 +239,11 @@ class Build:
         """The objects stage's run folders, one per round (vae-objects, vae-objects-2, ...); none when it is off."""
         rounds = max(self.scale.objects_rounds, 1) if self.scale.objects_steps else 0
         return [self.objects_run] + [self.work / f"vae-objects-{k}" for k in range(2, rounds + 1)] if rounds else []
+
+    @property
+    def dit_objects_runs(self) -> list[Path]:
+        """The dit-objects stage's run folders, one per round (dit-objects, dit-objects-2, ...), on or off."""
+        return [self.dit_objects_run] + [self.work / f"dit-objects-{k}" for k in range(2, self.scale.dit_objects_rounds + 1)]
 
     @property
     def decoder_vae(self) -> Path:
@@ -255,7 +266,7 @@ class Build:
         s = self.scale
         return [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
                 ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps),
-                ("dit-objects", self.dit_objects_run, s.dit_objects_steps)]
+                *(("dit-objects", run, s.dit_objects_steps) for run in self.dit_objects_runs)]
 
     # the DiT run that ships: the last phase
     final_dit = property(lambda self: self.dit_phases[-1][1])
@@ -317,7 +328,9 @@ class Build:
         s = self.scale
         have = self.manifest_count()
         at = {run: self.dit_step(run) for _, run, _ in self.all_dit_phases}
-        dstep, tstep, rstep, lstep, ostep = at.values()
+        dstep, tstep, rstep, lstep = list(at.values())[:4]
+        ostep = [at[run] for run in self.dit_objects_runs]
+        oround = next((k for k, step in enumerate(ostep) if step < s.dit_objects_steps), len(ostep) - 1)
         final_done = all(at[run] >= steps for _, run, steps in self.dit_phases)
         cached, cached_long = self.cache_count(), self.cache_count(self.cache_long)
         long_on = bool(s.vae_long_steps)
@@ -348,8 +361,10 @@ class Build:
             "dit-long": (not long_on or lstep >= s.dit_long_steps,
                          f"step {lstep}/{s.dit_long_steps} in {self.dit_long_run}, on {self.cache_long.name}" if long_on
                          else "off (vae_long_steps=0)"),
-            "dit-objects": (ostep >= s.dit_objects_steps, f"step {ostep}/{s.dit_objects_steps} in {self.dit_objects_run}, "
-                            f"objects weighted {1 + s.dit_object_weight:g}x, on {self.final_cache.name}"
+            "dit-objects": (min(ostep) >= s.dit_objects_steps,
+                            (f"round {oround + 1}/{len(ostep)} at " if len(ostep) > 1 else "")
+                            + f"step {ostep[oround]}/{s.dit_objects_steps} in "
+                            f"{self.dit_objects_runs[oround]}, objects weighted {1 + s.dit_object_weight:g}x, on {self.final_cache.name}"
                             if s.dit_objects_steps else "off (dit_objects_steps=0)"),
             "export": (exported is not None and exported == at[self.final_dit] and final_done,
                        f"EMA weights in {self.export_dtype} -> {self.export}"),
@@ -502,12 +517,12 @@ def stage_dit(b: Build) -> None:
                (["--pooled-text"] if s.dit_pooled_text else []) + _timesteps(s.dit_shift, s.dit_terminal))
 
 
-def _init_from_previous(b: Build, stage: str) -> Path:
-    """A later DiT phase starts from the EMA weights of the phase before it (exported once)."""
+def _init_from_previous(b: Build, stage: str, this: Path) -> Path:
+    """A later DiT phase (run folder ``this``) starts from the EMA weights of the phase before it (exported once)."""
     from soraflow.train.dit import export_dit
 
-    i = [name for name, _, _ in b.dit_phases].index(stage)
-    run, init = b.dit_phases[i - 1][1], b.dit_phases[i][1] / "init"
+    i = [run for _, run, _ in b.dit_phases].index(this)
+    run, init = b.dit_phases[i - 1][1], this / "init"
     if not (init / "config.json").is_file():
         export_dit(run, init, ema=True)
         print(f"[{stage}] EMA weights of {run.name} (step {b.dit_step(run)}) -> {init}", flush=True)
@@ -518,7 +533,7 @@ def stage_dit_tune(b: Build) -> None:
     """Second DiT phase: the first phase's EMA weights plus the (zero-initialised) pooled-prompt path."""
     s = b.scale
     if b.on("dit-tune"):
-        init = _init_from_previous(b, "dit-tune")
+        init = _init_from_previous(b, "dit-tune", b.dit_tune_run)
         _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
                    ["--init", init, "--pooled-text"] + _timesteps(s.dit_shift, s.dit_terminal))
 
@@ -530,7 +545,7 @@ def _train_later_phase(b: Build, stage: str, run: Path, steps: int, lr: float, s
     s = b.scale
     pooled = ["--pooled-text"] if s.dit_pooled_text or s.dit_tune_steps else []
     _train_dit(b, stage, run, steps, lr, seed,
-               ["--init", _init_from_previous(b, stage), *pooled, *_timesteps(*timesteps), *extra], cache=cache)
+               ["--init", _init_from_previous(b, stage, run), *pooled, *_timesteps(*timesteps), *extra], cache=cache)
 
 
 def stage_dit_reshift(b: Build) -> None:
@@ -552,12 +567,15 @@ def stage_dit_long(b: Build) -> None:
 
 
 def stage_dit_objects(b: Build) -> None:
-    """The last DiT phase: the previous phase's EMA weights, trained on at its timestep settings on the
-    shipped VAE's latents with the objects' cells weighted ``1 + dit_object_weight`` times."""
+    """The last DiT phases: the previous phase's EMA weights, trained on at its timestep settings on the
+    shipped VAE's latents with the objects' cells weighted ``1 + dit_object_weight`` times, in
+    ``dit_objects_rounds`` rounds (the rounds already done are skipped)."""
     s = b.scale
     if b.on("dit-objects"):
-        _train_later_phase(b, "dit-objects", b.dit_objects_run, s.dit_objects_steps, s.dit_objects_lr, b.seed + 4,
-                           b.late_timesteps, ["--object-weight", s.dit_object_weight], cache=b.final_cache)
+        for k, run in enumerate(b.dit_objects_runs):
+            if b.dit_step(run) < s.dit_objects_steps:
+                _train_later_phase(b, "dit-objects", run, s.dit_objects_steps, s.dit_objects_lr, b.seed + 4 + k,
+                                   b.late_timesteps, ["--object-weight", s.dit_object_weight], cache=b.final_cache)
 
 
 def stage_export(b: Build) -> None:
@@ -640,9 +658,10 @@ def stage_curves(b: Build) -> None:
                               ("dit-objects", b.dit_objects_run / "tensorboard", "train/loss")):
         if not b.on(name):
             continue
-        if name == "objects":  # the rounds end to end, each after the steps of the ones before
-            points = [(step + k * b.scale.objects_steps, v) for k, run in enumerate(b.objects_runs)
-                      for step, v in read_scalars(run / "tb", tag)]
+        if name in ("objects", "dit-objects"):  # the rounds end to end, each after the steps of the ones before
+            runs, steps, sub = ((b.objects_runs, b.scale.objects_steps, "tb") if name == "objects"
+                                else (b.dit_objects_runs, b.scale.dit_objects_steps, "tensorboard"))
+            points = [(step + k * steps, v) for k, run in enumerate(runs) for step, v in read_scalars(run / sub, tag)]
         else:
             points = read_scalars(logdir, tag)
         if not points:

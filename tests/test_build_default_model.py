@@ -56,7 +56,7 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
     # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
-    assert b.final_dit == b.dit_objects_run and b.final_shift == b.scale.dit_reshift
+    assert b.final_dit == b.dit_objects_runs[-1] == b.work / "dit-objects-2" and b.final_shift == b.scale.dit_reshift
     assert _resolve(build, tmp_path, "--set", "dit_objects_steps=0").final_dit == b.dit_long_run
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0", "dit_objects_steps=0").final_dit == b.dit_reshift_run
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
@@ -101,6 +101,9 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.dit_long_run / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["dit-objects", "export", "bench", "speed", "curves"]
     (b.dit_objects_run / "checkpoints" / "step_00000002").mkdir(parents=True)
+    todo, out = _todo(build, b, capsys)  # the smoke recipe's dit-objects has two rounds
+    assert todo == ["dit-objects", "export", "bench", "speed", "curves"] and "round 2/2 at step 0/2" in out
+    (b.final_dit / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["export", "bench", "speed", "curves"]
     # An export from this work dir at the final step counts as done; one from another run does not.
     b.export.mkdir(parents=True)
@@ -192,7 +195,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "800", str(cpu.vae_long_run))
     assert (_flag(vae, "--object-weight"), _flag(vae, "--lr")) == ("10.0", "5e-05")
-    assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_objects_run
+    assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_objects_runs[-1]
     # Without the objects stage there is no weighting to keep.
     plain = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "p"), "--set", "objects_steps=0"]))
     assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-long")["vae-long"]
@@ -209,7 +212,7 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
 def test_dit_objects_phase_trains_last_with_the_objects_weighted(build, tmp_path, monkeypatch, capsys):
     # From dit-long's EMA, on the shipped VAE's latents, at the late phases' timesteps, with --object-weight.
     b = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_objects_steps=5",
-                                        "dit_object_weight=7"]))
+                                        "dit_object_weight=7", "dit_objects_rounds=1"]))
     assert b.final_dit == b.dit_objects_run and [p[0] for p in b.dit_phases][-2:] == ["dit-long", "dit-objects"]
     dit = _commands(build, b, monkeypatch, "dit-objects")["dit-objects"]
     assert (_flag(dit, "--init"), _flag(dit, "--data")) == (str(b.dit_objects_run / "init"), str(b.cache_long))
@@ -221,9 +224,19 @@ def test_dit_objects_phase_trains_last_with_the_objects_weighted(build, tmp_path
     assert "dit-objects" in todo and "step 3/5" in out and "objects weighted 8x" in out
     # without the second round it trains on the first cache, from the last phase that is on
     short = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "s"), "--set", "dit_objects_steps=5",
-                                            "vae_long_steps=0"]))
+                                            "vae_long_steps=0", "dit_objects_rounds=1"]))
     dit = _commands(build, short, monkeypatch, "dit-objects")["dit-objects"]
     assert _flag(dit, "--data") == str(short.cache) and [p[0] for p in short.dit_phases][-2:] == ["dit-shift", "dit-objects"]
+    # more rounds: each from the last one's EMA with the next seed; the rounds already done are skipped
+    more = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "r"), "--set", "dit_objects_steps=5",
+                                           "dit_objects_rounds=3"]))
+    assert more.final_dit == more.work / "dit-objects-3" and [p[0] for p in more.dit_phases][-4:] == ["dit-long"] + ["dit-objects"] * 3
+    (more.dit_objects_run / "checkpoints" / "step_00000005").mkdir(parents=True)
+    ran = []
+    monkeypatch.setattr(more, "run", lambda stage, args: ran.append([str(a) for a in args]), raising=False)
+    build.STAGES["dit-objects"](more)
+    assert [(_flag(r, "--out"), _flag(r, "--init"), _flag(r, "--seed"), _flag(r, "--object-weight")) for r in ran] == [
+        (str(more.work / f"dit-objects-{k}"), str(more.work / f"dit-objects-{k}" / "init"), str(3 + k), "10.0") for k in (2, 3)]
 
 
 def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):
@@ -278,7 +291,7 @@ def test_curves_leave_out_stages_that_are_off(build, tmp_path, monkeypatch):
     assert {"vae_loss.png", "decoder_loss.png", "objects_loss.png", "dit-shift_loss.png"} <= set(drawn)
 
 
-def test_the_objects_curve_puts_its_rounds_end_to_end(build, tmp_path, monkeypatch):
+def test_the_objects_curves_put_their_rounds_end_to_end(build, tmp_path, monkeypatch):
     b = _resolve(build, tmp_path, "--set", "objects_steps=5", "objects_rounds=3")
     logs = {b.objects_run / "tb": [(1, 3.0), (5, 2.0)], b.work / "vae-objects-2" / "tb": [(5, 1.0)],
             b.work / "vae-objects-3" / "tb": [(2, 0.5)]}
@@ -287,6 +300,11 @@ def test_the_objects_curve_puts_its_rounds_end_to_end(build, tmp_path, monkeypat
     monkeypatch.setattr(build, "plot_curve", lambda points, path, title: drawn.setdefault(path.name, points) and path)
     build.stage_curves(b)
     assert drawn["objects_loss.png"] == [(1, 3.0), (5, 2.0), (10, 1.0), (12, 0.5)]
+    b = _resolve(build, tmp_path, "--set", "dit_objects_steps=4", "dit_objects_rounds=2")
+    logs = {b.dit_objects_run / "tensorboard": [(2, 0.4), (4, 0.3)], b.work / "dit-objects-2" / "tensorboard": [(2, 0.2)]}
+    drawn.clear()
+    build.stage_curves(b)
+    assert drawn["dit-objects_loss.png"] == [(2, 0.4), (4, 0.3), (6, 0.2)]
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, want", [
