@@ -328,7 +328,7 @@ class Build:
         s = self.scale
         have = self.manifest_count()
         at = {run: self.dit_step(run) for _, run, _ in self.all_dit_phases}
-        dstep, tstep, rstep, lstep = list(at.values())[:4]
+        dstep, tstep, rstep, lstep = (at[run] for run in (self.dit_run, self.dit_tune_run, self.dit_reshift_run, self.dit_long_run))
         ostep = [at[run] for run in self.dit_objects_runs]
         oround = next((k for k, step in enumerate(ostep) if step < s.dit_objects_steps), len(ostep) - 1)
         final_done = all(at[run] >= steps for _, run, steps in self.dit_phases)
