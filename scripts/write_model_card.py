@@ -91,7 +91,8 @@ def speed_section(speed: dict | None) -> tuple[list[str], list[str]]:
     median = statistics.median(walls)
     s = v["settings"]
     lines = [f"A {s['frames']}-frame {s['size']} clip at {s['fps']} fps ({s['steps']} {s['sampler']} steps, CFG "
-             f"{s['guidance_scale']}: text encoding, sampling and VAE decoding), median of {len(walls)} runs: "
+             f"{s['guidance_scale']}" + (f" from t >= {s['guidance_min_t']:g}" if s.get("guidance_min_t") else "")
+             + f": text encoding, sampling and VAE decoding), median of {len(walls)} runs: "
              f"**{median:.2f} s** wall (target {SPEED_TARGET_S:g} s; runs {', '.join(f'{w:.2f}' for w in walls)}), "
              f"peak memory {v.get('peak_rss', 0) / 2**20:.0f} MiB.",
              f"Machine: {speed.get('machine', 'unknown')}; load average during the runs "
@@ -208,7 +209,9 @@ def write_card(work: Path, model: Path, out: Path, images: Path, notes: str = ""
         f"- On disk: {size_mb if size_mb is not None else '?'} MB in {export.get('dtype', '?')} (EMA weights, safetensors + config.json).",
         f"- Defaults: {pipe_cfg.get('width', '?')}x{pipe_cfg.get('height', '?')}, {pipe_cfg.get('seconds', '?')} s at "
         f"{pipe_cfg.get('fps', '?')} fps, {pipe_cfg.get('steps', '?')} {pipe_cfg.get('sampler', '?')} steps, CFG "
-        f"{pipe_cfg.get('guidance_scale', '?')}, timestep shift "
+        f"{pipe_cfg.get('guidance_scale', '?')}"
+        + (f" on the steps at t >= {pipe_cfg['guidance_min_t']:g} (the rest unguided)" if pipe_cfg.get("guidance_min_t") else "")
+        + ", timestep shift "
         f"{pipe_cfg['shift'] if pipe_cfg.get('shift') else 'by size (flow.shift_for)'}, prompt expander "
         f"`{pipe_cfg.get('expander', '?')}`.", "",
         "## Data", "",

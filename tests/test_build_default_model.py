@@ -249,6 +249,29 @@ def test_set_overrides_stage_sizes_and_rejects_unknown_fields(build, tmp_path):
         _resolve(build, tmp_path, "--set", "no_such_field=1")
 
 
+def test_export_writes_the_recipes_sampling_defaults(build, tmp_path, monkeypatch):
+    import soraflow.train.dit as train_dit
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_export(run, out, **kwargs):
+        seen.append((Path(run), kwargs))
+        raise Stop
+
+    monkeypatch.setattr(train_dit, "export_pipeline", fake_export)
+    for extra, want in (((), 0.75), (("--set", "guidance_min_t=0"), 0.0)):
+        b = _resolve(build, tmp_path, *extra)
+        with pytest.raises(Stop):
+            build.stage_export(b)
+        run, kwargs = seen[-1]
+        assert run == b.final_dit and kwargs["vae"] == b.final_vae and kwargs["ema"] is True
+        assert kwargs["guidance_min_t"] == want and kwargs["guidance_scale"] == 4.0 and kwargs["steps"] == 8
+        assert kwargs["shift"] == b.final_shift
+
+
 def test_gpu_scale_exports_into_the_package_and_fits_the_size_budget(build, tmp_path):
     b = build.resolve(build.parse_args(["--work", str(tmp_path / "w")]))
     assert b.export == build.DEFAULT_EXPORT

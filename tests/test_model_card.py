@@ -46,6 +46,9 @@ def test_speed_is_the_median_of_the_timed_runs_and_a_miss_is_a_failure(card):
     speed["variants"]["model"]["warm"] = [{"wall": w} for w in (4.5, 4.1, 6.0)]
     lines, failures = card.speed_section(speed)
     assert "**4.50 s**" in lines[0] and failures == ["speed 4.50 s for the 4 s clip (target 4 s)"]
+    assert "CFG 4.0: text encoding" in lines[0]  # guided every step
+    settings["guidance_min_t"] = 0.75
+    assert "CFG 4.0 from t >= 0.75: text encoding" in card.speed_section(speed)[0][0]
 
 
 def test_card_without_bench_or_speed_says_so(card, tmp_path):
@@ -94,7 +97,10 @@ def test_card_describes_the_timestep_phase_the_whole_clip_decoder_and_the_sampli
     assert "- DiT second phase: 2400 more steps" in text
     assert ("- DiT third phase: 1200 more steps from the second phase's EMA weights, at timestep shift 4 with 10% of "
             "samples at t = 1, lr 0.0002") in text
-    assert "timestep shift 4.0, prompt expander" in text  # the sampling default, from config.json
+    assert "CFG ?, timestep shift 4.0, prompt expander" in text  # the sampling default, from config.json
+    (model / "config.json").write_text(json.dumps({"shift": 4.0, "steps": 8, "guidance_scale": 4.0, "guidance_min_t": 0.75}))
+    text = card.write_card(work, model, tmp_path / "MODEL_CARD.md", tmp_path / "images", samples=False).read_text()
+    assert "CFG 4.0 on the steps at t >= 0.75 (the rest unguided), timestep shift 4.0" in text
     assert "batch 2 of whole 33-frame clips" in text
     # The gpu recipe: shift and t = 1 samples from step 0, one phase.
     gpu = {**recipe, "dit_shift": 4.0, "dit_terminal": 0.1, "dit_pooled_text": True, "dit_tune_steps": 0, "dit_reshift_steps": 0}
