@@ -1,6 +1,6 @@
 """Write MODEL_CARD.md for a built default model from what its build left behind.
 
-    python scripts/write_model_card.py                                  # runs/default-model -> MODEL_CARD.md
+    python scripts/write_model_card.py                                  # runs/default-model -> MODEL_CARD.md, with docs/model_card/notes.md
     python scripts/write_model_card.py --work runs/default-model-smoke --model runs/default-model-smoke/export \\
         --out /tmp/card/MODEL_CARD.md --images /tmp/card/images --notes my_notes.md
 
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_NOTES = REPO / "docs" / "model_card" / "notes.md"  # what the shipped model's card says beyond the numbers
 
 #: the quality bar of the default model (issue "The default model"): metric -> (target, unit)
 TARGETS = {
@@ -300,12 +301,19 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=REPO / "soraflow" / "assets" / "default", help="the exported model")
     p.add_argument("--out", type=Path, default=REPO / "MODEL_CARD.md", help="card to write [default: MODEL_CARD.md]")
     p.add_argument("--images", type=Path, default=REPO / "docs" / "images" / "default-model", help="folder for its pictures")
-    p.add_argument("--notes", type=Path, default=None, help="a markdown file appended under 'Known failure cases'")
+    p.add_argument("--notes", type=Path, default=None,
+                   help="a markdown file appended under 'Known failure cases' [default: docs/model_card/notes.md "
+                        "for the shipped model's card (the default --out); none otherwise]")
     p.add_argument("--no-samples", action="store_true", help="do not render sample frames (no model run)")
     args = p.parse_args(argv)
     if not args.work.is_dir():
         print(f"write_model_card: no build folder {args.work}", file=sys.stderr)
         return 2
+    if args.notes is not None and not args.notes.is_file():
+        print(f"write_model_card: no notes file {args.notes}", file=sys.stderr)
+        return 2
+    if args.notes is None and args.out.resolve() == (REPO / "MODEL_CARD.md").resolve() and DEFAULT_NOTES.is_file():
+        args.notes = DEFAULT_NOTES
     notes = args.notes.read_text() if args.notes else ""
     path = write_card(args.work, args.model, args.out, args.images, notes, samples=not args.no_samples)
     print(f"wrote {path}")

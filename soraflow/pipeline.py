@@ -289,7 +289,7 @@ class SoraPipeline:
 
         ``dtype=torch.bfloat16`` (or the name ``"bfloat16"``) runs the VAE, DiT and text encoder in bf16
         (on AMX CPUs and GPUs several times faster than fp32; the sampler state stays fp32). ``dtype="int8"`` (CPU only)
-        keeps fp32 but runs the DiT blocks' linear layers in dynamic int8 (:meth:`DiT.quantize_int8`)
+        keeps fp32 but runs most of the DiT blocks' linear layers in dynamic int8 (:meth:`DiT.quantize_int8`)
         and the VAE as ``"auto"`` would. ``dtype="auto"`` picks the fastest precision per model for
         ``device`` (:func:`auto_dtypes`; int8 for the DiT on CPUs without AMX, :func:`auto_int8`).
         """

@@ -64,6 +64,25 @@ def test_card_without_bench_or_speed_says_so(card, tmp_path):
     assert "7 SoraWorld clips" in text and text.rstrip().endswith("- a note")
 
 
+def test_main_appends_the_shipped_notes_only_to_the_shipped_card(card, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"command": ["python", "build.py"], "device": "cpu", "seconds": {}}))
+    notes = tmp_path / "notes.md"
+    notes.write_text("- the shipped model's own note")
+    monkeypatch.setattr(card, "DEFAULT_NOTES", notes)
+    shipped = tmp_path / "repo" / "MODEL_CARD.md"
+    shipped.parent.mkdir()
+    monkeypatch.setattr(card, "REPO", shipped.parent)
+    base = ["--work", str(work), "--model", str(tmp_path / "none"), "--images", str(tmp_path / "img"), "--no-samples"]
+    assert card.main(base + ["--out", str(shipped)]) == 0
+    assert shipped.read_text().rstrip().endswith("- the shipped model's own note")
+    other = tmp_path / "other.md"
+    assert card.main(base + ["--out", str(other)]) == 0
+    assert "own note" not in other.read_text()
+    assert card.main(base + ["--out", str(other), "--notes", str(tmp_path / "missing.md")]) == 2
+
+
 def test_card_describes_a_two_phase_dit_with_the_pooled_prompt(card, tmp_path):
     work, model = tmp_path / "work", tmp_path / "model"
     (model / "dit").mkdir(parents=True)

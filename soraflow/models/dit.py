@@ -40,6 +40,8 @@ TIMESTEP_SCALE = 1000.0
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+# Block linears that DiT.quantize_int8 keeps in float32 (names within a block; see there why)
+INT8_KEEP_FP32 = ("attn1.to_out", "attn2.to_k", "attn2.to_v")
 
 
 @dataclass(frozen=True)
@@ -428,15 +430,20 @@ class DiT(nn.Module):
         return cls(dit_config(name, **overrides))
 
     def quantize_int8(self) -> int:
-        """Run the blocks' linear layers (attention projections, feed-forward) in dynamic int8: weights
-        int8 per output channel, activations quantized per call; returns how many were converted.
+        """Run most of the blocks' linear layers in dynamic int8: weights int8 per output channel,
+        activations quantized per call; returns how many were converted.
 
         CPU inference only, and worth it where bf16 matmuls are not fast (no AMX): the int8 GEMMs
-        (fbgemm, AVX-512 VNNI) are ~2.5x the fp32 ones at the default model's shapes, and generated
-        clips stay within ~35 dB PSNR of fp32 ones (BENCHMARKS.md, "Generation speed"). The time MLP,
-        text projection, patch embedding and output projection stay fp32. Irreversible: reload the
-        weights for another precision. Uses torch's eager dynamic quantization (``torch.ao``, which
-        torch deprecates in favour of torchao); where it is missing this raises ``InputError``.
+        (fbgemm, AVX-512 VNNI) are ~2.5x the fp32 ones at the default model's wide shapes. Converted:
+        self-attention q/k/v, cross-attention q and output, both feed-forward layers. Kept in fp32
+        (``INT8_KEEP_FP32``): the self-attention output projection, whose rounding measurably moved
+        the default model's clips, and the cross-attention key/value projections, which see only the
+        few text tokens (nothing to gain). So kept, the default model's clips are 52.3 dB PSNR from fp32
+        ones (worst of six prompts 50.9 dB, against 48.5 / 32.2 dB with every block linear in int8) for
+        ~5% more DiT time at two threads (BENCHMARKS.md, session 12). The time MLP, text projection,
+        patch embedding and output projection stay fp32 too. Irreversible: reload the weights for
+        another precision. Uses torch's eager dynamic quantization (``torch.ao``, which torch
+        deprecates in favour of torchao); where it is missing this raises ``InputError``.
         """
         import warnings
 
@@ -446,15 +453,21 @@ class DiT(nn.Module):
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
         except ImportError as e:  # a torch without eager quantization
             raise InputError(f"int8 is not available in this torch build ({e}); use float32 or bfloat16") from None
-        before = sum(isinstance(m, nn.Linear) for m in self.blocks.modules())
+        names = {name for name, m in self.blocks.named_modules()
+                 if isinstance(m, nn.Linear) and not any(keep in name for keep in INT8_KEEP_FP32)}
         with warnings.catch_warnings():  # torch.ao's deprecation notices, once per layer
             warnings.simplefilter("ignore")
-            quantize_dynamic(self.blocks, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
-        return before - sum(isinstance(m, nn.Linear) for m in self.blocks.modules())
+            quantize_dynamic(self.blocks, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
+        return len(names)
 
     @property
     def is_quantized(self) -> bool:
-        return not any(isinstance(m, nn.Linear) for m in self.blocks.modules())
+        """Whether :meth:`quantize_int8` converted this model's blocks."""
+        try:
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        except ImportError:
+            return False
+        return any(isinstance(m, DynamicLinear) for m in self.blocks.modules())
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
