@@ -2,6 +2,7 @@
 the empty caption and another clip's caption.
 
     python scripts/text_use.py runs/default-model/dit-tune/init soraflow/assets/default/dit
+    python scripts/text_use.py soraflow/assets/default --trained      # the same on clips it trained on
 
 Held-out clips are SoraWorld clips of the build's dataset that its latent cache did not encode (so the
 DiT never trained on them), 128x128, at least 9 frames (cut to 33), encoded with the given model
@@ -22,10 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def held_out_clips(work: Path, count: int) -> list[dict]:
+def held_out_clips(work: Path, count: int, *, trained: bool = False) -> list[dict]:
+    """128x128 clips of at least 9 frames that the latent cache did not encode (``trained``: did)."""
     cached = {e["id"] for e in json.loads((work / "cache" / "index.json").read_text())["entries"]}
     rows = [json.loads(line) for line in (work / "data" / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["id"] not in cached and r["frames"] >= 9 and (r["height"], r["width"]) == (128, 128)][:count]
+    return [r for r in rows if (r["id"] in cached) == trained and r["frames"] >= 9
+            and (r["height"], r["width"]) == (128, 128)][:count]
 
 
 def main(argv=None) -> int:
@@ -38,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=32, help="held-out clips [32]")
     p.add_argument("--times", default="0.3,0.6,0.9,1.0", help="noise levels t, comma-separated [0.3,0.6,0.9,1.0]")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--trained", action="store_true",
+                   help="clips the cache encoded (the DiT trained on them) instead of held-out ones: the gap "
+                        "between the two losses is what the DiT memorised")
     args = p.parse_args(argv)
 
     import torch
@@ -52,9 +58,10 @@ def main(argv=None) -> int:
     if not times or not all(0 < t <= 1 for t in times):
         print(f"text_use: --times must be values in (0, 1], got {args.times!r}", file=sys.stderr)
         return 2
-    rows = held_out_clips(args.work, args.clips)
+    rows = held_out_clips(args.work, args.clips, trained=args.trained)
+    which = "trained-on" if args.trained else "held-out"
     if len(rows) < 2:
-        print(f"text_use: fewer than 2 held-out 128x128 clips in {args.work}", file=sys.stderr)
+        print(f"text_use: fewer than 2 {which} 128x128 clips in {args.work}", file=sys.stderr)
         return 2
     pipe = SoraPipeline.from_pretrained(args.model, dtype=torch.float32)
 
@@ -68,7 +75,7 @@ def main(argv=None) -> int:
         frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
         data.append((pipe.encode_frames(frames), caption(r["long"])))
     null = caption("")
-    print(f"{len(data)} held-out clips from {args.work / 'data'}")
+    print(f"{len(data)} {which} clips from {args.work / 'data'}")
     for path in args.dits:
         model = DiT.from_pretrained(path, dtype=torch.float32).eval()
         loss = {(key, t): 0.0 for key in ("own", "null", "other") for t in times}
