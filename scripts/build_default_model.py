@@ -19,7 +19,8 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
    phase had no such path, was made. ``dit-shift`` (when ``dit_reshift_steps`` > 0) trains on from the
    previous phase's EMA weights at timestep shift ``dit_reshift`` with a fraction of the samples at
    t = 1, which those phases lacked (without them the model ignores the prompt: docs/default_model.md).
-   The ``gpu`` recipe has the path, the shift and the t = 1 samples from the start and neither later phase.
+   The ``gpu`` recipe has the path, the shift and the t = 1 samples from the start and neither later phase;
+   it does run the ``objects`` and ``dit-objects`` stages below.
 5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
    latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
    9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
@@ -169,7 +170,9 @@ class Scale:
 
 
 SCALES = {
-    "gpu": Scale(),
+    # gpu: the objects' weighting from the cpu build's lessons (docs/default_model.md: the plain losses train the
+    # backgrounds and leave SoraWorld's small objects out) as one decoder round and a last DiT phase; unmeasured on a GPU
+    "gpu": Scale(objects_steps=1000, dit_objects_steps=2000),
     # cpu: what two cores do in under two hours (fp32: this recipe's dev machine has no AMX, so bf16 is
     # slower). Clips are cut to 4 s (9 latent frames); a DiT step of 2048 tokens takes ~1.5 s there.
     "cpu": Scale(clips=4000, vae_steps=1000, vae_batch=4, vae_precision="fp32", max_frames=33, cache_clips=1600, dit_steps=2000,
