@@ -160,7 +160,7 @@ class Scale:
     guidance_scale: float = 4.0
     sampler: str = "euler"
     # steps at noise level t below this run unguided: at shift 4 the last 3 of 8 steps, 3 of the 16 DiT
-    # passes saved (CPU -7%) at the same bench score (BENCHMARKS.md, session 12); 0 guides every step
+    # passes saved (7-9% less CPU a clip) at the same bench score (BENCHMARKS.md, sessions 11-12); 0 guides every step
     guidance_min_t: float = 0.75
     # bench
     bench_limit: int | None = None  # prompts of the default suite (None: all)
@@ -595,8 +595,8 @@ def stage_export(b: Build) -> None:
     stage_tmp = b.work / "export-fp32"
     print(f"[export] {b.final_dit} (EMA) + {b.final_vae} -> {b.export} in {b.export_dtype}", flush=True)
     export_pipeline(b.final_dit, stage_tmp, vae=b.final_vae, ema=True, steps=s.steps, guidance_scale=s.guidance_scale,
-                    sampler=s.sampler, shift=b.final_shift, guidance_min_t=s.guidance_min_t, expander="world", height=128, width=128, fps=s.fps,
-                    seconds=4.0)
+                    guidance_min_t=s.guidance_min_t, sampler=s.sampler, shift=b.final_shift, expander="world",
+                    height=128, width=128, fps=s.fps, seconds=4.0)
     pipe = SoraPipeline.from_pretrained(stage_tmp)
     dtype = getattr(torch, b.export_dtype)
     pipe.vae.to(dtype=dtype)
