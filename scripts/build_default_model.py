@@ -200,6 +200,11 @@ class Deadline(Exception):
     pass
 
 
+def _round_runs(first: Path, rounds: int) -> list[Path]:
+    """A stage's run folders, one per round: ``first``, then ``first-2``, ``first-3``, ... beside it."""
+    return [first] + [first.with_name(f"{first.name}-{k}") for k in range(2, rounds + 1)]
+
+
 @dataclass
 class Build:
     """The resolved build: work dir, scale, device and where each stage writes."""
@@ -243,13 +248,12 @@ class Build:
     @property
     def objects_runs(self) -> list[Path]:
         """The objects stage's run folders, one per round (vae-objects, vae-objects-2, ...); none when it is off."""
-        rounds = max(self.scale.objects_rounds, 1) if self.scale.objects_steps else 0
-        return [self.objects_run] + [self.work / f"vae-objects-{k}" for k in range(2, rounds + 1)] if rounds else []
+        return _round_runs(self.objects_run, max(self.scale.objects_rounds, 1)) if self.scale.objects_steps else []
 
     @property
     def dit_objects_runs(self) -> list[Path]:
         """The dit-objects stage's run folders, one per round (dit-objects, dit-objects-2, ...), on or off."""
-        return [self.dit_objects_run] + [self.work / f"dit-objects-{k}" for k in range(2, self.scale.dit_objects_rounds + 1)]
+        return _round_runs(self.dit_objects_run, self.scale.dit_objects_rounds)
 
     @property
     def decoder_vae(self) -> Path:
@@ -655,23 +659,19 @@ def stage_curves(b: Build) -> None:
     """Loss curves from the TensorBoard logs of both trainers (stages that are off are left out, whatever
     an earlier recipe left in their folders)."""
     written = []
-    for name, logdir, tag in (("vae", b.vae_run / "tb", "loss/total"), ("decoder", b.decoder_run / "tb", "loss/total"),
-                              ("objects", b.objects_run / "tb", "loss/total"), ("vae-long", b.vae_long_run / "tb", "loss/total"),
-                              ("dit", b.dit_run / "tensorboard", "train/loss"),
-                              ("dit-tune", b.dit_tune_run / "tensorboard", "train/loss"),
-                              ("dit-shift", b.dit_reshift_run / "tensorboard", "train/loss"),
-                              ("dit-long", b.dit_long_run / "tensorboard", "train/loss"),
-                              ("dit-objects", b.dit_objects_run / "tensorboard", "train/loss")):
+    # (stage, its run folders, the log folder in each, the scalar, steps per round): a stage trained in
+    # rounds (objects, dit-objects) is drawn end to end, each round after the steps of the ones before
+    vae, dit = ("tb", "loss/total"), ("tensorboard", "train/loss")
+    for name, runs, (sub, tag), per_round in (
+            ("vae", [b.vae_run], vae, 0), ("decoder", [b.decoder_run], vae, 0),
+            ("objects", b.objects_runs, vae, b.scale.objects_steps), ("vae-long", [b.vae_long_run], vae, 0),
+            ("dit", [b.dit_run], dit, 0), ("dit-tune", [b.dit_tune_run], dit, 0), ("dit-shift", [b.dit_reshift_run], dit, 0),
+            ("dit-long", [b.dit_long_run], dit, 0), ("dit-objects", b.dit_objects_runs, dit, b.scale.dit_objects_steps)):
         if not b.on(name):
             continue
-        if name in ("objects", "dit-objects"):  # the rounds end to end, each after the steps of the ones before
-            runs, steps, sub = ((b.objects_runs, b.scale.objects_steps, "tb") if name == "objects"
-                                else (b.dit_objects_runs, b.scale.dit_objects_steps, "tensorboard"))
-            points = [(step + k * steps, v) for k, run in enumerate(runs) for step, v in read_scalars(run / sub, tag)]
-        else:
-            points = read_scalars(logdir, tag)
+        points = [(step + k * per_round, v) for k, run in enumerate(runs) for step, v in read_scalars(run / sub, tag)]
         if not points:
-            print(f"[curves] no {tag} scalars in {logdir}", flush=True)
+            print(f"[curves] no {tag} scalars in {runs[0] / sub}", flush=True)
             continue
         written.append(plot_curve(points, b.curves / f"{name}_loss.png", title=f"{name.upper()} training loss ({tag})"))
     for path in written:
