@@ -749,37 +749,31 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
 def auto_dtypes(device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:
     """(DiT and text encoder dtype, VAE dtype) that generate fastest on ``device``.
 
-    GPU: bf16 for all. CPU: the DiT's GEMMs are faster in bf16 only with AMX (with AVX-512 BF16 alone
-    they are slower than fp32, see docs/dit.md), while the VAE's conv3d in bf16 channels_last_3d beats
-    fp32 on any CPU with native bf16 (1.4x on the AVX-512 BF16 benchmark machine, BENCHMARKS.md).
+    GPU: bf16 for all. CPU: what :func:`soraflow.hardware.cpu_choice` measured fastest on this CPU
+    (a DiT-sized GEMM, a VAE-sized conv3d; once per machine, cached). Where the DiT is fastest in int8
+    this returns float32 for it: :func:`auto_int8` says so and its blocks are quantized after loading.
+    BENCHMARKS.md lists what it picks on which CPU.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return (torch.bfloat16,) * 2 if torch.cuda.is_bf16_supported() else (torch.float32,) * 2
     if device.type != "cpu":
         return torch.float32, torch.float32
-    amx = _cpu_has_amx()
-    native_bf16 = amx or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-    return (torch.bfloat16 if amx else torch.float32), (torch.bfloat16 if native_bf16 else torch.float32)
+    from . import hardware
 
-
-def _cpu_has_amx() -> bool:
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    choice = hardware.cpu_choice()
+    return (torch.bfloat16 if choice.dit == "bfloat16" else torch.float32,
+            torch.bfloat16 if choice.vae == "bfloat16" else torch.float32)
 
 
 def auto_int8(device: str | torch.device) -> bool:
-    """Whether ``dtype="auto"`` runs the DiT blocks in dynamic int8: on a CPU without AMX (where bf16
-    GEMMs are slower than fp32 and int8 ones ~2.5x faster) that has torch's x86/fbgemm int8 kernels."""
+    """Whether ``dtype="auto"`` runs the DiT blocks in dynamic int8: on a CPU where the measured int8
+    GEMM clearly beats both fp32 and bf16 (:func:`soraflow.hardware.choose`)."""
     if torch.device(device).type != "cpu":
         return False
-    if _cpu_has_amx():
-        return False
-    import importlib.util
+    from . import hardware
 
-    if importlib.util.find_spec("torch.ao.quantization") is None:  # deprecated by torch; may go in a later release
-        return False
-    engines = getattr(torch.backends.quantized, "supported_engines", [])
-    return "x86" in engines or "fbgemm" in engines
+    return hardware.cpu_choice().dit == "int8"
 
 
 def read_config(directory: str | os.PathLike) -> PipelineConfig:

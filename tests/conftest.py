@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The CPU speed probe (soraflow.hardware) caches its figures; tests and the CLI processes they start
+# share one cache of their own instead of writing to the user's home.
+os.environ.setdefault("SORAFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="soraflow-test-cache-"))
 
 REAL_VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_videos"
 

@@ -334,36 +334,26 @@ def test_the_objects_curves_put_their_rounds_end_to_end(build, tmp_path, monkeyp
     assert drawn["dit-objects_loss.png"] == [(2, 0.4), (4, 0.3), (6, 0.2)]
 
 
-@pytest.mark.parametrize("amx, avx512_bf16, want", [
-    (True, True, ("bfloat16", "bfloat16")),  # AMX: bf16 GEMMs and convs are both fastest
-    (False, True, ("float32", "bfloat16")),  # AVX-512 BF16 only: fp32 GEMMs, bf16 channels_last convs
-    (False, False, ("float32", "float32")),  # no native bf16: emulated bf16 would be slow
-])
-def test_auto_dtypes_pick_the_fast_precision_per_model_on_a_cpu(monkeypatch, amx, avx512_bf16, want):
-    import torch
-
-    from soraflow.pipeline import auto_dtypes
-
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    assert tuple(str(d).removeprefix("torch.") for d in auto_dtypes("cpu")) == want
-
-
-def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_blocks_in_int8(monkeypatch, tmp_path):
+def test_from_pretrained_auto_runs_each_model_in_the_precision_the_cpu_measured_fastest(monkeypatch, tmp_path):
     import torch
 
     sys.path.insert(0, str(SCRIPT.parent))
     from make_random_model import make_random_pipeline
 
+    from soraflow import hardware
     from soraflow.errors import InputError
     from soraflow.pipeline import SoraPipeline, auto_int8
 
     make_random_pipeline().save_pretrained(tmp_path / "m")
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+
+    def measured(dit, vae):
+        choice = hardware.CPUChoice(dit=dit, vae=vae, train_dit="float32", train_vae="float32")
+        monkeypatch.setattr(hardware, "cpu_choice", lambda: choice)
+
+    measured("int8", "bfloat16")
     assert auto_int8("cpu") and not auto_int8("cuda")
     pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
-    assert pipe.dit.proj_out.weight.dtype == torch.float32 and pipe.dit.is_quantized  # no AMX: int8 blocks
+    assert pipe.dit.proj_out.weight.dtype == torch.float32 and pipe.dit.is_quantized
     assert pipe.vae.quant_conv.weight.dtype == torch.bfloat16 and pipe.vae.channels_last
     frames = pipe("a red ball", num_frames=5, steps=1, seed=0, progress=False, expand=False).frames
     assert frames.shape == (5, 32, 48, 3) and frames.dtype.name == "uint8"
@@ -374,11 +364,16 @@ def test_from_pretrained_auto_runs_the_vae_in_bf16_channels_last_and_the_dit_blo
         SoraPipeline.from_pretrained(tmp_path / "m", device="cuda", dtype="int8")
     with pytest.raises(InputError, match="int8 blocks"):  # quantized layers cannot be cast: said, not half-done
         pipe.to(dtype=torch.bfloat16)
-    # With AMX, bf16 GEMMs win: the DiT runs in bf16, not int8.
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    # Where bf16 GEMMs won (AMX, AVX-512 BF16), the DiT runs in bf16, not int8.
+    measured("bfloat16", "bfloat16")
     assert not auto_int8("cpu")
     pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
     assert pipe.dit.proj_out.weight.dtype == torch.bfloat16 and not pipe.dit.is_quantized
+    # AVX2 only (bf16 emulated): everything in fp32.
+    measured("float32", "float32")
+    pipe = SoraPipeline.from_pretrained(tmp_path / "m", dtype="auto")
+    assert pipe.dit.proj_out.weight.dtype == torch.float32 and not pipe.dit.is_quantized
+    assert pipe.vae.quant_conv.weight.dtype == torch.float32
 
 
 def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(build, tmp_path):

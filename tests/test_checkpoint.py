@@ -229,3 +229,47 @@ def test_config_cli_round_trip_help_and_validation(capsys):
         config_from_dict(_Cfg, {"stepz": 3})
     with pytest.raises(SystemExit):
         parser.parse_args(["--mode", "rk4"])
+
+
+def test_sharded_checkpoint_is_safetensors_and_json_and_a_planted_pickle_never_runs(tmp_path, capsys):
+    from soraflow.train.dcp import export_safetensors, save_dcp_checkpoint
+
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    _train(model, opt, 2)
+    ckpt = save_dcp_checkpoint(tmp_path / "run", 2, modules={"model": model}, optimizers={"opt": opt})
+    files = {p.name for p in (ckpt / "state").iterdir()}
+    assert files and all(name.endswith(".safetensors") for name in files)  # no pickle anywhere in the folder
+    model2, opt2 = Tiny(), None
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=0.5)
+    load_checkpoint(ckpt, modules={"model": model2}, optimizers={"opt": opt2})
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+    assert opt2.param_groups[0]["lr"] == 1e-2 and opt2.param_groups[0]["betas"] == (0.9, 0.95)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+    # DCP's own format pickles its metadata: a folder carrying one is refused before it is read.
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    import pickle
+
+    (ckpt / "state" / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(tmp_path / "run", modules={"model": Tiny()})
+    with pytest.raises(CheckpointError, match="pickle"):
+        export_safetensors(ckpt, tmp_path / "out.safetensors", module="model")
+    from soraflow.cli import main
+    from soraflow.models.dit import DiT, dit_config
+
+    dit = DiT(dit_config("tiny"))
+    save_dcp_checkpoint(tmp_path / "dit-run", 1, modules={"ema": dit}, extra={"model_config": dit.config.to_dict()})
+    (tmp_path / "dit-run" / "checkpoints" / "step_00000001" / "state" / ".metadata").write_bytes(pickle.dumps(Payload()))
+    assert main(["train", "export-dit", str(tmp_path / "dit-run"), "-o", str(tmp_path / "exported")]) == 2
+    err = capsys.readouterr().err
+    assert "pickle" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "exported").exists()

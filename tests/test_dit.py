@@ -361,7 +361,11 @@ def test_pooled_text_path(pair, tmp_path):
     assert config["_class_name"] == "DiT" and config["pooled_text"] is True
     loaded = DiT.from_pretrained(tmp_path / "pooled")
     assert loaded.config == cfg
-    torch.testing.assert_close(loaded(x, t, ctx, mask), out, atol=0, rtol=0)
+    for key, value in pooled.state_dict().items():  # the bytes round-trip exactly...
+        assert torch.equal(loaded.state_dict()[key], value), key
+    # ...but the same weights in other buffers may take another GEMM blocking (and summation order):
+    # fp32 rounding of sums of ~100 O(1) terms, a few ulps of the outputs' magnitude.
+    torch.testing.assert_close(loaded(x, t, ctx, mask), out, atol=1e-5, rtol=1e-5)
     # Without the extension the config stays a plain Wan one.
     ours.save_pretrained(tmp_path / "plain")
     assert "pooled_text" not in json.loads((tmp_path / "plain" / "config.json").read_text())

@@ -213,27 +213,28 @@ def load_checkpoint(
     """
     path = resolve_checkpoint(path)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    if distributed or (path / "state" / ".metadata").is_file():
-        from .dcp import load_dcp_checkpoint  # a sharded checkpoint, or sharded modules: resharded by DCP
+    from .dcp import is_dcp_checkpoint, load_dcp_checkpoint
+
+    if distributed or is_dcp_checkpoint(path):  # a sharded checkpoint, or sharded modules: resharded by DCP
 
         return load_dcp_checkpoint(path, modules=modules, optimizers=optimizers, restore_rng=restore_rng, strict=strict)
-    meta = _load_json(path / "checkpoint.json")
+    meta = load_json(path / "checkpoint.json")
     for name, module in modules.items():
         state = _load_tensors(path / f"{name}.safetensors", what=f"module {name!r}")
         load_state_dict_checked(module, state, strict=strict, source=f"{path} module {name!r}")
     for name, opt in (optimizers or {}).items():
         tensors = _load_tensors(path / f"optim.{name}.safetensors", what=f"optimizer {name!r}")
-        state = unflatten_state(_load_json(path / f"optim.{name}.json"), tensors)
+        state = unflatten_state(load_json(path / f"optim.{name}.json"), tensors)
         try:
             opt.load_state_dict(state)
         except (ValueError, KeyError, RuntimeError) as err:
             raise CheckpointError(f"{path}: optimizer {name!r} does not match: {_one_line(err)}") from None
     if restore_rng:
         _set_rng_state(
-            _load_tensors(path / "rng.safetensors", what="RNG state"), _load_json(path / "rng.json")
+            _load_tensors(path / "rng.safetensors", what="RNG state"), load_json(path / "rng.json")
         )
-    config = _load_json(path / "config.json") if (path / "config.json").is_file() else {}
-    extra = _load_json(path / "extra.json") if (path / "extra.json").is_file() else {}
+    config = load_json(path / "config.json") if (path / "config.json").is_file() else {}
+    extra = load_json(path / "extra.json") if (path / "extra.json").is_file() else {}
     return LoadedCheckpoint(step=int(meta["step"]), config=config or {}, extra=extra or {}, path=path)
 
 
@@ -375,7 +376,7 @@ def _load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {what} from {path}: {_one_line(err)}") from None
 
 
-def _load_json(path: Path):
+def load_json(path: Path):
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -5,13 +5,18 @@ multi-process save to :func:`save_dcp_checkpoint` and a DCP folder to :func:`loa
 so trainers do not know which one they use::
 
     RUN/checkpoints/step_00001000/
-        state/                 DCP: .metadata + one __<rank>_0.distcp file per rank (each writes its shards)
+        state/                 one shard-<rank>-model-00001-of-00001.safetensors per rank (its shards; each
+                               tensor's offsets in the file's JSON header), written through DCP
+        state.json             every non-tensor leaf of the state (optimizer hyper-parameters), as JSON
         rng.rank00000.safetensors, rng.rank00000.json, ...   every rank's torch/numpy/python RNG
         config.json, extra.json
         checkpoint.json        {"backend": "dcp", "world_size": ..., ...}; written last: marks it complete
 
 Resharding is DCP's: each tensor is stored as the shards that existed at save time plus their offsets,
-and a load asks for the shards its own layout needs. A run saved by 2 FSDP ranks resumes on 1 process
+and a load asks for the shards its own layout needs. The files are safetensors and JSON only, read
+through DCP's safetensors reader: DCP's default format pickles its metadata (``.metadata``), and a run
+folder someone sent you must be as safe to load as a safetensors file, so that format is refused
+before anything in it is read. A run saved by 2 FSDP ranks resumes on 1 process
 (plain tensors, no process group) or on 4, and a single-process (safetensors) checkpoint resumes on
 several ranks (:func:`load_dcp_checkpoint` reads it whole and lets each rank keep its shard).
 
@@ -40,7 +45,7 @@ from .checkpoint import (
     LoadedCheckpoint,
     _check_name,
     _dump_json,
-    _load_json,
+    load_json,
     _load_tensors,
     _one_line,
     _remove_stale,
@@ -69,9 +74,61 @@ def _barrier() -> None:
         dist.barrier()
 
 
+NONTENSOR_FILE = "state.json"
+PICKLED_METADATA = ".metadata"  # DCP's default (pickle) format: never read
+
+
 def is_dcp_checkpoint(path: str | os.PathLike) -> bool:
-    """True for a checkpoint folder written by :func:`save_dcp_checkpoint`."""
-    return (Path(path) / STATE_DIR / ".metadata").is_file()
+    """True for a checkpoint folder written by :func:`save_dcp_checkpoint` (or in DCP's pickle format,
+    which loading then refuses)."""
+    return (Path(path) / STATE_DIR).is_dir()
+
+
+def _refuse_pickled(path: Path) -> None:
+    if (path / STATE_DIR / PICKLED_METADATA).exists():
+        raise CheckpointError(
+            f"{path}: {STATE_DIR}/{PICKLED_METADATA} is torch's pickle-based checkpoint metadata, which soraflow "
+            f"does not read (unpickling a file can run code); only checkpoints in safetensors + JSON load"
+        )
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists -> {"a/b/0": leaf}; keys are built the same way on save and load, so
+    they are matched, never parsed ("/" keeps them apart from the dots inside parameter names)."""
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return {prefix: obj}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}/{key}" if prefix else str(key)))
+    return flat
+
+
+def _fill(obj: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """``obj``'s structure with every non-tensor leaf replaced by ``values[key]`` (tuples stay tuples)."""
+    if isinstance(obj, Mapping):
+        return {k: _fill(v, values, f"{prefix}/{k}" if prefix else str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_fill(v, values, f"{prefix}/{i}" if prefix else str(i)) for i, v in enumerate(obj)]
+        return tuple(out) if isinstance(obj, tuple) else out
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if prefix not in values:
+        raise CheckpointError(f"the checkpoint has no value for {prefix!r}")
+    return values[prefix]
+
+
+def _split(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    flat = _flatten(state)
+    tensors = {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+    plain = {k: v for k, v in flat.items() if not isinstance(v, torch.Tensor)}
+    for key, value in plain.items():
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise CheckpointError(f"cannot store {key!r} ({type(value).__name__}) in a checkpoint: tensors and JSON values only")
+    return tensors, plain
 
 
 def _module(obj: Any) -> nn.Module:
@@ -140,9 +197,13 @@ def save_dcp_checkpoint(
         state: dict[str, Any] = {name: get_model_state_dict(m) for name, m in mods.items()}
         for name, opt in (optimizers or {}).items():
             state[f"optim.{name}"] = get_optimizer_state_dict(_owner(opt, mods, name), opt)
+        tensors, plain = _split(state)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
-            dcp.save(state, checkpoint_id=str(tmp / STATE_DIR), no_dist=world == 1)
+            dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(tmp / STATE_DIR), save_distributed=True),
+                     no_dist=world == 1)
+        if rank == 0:
+            _dump_json(tmp / NONTENSOR_FILE, plain)
         rng_tensors, rng_json = _rng_state()
         save_file(rng_tensors, str(tmp / f"rng.rank{rank:05d}.safetensors"))
         _dump_json(tmp / f"rng.rank{rank:05d}.json", rng_json)
@@ -185,7 +246,7 @@ def load_dcp_checkpoint(
     keeps its shard. Each rank gets its own saved RNG state back (rank 0's when it had none).
     """
     path = resolve_checkpoint(path)
-    meta = _load_json(path / "checkpoint.json")
+    meta = load_json(path / "checkpoint.json")
     mods = {name: _module(m) for name, m in modules.items()}
     saved = set(meta.get("modules", [])) | {f"optim.{n}" for n in meta.get("optimizers", [])}
     wanted = set(modules) | {f"optim.{n}" for n in optimizers or {}}
@@ -193,6 +254,7 @@ def load_dcp_checkpoint(
     if missing:
         raise CheckpointError(f"{path} has no {', '.join(missing)} (it holds {', '.join(sorted(saved)) or 'nothing'})")
     if is_dcp_checkpoint(path):
+        _refuse_pickled(path)
         _load_dcp_state(path, mods, optimizers or {}, strict)
     else:
         _load_full_state(path, mods, optimizers or {}, strict)
@@ -201,9 +263,9 @@ def load_dcp_checkpoint(
         stem = f"rng.rank{rank:05d}"
         if not (path / f"{stem}.safetensors").is_file():  # saved on fewer ranks, or by one process
             stem = "rng.rank00000" if is_dcp_checkpoint(path) else "rng"
-        _set_rng_state(_load_tensors(path / f"{stem}.safetensors", what="RNG state"), _load_json(path / f"{stem}.json"))
-    config = _load_json(path / "config.json") if (path / "config.json").is_file() else {}
-    extra = _load_json(path / "extra.json") if (path / "extra.json").is_file() else {}
+        _set_rng_state(_load_tensors(path / f"{stem}.safetensors", what="RNG state"), load_json(path / f"{stem}.json"))
+    config = load_json(path / "config.json") if (path / "config.json").is_file() else {}
+    extra = load_json(path / "extra.json") if (path / "extra.json").is_file() else {}
     return LoadedCheckpoint(step=int(meta["step"]), config=config or {}, extra=extra or {}, path=path)
 
 
@@ -220,13 +282,19 @@ def _load_dcp_state(path: Path, mods: dict[str, nn.Module], optimizers, strict: 
     owners = {name: _owner(opt, mods, name) for name, opt in optimizers.items()}
     for name, opt in optimizers.items():
         state[f"optim.{name}"] = get_optimizer_state_dict(owners[name], opt)
+    tensors, _ = _split(state)
     try:
         # Keys are read into the tensors (or DTensor shards) this process holds: that is the resharding.
         with warnings.catch_warnings():  # DCP warns that it assumes one process when there is no group: we mean it
             warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
-            dcp.load(state, checkpoint_id=str(path / STATE_DIR), no_dist=_dist()[1] == 1)
+            dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / STATE_DIR)),
+                     no_dist=_dist()[1] == 1)
     except Exception as err:  # DCP wraps per-rank failures in CheckpointException
         raise CheckpointError(f"{path}: cannot load the sharded checkpoint: {_one_line(err)}") from None
+    plain = load_json(path / NONTENSOR_FILE)
+    if not isinstance(plain, dict):
+        raise CheckpointError(f"{path / NONTENSOR_FILE} is not a JSON object")
+    state = _fill(state, plain)  # the tensors were filled in place; the rest comes from the JSON
     for name, m in mods.items():
         set_model_state_dict(m, state[name], options=_options(strict=strict))
     for name, opt in optimizers.items():
@@ -247,7 +315,7 @@ def _load_full_state(path: Path, mods: dict[str, nn.Module], optimizers, strict:
     for name, opt in optimizers.items():
         owner = _owner(opt, mods, name)
         tensors = _load_tensors(path / f"optim.{name}.safetensors", what=f"optimizer {name!r}")
-        by_index = unflatten_state(_load_json(path / f"optim.{name}.json"), tensors)
+        by_index = unflatten_state(load_json(path / f"optim.{name}.json"), tensors)
         set_optimizer_state_dict(owner, opt, _keyed_by_name(by_index, opt, owner), options=_options(full_state_dict=True))
 
 
@@ -293,16 +361,20 @@ def export_safetensors(
     if not is_dcp_checkpoint(path):
         state = _load_tensors(path / f"{module}.safetensors", what=f"module {module!r}")
     else:
-        reader = dcp.FileSystemReader(str(path / STATE_DIR))
-        md = reader.read_metadata().state_dict_metadata
-        prefix = module + "."
+        _refuse_pickled(path)
+        reader = dcp.HuggingFaceStorageReader(str(path / STATE_DIR))
+        try:
+            md = reader.read_metadata().state_dict_metadata
+        except Exception as err:
+            raise CheckpointError(f"{path}: cannot read the sharded checkpoint: {_one_line(err)}") from None
+        prefix = module + "/"
         state = {
             k: torch.empty(m.size, dtype=m.properties.dtype)
             for k, m in md.items()
             if k.startswith(prefix) and isinstance(m, TensorStorageMetadata)
         }
         if not state:
-            mods = sorted({k.split(".")[0] for k in md if not k.startswith("optim.")})
+            mods = sorted({k.split("/")[0] for k in md if not k.startswith("optim.")})
             raise CheckpointError(f"{path} has no module {module!r} (modules: {', '.join(mods)})")
         try:
             with warnings.catch_warnings():

@@ -34,9 +34,9 @@ import torch
 
 from .. import flow
 from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
-from ..errors import DataError, InputError, SoraflowError
+from ..errors import CheckpointError, DataError, InputError, SoraflowError
 from ..models.dit import DiT, dit_config
-from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_json, resolve_checkpoint, save_checkpoint
 from .config import config_from_dict, config_to_dict, validate_config
 from .dit_config import MaskConfig, TrainDiTConfig
 from .ema import EMA
@@ -238,7 +238,9 @@ class DiTTrainer:
         return flow.shift_for(latent_tokens(batch.latents.shape[2:], self.model_config.patch_size))
 
     def autocast(self):
-        enabled = self.cfg.precision == "bf16"
+        from ..hardware import autocast_dtype
+
+        enabled = autocast_dtype(self.cfg.precision, self.device, model="dit") == torch.bfloat16
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self, batch: LatentBatch) -> tuple[float, float]:
@@ -459,10 +461,10 @@ def checkpoint_config(run_or_checkpoint: str | os.PathLike) -> TrainDiTConfig | 
     path = Path(run_or_checkpoint)
     if not (path / "checkpoint.json").is_file() and latest_checkpoint(path) is None:
         return None
-    import json
-
     ckpt = resolve_checkpoint(path)
-    saved = json.loads((ckpt / "config.json").read_text())
+    saved = load_json(ckpt / "config.json")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ckpt / 'config.json'} is not a JSON object")
     return config_from_dict(TrainDiTConfig, saved, strict=False, where=str(ckpt / "config.json"))
 
 
@@ -471,13 +473,11 @@ def export_dit(
 ) -> Path:
     """Write the (EMA) weights of a training checkpoint as a standalone DiT folder for inference
     (config.json + safetensors, loadable with ``DiT.from_pretrained``)."""
-    import json
-
     from ..atomic import write_json
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
-    extra = json.loads((ckpt / "extra.json").read_text())
-    if "model_config" not in extra:
+    extra = load_json(ckpt / "extra.json")
+    if not isinstance(extra, dict) or "model_config" not in extra:
         raise InputError(f"{ckpt} is not a DiT training checkpoint (no model_config in extra.json)")
     from ..models.dit import DiTConfig
 

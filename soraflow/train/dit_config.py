@@ -66,7 +66,7 @@ class TrainDiTConfig:
     grad_clip: float = option(1.0, ge=0)  # clip the gradient norm to this (0: off)
     ema_decay: float = option(0.999, ge=0, le=1)  # EMA of the weights (exported for sampling)
     ema_warmup_steps: int = option(0, ge=0)  # ramp the EMA decay up over about this many steps (0: off)
-    precision: str = option("bf16", choices=("bf16", "fp32"))  # autocast dtype of the forward pass
+    precision: str = option("auto", choices=("auto", "bf16", "fp32"))  # autocast dtype of the forward pass; auto: bf16 where this device runs it faster than fp32 (measured once, soraflow.hardware)
     # -- rectified flow
     timestep_shift: float | None = option(None, gt=0)  # fixed shift; default: flow.shift_for(tokens) per batch
     logit_mean: float = 0.0  # logit-normal timestep sampling: mean

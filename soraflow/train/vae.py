@@ -190,8 +190,26 @@ class VAETrainResult:
     skipped: list[str]  # clips that could not be read
 
 
+def model_config(cfg: TrainVAEConfig):
+    """The VAE a run trains from scratch: ``cfg.preset`` with ``--base-dim`` and ``--temporal-factor``.
+    A factor of 2 halves time in the last downsampling stage only (the cheapest, at the lowest resolution)."""
+    overrides = {}
+    if cfg.base_dim:
+        overrides["base_dim"] = cfg.base_dim
+    if cfg.temporal_factor:
+        stages = len(vae_config(cfg.preset).dim_mult) - 1
+        halvings = {1: 0, 2: 1, 4: 2}[cfg.temporal_factor]
+        if halvings > stages:
+            raise InputError(f"--temporal-factor {cfg.temporal_factor} needs {halvings} downsampling stages; preset {cfg.preset!r} has {stages}")
+        overrides["temporal_downsample"] = [False] * (stages - halvings) + [True] * halvings
+    return vae_config(cfg.preset, **overrides)
+
+
 def _autocast(cfg: TrainVAEConfig):
-    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    from ..hardware import autocast_dtype
+
+    dtype = autocast_dtype(cfg.precision, cfg.device, model="vae")
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 
 def salience(x: torch.Tensor, window: int = 31, threshold: float = 0.1, dilate: int = 5) -> torch.Tensor:
@@ -264,7 +282,9 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
-    vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(vae_config(cfg.preset))
+    if cfg.init and (cfg.base_dim or cfg.temporal_factor):
+        raise InputError("--base-dim and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
+    vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(model_config(cfg))
     try:
         device = torch.device(cfg.device)
     except RuntimeError:
@@ -288,9 +308,12 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     if last is not None:
         loaded = load_checkpoint(last, modules=modules, optimizers=optimizers)
         step = loaded.step
-        saved_model = loaded.config.get("preset"), loaded.config.get("init")
-        if saved_model != (cfg.preset, str(cfg.init) if cfg.init else None):
-            raise InputError(f"{run_dir} holds a run of preset {saved_model[0]!r}; use another --run-dir or the same --preset")
+        shape = ("preset", "init", "base_dim", "temporal_factor")
+        saved_model = tuple(loaded.config.get(k, 0 if k in shape[2:] else None) for k in shape)
+        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor)
+        if saved_model != wanted:
+            raise InputError(f"{run_dir} holds a run of another model ({', '.join(f'{k} {v!r}' for k, v in zip(shape, saved_model))}); "
+                             f"use another --run-dir or the same model options")
         log.info("resumed %s at step %d", last, step)
     if step >= cfg.steps:
         log.info("%s is already at step %d of %d; exporting the model only", run_dir, step, cfg.steps)

@@ -1,0 +1,194 @@
+"""Choose the default model's VAE by measurement: candidates trained side by side at equal CPU time.
+
+    python scripts/vae_study.py --data runs/v2/data --heldout runs/v2/heldout --out runs/vae-study --minutes 20
+
+Every candidate trains with the same loss, data, crops, batch and learning-rate schedule on one
+thread. Equal CPU time, not equal steps: each candidate's steps/s is measured first (a short
+calibration run), and its run gets as many steps as ``--minutes`` of CPU time buy, so its cosine
+schedule ends on the budget. Along the way the held-out clips (every frame counted, not only the
+first) are reconstructed at a few points, which gives each candidate a curve of held-out PSNR against
+CPU time: the whole frame and inside the objects' boxes (SoraWorld's truth), frame 0 and the later
+frames apart.
+
+Resumable: a finished candidate is skipped, an interrupted one resumes from its last checkpoint
+(the trainer's own resume). Writes OUT/study.json (plan, timings, every evaluation) and
+OUT/study.png (the curves), both redrawn after each evaluation, and OUT/<candidate>/ (the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name -> TrainVAEConfig overrides. "small" is the shipped VAE's shape (4x8x8, base 16).
+CANDIDATES = {
+    "small": {},
+    "small-t2": {"temporal_factor": 2},  # 2x8x8: a fast object spreads over two frames per latent, not four
+    "wide": {"base_dim": 32},  # twice the channels at every stage
+    "wide-t2": {"base_dim": 32, "temporal_factor": 2},
+}
+
+
+def heldout_clips(folder: Path, frames: int, clips: int):
+    """(frames (T, H, W, 3) uint8, boxes (T, H, W) bool) of the first ``clips`` held-out clips."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from vae_frame_psnr import object_mask
+
+    from soraflow.data import discover_clips, read_clip
+
+    out = []
+    for item in discover_clips(folder):
+        truth = item.path.with_suffix(".json")
+        video, _ = read_clip(item, max_frames=frames)
+        if len(video) >= frames and truth.is_file():
+            out.append((video[:frames], object_mask(truth, video.shape[:3], frames)))
+        if len(out) == clips:
+            break
+    if not out:
+        raise SystemExit(f"vae_study: no held-out clip of {frames} frames with a truth file in {folder}")
+    return out
+
+
+def evaluate(vae, clips) -> dict:
+    """Reconstruction PSNR over ``clips``: whole frame and inside the boxes, frame 0 and frames 1+."""
+    import numpy as np
+    import torch
+
+    from soraflow.data import encode_frames
+
+    sq_frames, inside = [], np.zeros((2, 2))  # rows: frame 0, later frames; cols: squared error, pixels
+    vae.eval()
+    with torch.no_grad():
+        for frames, box in clips:
+            z = encode_frames(vae, frames, autocast=False)
+            x = vae.decode(vae.denormalize(z[None]), num_frames=len(frames))[0]
+            rec = ((x.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 3, 0).numpy()
+            sq = (rec - frames.astype(np.float32)) ** 2  # (T, H, W, 3)
+            sq_frames.append(sq.mean(axis=(1, 2, 3)))
+            err = sq.mean(-1)
+            for row, part in enumerate((slice(0, 1), slice(1, None))):
+                inside[row] += err[part][box[part]].sum(), box[part].sum()
+    per_frame = np.mean(sq_frames, axis=0)  # mean squared error per frame index
+    db = lambda mse: float(10 * np.log10(255**2 / max(mse, 1e-9)))  # noqa: E731
+    obj = [db(e / max(n, 1)) for e, n in inside]
+    return {"psnr_all": db(per_frame.mean()), "psnr_frame0": db(per_frame[0]), "psnr_later": db(per_frame[1:].mean()),
+            "box_frame0": obj[0], "box_later": obj[1], "worst_frame": db(per_frame.max())}
+
+
+def load_run_vae(run_dir: Path, cfg):
+    from soraflow.models.vae import VideoVAE
+    from soraflow.train.checkpoint import latest_checkpoint, load_checkpoint
+    from soraflow.train.vae import model_config
+
+    vae = VideoVAE(model_config(cfg))
+    load_checkpoint(latest_checkpoint(run_dir), modules={"vae": vae}, restore_rng=False)
+    return vae
+
+
+def plot(study: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, run in study["runs"].items():
+        evals = run.get("evals", [])
+        if not evals:
+            continue
+        minutes = [e["cpu_s"] / 60 for e in evals]
+        axes[0].plot(minutes, [e["psnr_later"] for e in evals], marker="o", label=f"{name}")
+        axes[1].plot(minutes, [e["box_later"] for e in evals], marker="o", label=f"{name}")
+    for ax, title, gate in ((axes[0], "held-out PSNR, frames 1+ (whole frame)", 32),
+                            (axes[1], "held-out PSNR inside the objects' boxes, frames 1+", 28)):
+        ax.axhline(gate, color="grey", ls="--", lw=1)
+        ax.set_xlabel("training CPU minutes (one thread)")
+        ax.set_ylabel("dB")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="SoraWorld training set")
+    p.add_argument("--heldout", type=Path, required=True, help="SoraWorld clips never trained on (with truth files)")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "vae-study", help="study folder [runs/vae-study]")
+    p.add_argument("--minutes", type=float, default=20, help="training CPU minutes per candidate [20]")
+    p.add_argument("--candidates", default=",".join(CANDIDATES), help=f"comma-separated, of {', '.join(CANDIDATES)}")
+    p.add_argument("--evals", type=int, default=6, help="held-out evaluations along each run [6]")
+    p.add_argument("--heldout-clips", type=int, default=6, help="held-out clips per evaluation [6]")
+    p.add_argument("--frames", type=int, default=33, help="frames per held-out clip (4 s at 8 fps) [33]")
+    p.add_argument("--threads", type=int, default=1, help="torch threads [1]")
+    p.add_argument("--object-weight", type=float, default=4.0, help="the trainer's --object-weight, for every candidate [4]")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from soraflow.atomic import write_json
+    from soraflow.train.vae import TrainVAEConfig, train_vae
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    study_path = args.out / "study.json"
+    study = json.loads(study_path.read_text()) if study_path.is_file() else {"runs": {}}
+    study["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    clips = heldout_clips(args.heldout, args.frames, args.heldout_clips)
+
+    def save():
+        write_json(study_path, study)
+        plot(study, args.out / "study.png")
+
+    base = TrainVAEConfig(data=args.data, preset="small", batch_size=4, crop=64, frames=9, image_prob=0.25,
+                          lr=1e-4, warmup_steps=50, object_weight=args.object_weight, precision="fp32",
+                          threads=args.threads, progress=False, sample_every=10**9, log_every=10, keep_last=2)
+    for name in args.candidates.split(","):
+        if name not in CANDIDATES:
+            raise SystemExit(f"vae_study: unknown candidate {name!r} (choose from {', '.join(CANDIDATES)})")
+        run = study["runs"].setdefault(name, {"overrides": CANDIDATES[name], "evals": []})
+        if run.get("done"):
+            print(f"{name}: done ({run['steps']} steps)", flush=True)
+            continue
+        cfg = replace(base, **CANDIDATES[name])
+        if "steps" not in run:  # calibrate: CPU seconds per step after a warm-up
+            calib = replace(cfg, run_dir=args.out / name / "calibration", steps=10**6, save_every=10**6)
+            train_vae(calib, stop_after=3)
+            start = time.process_time()
+            train_vae(calib, stop_after=10)
+            run["cpu_s_per_step"] = (time.process_time() - start) / 10
+            run["steps"] = max(int(args.minutes * 60 / run["cpu_s_per_step"]), 10)
+            save()
+        steps = run["steps"]
+        cfg = replace(cfg, run_dir=args.out / name / "run", steps=steps, save_every=max(steps // args.evals, 1))
+        marks = [round(steps * (i + 1) / args.evals) for i in range(args.evals)]
+        for mark in marks:
+            if any(e["step"] >= mark for e in run["evals"]):
+                continue
+            done = run["evals"][-1]["step"] if run["evals"] else 0
+            start = time.process_time()
+            train_vae(cfg, stop_after=mark - done)
+            run["cpu_s"] = run.get("cpu_s", 0.0) + time.process_time() - start
+            result = evaluate(load_run_vae(cfg.run_dir, cfg), clips)
+            run["evals"].append({"step": mark, "cpu_s": run["cpu_s"], **result})
+            print(f"{name} step {mark}/{steps} ({run['cpu_s'] / 60:.1f} CPU min): " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+            save()
+        run["done"] = True
+        save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
