@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 CACHE_ENV = "SORAFLOW_CACHE_DIR"  # where cpu_rates.json goes (default ~/.cache/soraflow)
-FORMAT = 1
+FORMAT = 2  # bump when the measurement changes: old figures are then measured again
 
 # Shapes like those the default model spends its time in, kept small so an emulated dtype costs
 # little to time: 1,024 tokens through a 384-wide block's feed-forward (384 -> 1536), and a
@@ -95,22 +95,29 @@ def _key(threads: int) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def _best_seconds(fn, *, repeats: int = 3, budget: float = 0.6) -> float:
-    """Fastest of a few timed calls after one warm-up; stops early once ``budget`` seconds are spent
-    (an emulated dtype can be 10x slower: one call says enough)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    if first > budget / 3:  # slow enough that the first call's overhead does not matter
-        return first
-    best, spent = float("inf"), 0.0
-    for _ in range(repeats):
+def _best_seconds(ops: dict, *, rounds: int = 4, slow: float = 0.1) -> dict[str, float]:
+    """The fastest time of each of ``ops`` (name -> callable) over interleaved rounds, after a
+    warm-up call each (the first int8 or oneDNN call packs weights and creates primitives).
+
+    Interleaving spreads a neighbour's load over every op instead of penalising whichever ran while it
+    lasted; a shared machine otherwise makes one op look 2-3x slower than it is. An op slower than
+    ``slow`` seconds a call (an emulated dtype) is timed once: it has lost whatever the noise.
+    """
+    best = {}
+    for name, fn in ops.items():
         start = time.perf_counter()
         fn()
-        took = time.perf_counter() - start
-        best, spent = min(best, took), spent + took
-        if spent > budget:
-            break
+        if time.perf_counter() - start < slow:  # a slow op's first call is warm-up enough
+            start = time.perf_counter()
+            fn()
+        best[name] = time.perf_counter() - start
+    for _ in range(rounds):
+        for name, fn in ops.items():
+            if best[name] > slow:
+                continue
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -136,34 +143,34 @@ def _int8_linear(weight: torch.Tensor):
 
 @torch.inference_mode()
 def measure_cpu_rates() -> CPURates:
-    """Time the operations (no cache); about a second on two cores."""
+    """Time the operations (no cache); one to two seconds on two cores."""
     g = torch.Generator().manual_seed(0)
     n, k, m = GEMM_SHAPE
     a = torch.randn(n, k, generator=g)
     w = torch.randn(m, k, generator=g) / k**0.5
-    flops = 2 * n * k * m
-    rates = {
-        "gemm_float32": flops / _best_seconds(lambda: torch.nn.functional.linear(a, w)),
-        "gemm_bfloat16": flops / _best_seconds(lambda: torch.nn.functional.linear(a.bfloat16(), w.bfloat16())),
-    }
-    q = _int8_linear(w)
-    rates["gemm_int8"] = flops / _best_seconds(lambda: q(a)) if q is not None else 0.0
-
+    a16, w16 = a.bfloat16(), w.bfloat16()
     b, c, t, h, wd = CONV_SHAPE
     x = torch.randn(b, c, t, h, wd, generator=g)
     kern = torch.randn(c, c, 3, 3, 3, generator=g) / (27 * c) ** 0.5
-    conv_flops = 2 * b * c * c * 27 * t * h * wd
-
-    def conv(xx, kk):
-        return lambda: torch.nn.functional.conv3d(xx, kk, padding=1)
-
     cl = torch.channels_last_3d
-    rates["conv_float32"] = conv_flops / _best_seconds(conv(x, kern))
-    rates["conv_float32_cl"] = conv_flops / _best_seconds(conv(x.contiguous(memory_format=cl),
-                                                                 kern.contiguous(memory_format=cl)))
-    rates["conv_bfloat16_cl"] = conv_flops / _best_seconds(conv(x.bfloat16().contiguous(memory_format=cl),
-                                                                  kern.bfloat16().contiguous(memory_format=cl)))
-    return CPURates(**{k: round(v / 1e9, 2) for k, v in rates.items()}, threads=torch.get_num_threads(),
+    x_cl, kern_cl = x.contiguous(memory_format=cl), kern.contiguous(memory_format=cl)
+    x16, kern16 = x.bfloat16().contiguous(memory_format=cl), kern.bfloat16().contiguous(memory_format=cl)
+    conv3d, linear = torch.nn.functional.conv3d, torch.nn.functional.linear
+    ops = {
+        "gemm_float32": lambda: linear(a, w),
+        "gemm_bfloat16": lambda: linear(a16, w16),
+        "conv_float32": lambda: conv3d(x, kern, padding=1),
+        "conv_float32_cl": lambda: conv3d(x_cl, kern_cl, padding=1),
+        "conv_bfloat16_cl": lambda: conv3d(x16, kern16, padding=1),
+    }
+    q = _int8_linear(w)
+    if q is not None:
+        ops["gemm_int8"] = lambda: q(a)
+    seconds = _best_seconds(ops)
+    gemm_flops, conv_flops = 2 * n * k * m, 2 * b * c * c * 27 * t * h * wd
+    rates = {name: (gemm_flops if name.startswith("gemm") else conv_flops) / s / 1e9 for name, s in seconds.items()}
+    rates.setdefault("gemm_int8", 0.0)
+    return CPURates(**{k: round(v, 2) for k, v in rates.items()}, threads=torch.get_num_threads(),
                     features=cpu_features())
 
 
@@ -200,11 +207,13 @@ def cpu_rates(*, refresh: bool = False) -> CPURates:
     if rates is None:
         rates = measure_cpu_rates()
         entries[key] = {**asdict(rates), "cpu": _cpu_model(), "torch": torch.__version__}
-        try:
-            from .atomic import write_json
+        from .atomic import write_json
+        from .errors import SoraflowError
 
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path, entries)
-        except OSError:  # a read-only home: the figures still hold for this process
+        except (OSError, SoraflowError):  # a read-only home: the figures still hold for this process
             pass
     _MEMO[key] = rates
     return rates

@@ -34,7 +34,8 @@ def test_choose_picks_the_fastest_measured_precision_per_model(figures, want):
 
 
 def test_cpu_rates_measures_once_and_reads_the_json_cache_after(monkeypatch, tmp_path):
-    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path / "new"))  # created when missing
+    tmp_path = tmp_path / "new"
     monkeypatch.setattr(hardware, "_MEMO", {})
     calls = []
     fake = rates((67, 12, 108))
