@@ -171,18 +171,19 @@ def main(argv=None) -> int:
             run["steps"] = max(int(args.minutes * 60 / run["cpu_s_per_step"]), 10)
             save()
         steps = run["steps"]
-        cfg = replace(cfg, run_dir=args.out / name / "run", steps=steps, save_every=max(steps // args.evals, 1))
-        marks = [round(steps * (i + 1) / args.evals) for i in range(args.evals)]
+        every = max(steps // args.evals, 1)
+        cfg = replace(cfg, run_dir=args.out / name / "run", steps=steps, save_every=every)
+        marks = [every * (i + 1) for i in range(args.evals - 1) if every * (i + 1) < steps] + [steps]
         for mark in marks:
             if any(e["step"] >= mark for e in run["evals"]):
                 continue
             done = run["evals"][-1]["step"] if run["evals"] else 0
             start = time.process_time()
-            train_vae(cfg, stop_after=mark - done)
+            reached = train_vae(cfg, stop_after=mark - done).step
             run["cpu_s"] = run.get("cpu_s", 0.0) + time.process_time() - start
             result = evaluate(load_run_vae(cfg.run_dir, cfg), clips)
-            run["evals"].append({"step": mark, "cpu_s": run["cpu_s"], **result})
-            print(f"{name} step {mark}/{steps} ({run['cpu_s'] / 60:.1f} CPU min): " +
+            run["evals"].append({"step": reached, "cpu_s": run["cpu_s"], **result})
+            print(f"{name} step {reached}/{steps} ({run['cpu_s'] / 60:.1f} CPU min): " +
                   ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
             save()
         run["done"] = True

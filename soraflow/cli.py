@@ -15,13 +15,22 @@ from .commands import eval as eval_cmd
 from .commands import generate as generate_cmd
 from .commands import train as train_cmd
 from .commands import world as world_cmd
-from .errors import SoraflowError
+from .errors import SoraflowError, UsageError
+from .validate import safe_text
 
 COMMAND_GROUPS = (generate_cmd, world_cmd, train_cmd, eval_cmd)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (a :class:`UsageError`, exit 2) instead of the usage
+    block: the same shape as every other bad input. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="soraflow",
         description="Text (and image or video) to video with a rectified-flow diffusion transformer.",
         epilog="Run `soraflow COMMAND --help` for the options of each command.",
@@ -35,15 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        # A group given without its subcommand (`soraflow world`): show that group's help.
-        (getattr(args, "group_parser", None) or parser).print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            # A group given without its subcommand (`soraflow world`): show that group's help.
+            (getattr(args, "group_parser", None) or parser).print_help()
+            return 2
         return args.func(args) or 0
     except SoraflowError as err:
-        print(f"soraflow: error: {err}", file=sys.stderr)
+        print(f"soraflow: error: {safe_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("soraflow: interrupted", file=sys.stderr)

@@ -277,16 +277,34 @@ def discover_clips(data_dir: str | os.PathLike) -> list[ClipItem]:
     manifest = data_dir / "manifest.jsonl"
     items: list[ClipItem] = []
     if manifest.is_file():
-        for lineno, line in enumerate(manifest.read_text().splitlines(), start=1):
+        root = data_dir.resolve()
+        try:
+            lines = manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as err:
+            raise DataError(f"cannot read {manifest}: {err}") from None
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            where = f"{manifest}:{lineno}"
             try:
                 rec = json.loads(line)
                 rel = rec["path"]
             except (ValueError, KeyError, TypeError):
-                _warn(f"{manifest}:{lineno}: not a manifest record (JSON with a 'path'); skipped")
+                _warn(f"{where}: not a manifest record (JSON with a 'path'); skipped")
                 continue
-            captions = {k: rec[k] for k in ("long", "short") if isinstance(rec.get(k), str) and rec[k]}
+            if not isinstance(rel, str) or not rel:
+                _warn(f"{where}: 'path' is not a file name; skipped")
+                continue
+            # A manifest names files inside its dataset; one that reaches out (../../etc/passwd, an
+            # absolute path, a symlink out) is someone else's file, never read.
+            if not (data_dir / rel).resolve().is_relative_to(root):
+                _warn(f"{where}: path {rel!r} points outside the dataset folder; skipped")
+                continue
+            damaged = [k for k in ("long", "short") if k in rec and not (isinstance(rec[k], str) and rec[k].strip())]
+            if damaged:
+                _warn(f"{where}: caption {' and '.join(map(repr, damaged))} is not text ({rec[damaged[0]]!r}); skipped")
+                continue
+            captions = {k: rec[k] for k in ("long", "short") if k in rec}
             items.append(
                 ClipItem(
                     id=str(rec.get("id", rel)), path=data_dir / rel, source=rel, captions=captions,

@@ -13,6 +13,10 @@ class InputError(SoraflowError, ValueError):
     """An argument or value out of range: a size, a duration, an empty prompt."""
 
 
+class UsageError(InputError):
+    """A command line that does not parse: an unknown option, a missing or malformed value."""
+
+
 class VideoError(SoraflowError):
     """A video or image file that is missing, empty, truncated or not a video."""
 

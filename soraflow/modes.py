@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import InputError
+from .validate import check_text, number
 
 TEMPORAL_FACTOR = 4  # pixel frames per latent frame after the first (Wan's causal VAE)
 
@@ -80,13 +81,11 @@ def requested_frames(seconds: float | None, num_frames: int | None, fps: int, de
     """Frames the user asked for: ``num_frames`` or ``round(seconds * fps)`` (not yet snapped)."""
     if seconds is not None and num_frames is not None:
         raise InputError("give seconds or num_frames, not both")
+    # The upper bounds only keep the arithmetic finite; check_duration applies the model's limit.
     if num_frames is not None:
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise InputError(f"num_frames must be a positive integer, got {num_frames!r}")
-        return num_frames
+        return number("num_frames", num_frames, lo=1, hi=10**7, integer=True)
     seconds = default_seconds if seconds is None else seconds
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
-        raise InputError(f"duration must be a positive number of seconds, got {seconds!r}")
+    number("duration (seconds)", seconds, lo=0, lo_open=True, hi=10**6)
     return max(1, _round_half_up(seconds * fps))
 
 
@@ -117,9 +116,7 @@ def check_size(size: tuple[int, int], multiple: int, max_side: int) -> tuple[int
 
 
 def check_fps(fps) -> int:
-    if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 120:
-        raise InputError(f"fps must be an integer between 1 and 120, got {fps!r}")
-    return fps
+    return number("fps", fps, lo=1, hi=120, integer=True)
 
 
 def check_duration(frames: int, fps: int, max_seconds: float, what: str = "the requested duration") -> None:
@@ -129,17 +126,13 @@ def check_duration(frames: int, fps: int, max_seconds: float, what: str = "the r
 
 
 def check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise InputError(f"strength must be in (0, 1] (how much of the clip is re-noised), got {strength!r}")
-    return float(strength)
+    return float(number("strength", strength, lo=0, lo_open=True, hi=1))
 
 
 def check_prompt(prompt) -> str:
-    if not isinstance(prompt, str):
-        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
+    if isinstance(prompt, str) and not prompt.strip():
         raise InputError("the prompt is empty; describe the video to generate")
-    return prompt.strip()
+    return check_text("prompt", prompt)
 
 
 def resolve_mode(mode: str | None, *, has_image: bool, videos: int, strength_given: bool, frames: int | None) -> str:

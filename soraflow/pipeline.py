@@ -40,6 +40,7 @@ from . import flow, modes
 from . import video as video_io
 from .errors import CheckpointError, InputError, SoraflowError
 from .modes import WindowPlan
+from .validate import check_text, number
 
 CONFIG_NAME = "config.json"
 VAE_FOLDER, DIT_FOLDER = "vae", "dit"
@@ -364,9 +365,17 @@ class SoraPipeline:
 
     @property
     def expander(self):
+        """The expander the model folder names; only a local one (``LOCAL_EXPANDERS``). A folder from
+        someone else must not be able to send the user's prompts, and their API key, over the
+        network: that happens only when the caller passes such an expander itself."""
         if self._expander is None:
-            from .prompts import get_expander
+            from .prompts import LOCAL_EXPANDERS, get_expander
 
+            if (self.config.expander or "none").lower() not in LOCAL_EXPANDERS:
+                raise InputError(
+                    f"the model folder {self.name_or_path} names the {self.config.expander!r} prompt expander, which sends "
+                    f"prompts over the network; soraflow does that only when you ask: pass --expander "
+                    f"{self.config.expander} (expander=get_expander(...) in Python), or --no-expand")
             self._expander = get_expander(self.config.expander)
         return self._expander
 
@@ -802,26 +811,23 @@ def prepare_request(config: PipelineConfig, prompt, negative_prompt=None, *, siz
     the value and the limit.
     """
     prompt = modes.check_prompt(prompt)
-    negative = config.negative_prompt if negative_prompt is None else str(negative_prompt)
+    negative = check_text("negative prompt", config.negative_prompt if negative_prompt is None else negative_prompt,
+                          empty_ok=True)
     size = modes.check_size(size if size is not None else (config.height, config.width), config.size_multiple,
                             config.max_side)
     fps = modes.check_fps(config.fps if fps is None else fps)
-    steps = config.steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
-        raise InputError(f"steps must be an integer between 1 and 1000, got {steps!r}")
-    guidance_scale = float(config.guidance_scale if guidance_scale is None else guidance_scale)
-    if not 0.0 <= guidance_scale <= 50.0:
-        raise InputError(f"guidance scale must be between 0 and 50, got {guidance_scale}")
+    steps = number("steps", config.steps if steps is None else steps, lo=1, hi=1000, integer=True)
+    guidance_scale = float(number("guidance scale", config.guidance_scale if guidance_scale is None else guidance_scale,
+                                  lo=0, hi=50))
     shift = config.shift if shift is None else shift
-    if shift is not None and not 0 < shift <= 100:
-        raise InputError(f"shift must be in (0, 100], got {shift}")
+    if shift is not None:
+        shift = number("shift", shift, lo=0, lo_open=True, hi=100)
     sampler = config.sampler if sampler is None else sampler
     if sampler not in ("euler", "heun"):
         raise InputError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
     if seed is None:
         seed = secrets.randbelow(2**31)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = number("seed", seed, lo=0, hi=2**63 - 1, integer=True)
     if direction not in modes.DIRECTIONS:
         raise InputError(f"direction must be 'forward' or 'backward', got {direction!r}")
 

@@ -190,6 +190,7 @@ class OpenAIExpander:
 
 
 EXPANDERS = ("world", "none", "openai")
+LOCAL_EXPANDERS = ("world", "none", "no", "off")  # the ones a model folder's config may name: no network
 
 
 def get_expander(kind: str = "world", **kwargs) -> Expander:

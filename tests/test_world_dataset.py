@@ -122,7 +122,7 @@ def _one_line_error(capsys, argv):
 @pytest.mark.parametrize("extra, word", [
     (["--size", "100x128"], "multiple of 16"), (["--size", "48x64"], "between 64 and 512"),
     (["--size", "1024x512"], "between 64 and 512"), (["--fps", "3"], "fps"), (["--fps", "31"], "fps"),
-    (["--seconds", "61"], "60"), (["--seconds", "0"], "positive"), (["--seconds", "-2"], "positive"),
+    (["--seconds", "61"], "60"), (["--seconds", "0"], "in (0, 60]"), (["--seconds", "-2"], "in (0, 60]"),
 ])
 def test_sample_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, extra, word):
     out = tmp_path / "clip.mp4"

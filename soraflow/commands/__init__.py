@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import InputError
 
@@ -33,4 +34,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-__all__ = ["add_group", "parse_size", "positive_int", "InputError"]
+def finite_float(text: str) -> float:
+    """A float option: NaN and infinities are refused where they are typed (no limit compares false)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+__all__ = ["add_group", "finite_float", "parse_size", "positive_int", "InputError"]

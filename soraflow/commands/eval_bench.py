@@ -7,7 +7,8 @@ import shlex
 from pathlib import Path
 
 from ..errors import InputError
-from . import positive_int
+from ..validate import check_device, number
+from . import finite_float, positive_int
 
 EXAMPLES = """\
 examples:
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
                              "an unrelated simulated scene, and with --model random latents through its VAE), both "
                              "(default) or none")
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
+    parser.add_argument("--cfg", type=finite_float, default=None, dest="guidance_scale",
                         help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
                         help="model precision: auto (default) picks the fastest per model for the device, as "
@@ -77,6 +78,8 @@ def run(args) -> int:
     from ..eval.report import write_report
     from ..eval.suite import SUITES, build_suite
 
+    if args.guidance_scale is not None:  # the pipeline's bound, checked before any model loads
+        number("--cfg", args.guidance_scale, lo=0, hi=50)
     if args.suite not in SUITES:
         raise InputError(f"unknown bench suite {args.suite!r}; available: {', '.join(SUITES)}")
     if args.model is None and args.reference == "none":
@@ -92,7 +95,7 @@ def run(args) -> int:
     if args.model is not None:
         from ..pipeline import SoraPipeline
 
-        pipe = SoraPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        pipe = SoraPipeline.from_pretrained(args.model, device=check_device(args.device), dtype=args.dtype)
         sources.append(PipelineSource(pipe, steps=args.steps, guidance_scale=args.guidance_scale,
                                       name=args.model.name or "model"))
     if args.reference in ("both", "simulator"):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..default_model import require_default_model
 from ..errors import InputError
-from . import parse_size, positive_int
+from ..validate import check_device, safe_text
+from . import finite_float, parse_size, positive_int
 
 EXAMPLES = """\
 examples:
@@ -47,16 +48,16 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=parse_size, default=None, metavar="WxH",
                         help="output size WIDTHxHEIGHT, multiples of 16 (default: the model's)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--seconds", type=float, default=None,
+    length.add_argument("--seconds", type=finite_float, default=None,
                         help="duration; for --extend the time added, for --connect the transition "
                              "(default: the model's)")
     length.add_argument("--frames", type=positive_int, default=None,
                         help="number of frames instead of --seconds (1: an image)")
     parser.add_argument("--fps", type=positive_int, default=None, help="frames per second (default: the model's)")
     parser.add_argument("--steps", type=positive_int, default=None, help="sampler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, dest="guidance_scale",
+    parser.add_argument("--cfg", type=finite_float, default=None, dest="guidance_scale",
                         help="classifier-free guidance scale; 1 turns it off and halves the cost")
-    parser.add_argument("--shift", type=float, default=None, help="timestep shift (default: size-dependent)")
+    parser.add_argument("--shift", type=finite_float, default=None, help="timestep shift (default: size-dependent)")
     parser.add_argument("--sampler", choices=("euler", "heun"), default=None, help="ODE sampler (default: the model's)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and printed)")
     parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt for guidance")
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
                       help="re-generate a clip with the new prompt (SDEdit; see --strength)")
     inputs.add_argument("--direction", choices=("forward", "backward"), default=None,
                         help="with --extend: add what happens next (forward, default) or what came before")
-    inputs.add_argument("--strength", type=float, default=None,
+    inputs.add_argument("--strength", type=finite_float, default=None,
                         help="with --edit: how much of the clip is re-noised, in (0, 1] (default: 0.6)")
     inputs.add_argument("--loop", action="store_true", help="make a seamless loop (the end leads into the start)")
 
@@ -186,16 +187,11 @@ def run(args) -> int:
             options = {k: v for k, v in (("base_url", args.expander_url), ("model", args.expander_model)) if v}
             expander = get_expander(args.expander, **options)
 
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise InputError(f"unknown device {args.device!r}; use cpu, cuda, cuda:1, mps, ...") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {args.device!r} asked for, but this torch build or machine has no CUDA")
+        device = check_device(args.device)
         pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
-        print(f"prompt: {generation.expanded_prompt}")
+        print(f"prompt: {safe_text(generation.expanded_prompt)}")
         plural = "s" if request.num_frames != 1 else ""
         print(f"generating {request.num_frames} frame{plural} ({request.mode}, {w}x{h}, {request.fps} fps, "
               f"seed {request.seed}, {request.windows} window{'s' if request.windows > 1 else ''})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import parse_size, positive_int
+from . import finite_float, parse_size, positive_int
 
 
 def register(subparsers) -> None:
@@ -32,7 +32,7 @@ def _register_cache(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="cache folder to create or complete")
     p.add_argument("--text-encoder", default="minilm", help="text encoder: 'minilm' or a local folder [default: minilm]")
     p.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT to resize+centre-crop to [default: native size, cropped to multiples of 16]")
-    p.add_argument("--fps", type=float, default=None, help="resample clips to this frame rate [default: native]")
+    p.add_argument("--fps", type=finite_float, default=None, help="resample clips to this frame rate [default: native]")
     p.add_argument("--max-frames", type=positive_int, default=33, help="frames per clip at most (trimmed to 1+4k) [default: 33]")
     p.add_argument("--shard-size", type=positive_int, default=64, help="clips per shard file [default: 64]")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of latents [default: float16]")

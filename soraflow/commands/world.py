@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import InputError
-from . import add_group, parse_size, positive_int
+from . import add_group, finite_float, parse_size, positive_int
 
 
 def register(subparsers) -> None:
@@ -24,9 +24,9 @@ def register(subparsers) -> None:
     sample.add_argument("--size", type=parse_size, default=(128, 128),
                         help="WIDTHxHEIGHT, multiples of 16 in 64..512 (default 128x128)")
     length = sample.add_mutually_exclusive_group()
-    length.add_argument("--seconds", type=float, default=4.0, help="clip length, 0 < s <= 60 (default 4)")
+    length.add_argument("--seconds", type=finite_float, default=4.0, help="clip length, 0 < s <= 60 (default 4)")
     length.add_argument("--frames", type=positive_int, default=None, help="number of frames instead (1 = an image)")
-    sample.add_argument("--fps", type=float, default=8, help="frames per second, 4..30 (default 8)")
+    sample.add_argument("--fps", type=finite_float, default=8, help="frames per second, 4..30 (default 8)")
     sample.add_argument("--seed", type=int, default=0,
                         help="render seed: positions, speeds, and whatever the prompt leaves open (default 0)")
     sample.add_argument("--truth", default=None, help="also write the spec and per-frame ground truth as JSON here")
@@ -46,11 +46,11 @@ def register(subparsers) -> None:
     dataset.add_argument("--sizes", default="128x128",
                          help="comma-separated WIDTHxHEIGHT sizes drawn uniformly (default 128x128)")
     dataset.add_argument("--seconds", default="1-6", help="clip length in seconds, a range LO-HI or one value (default 1-6)")
-    dataset.add_argument("--fps", type=float, default=8, help="frames per second, 4..30 (default 8)")
+    dataset.add_argument("--fps", type=finite_float, default=8, help="frames per second, 4..30 (default 8)")
     dataset.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                          help="worker processes (default: min(2, CPUs))")
     dataset.add_argument("--seed", type=int, default=0, help="base seed; clip i uses seed*10^7+i (default 0)")
-    dataset.add_argument("--image-fraction", type=float, default=0.1,
+    dataset.add_argument("--image-fraction", type=finite_float, default=0.1,
                          help="share of single images (1-frame clips) in the mix (default 0.1)")
     dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
     dataset.set_defaults(func=run_dataset)

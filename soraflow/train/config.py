@@ -255,6 +255,8 @@ def validate_config(cfg: Any, prefix: str = "") -> None:
                 continue
             if x != x:  # NaN compares false to every limit
                 raise InputError(f"{name} = {x}: not a number")
+            if x in (float("inf"), float("-inf")):  # an infinite rate or weight trains nothing but NaNs
+                raise InputError(f"{name} = {x}: must be finite")
             if "ge" in m and not x >= m["ge"]:
                 raise InputError(f"{name} = {x}: must be >= {m['ge']}")
             if "gt" in m and not x > m["gt"]:

@@ -35,6 +35,7 @@ import torch
 from .. import flow
 from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
 from ..errors import CheckpointError, DataError, InputError, SoraflowError
+from ..validate import check_device
 from ..models.dit import DiT, dit_config
 from .checkpoint import latest_checkpoint, load_checkpoint, load_json, resolve_checkpoint, save_checkpoint
 from .config import config_from_dict, config_to_dict, validate_config
@@ -118,10 +119,7 @@ class DiTTrainer:
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
         self.run_dir = Path(cfg.out)
-        try:
-            self.device = torch.device(cfg.device)
-        except RuntimeError:
-            raise InputError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+        self.device = check_device(cfg.device)
 
         # 1. Data (an empty or missing cache is a DataError here, before anything is built).
         self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed)

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import DataError, InputError, SoraflowError, VideoError
+from ..validate import check_device
 from ..eval.recon import ssim_loss
 from ..models.vae import VideoVAE, vae_config
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -53,30 +54,13 @@ class Clip:
 
 def list_clips(data: str | Path) -> list[Clip]:
     """Clips of a SoraWorld dataset (DIR/manifest.jsonl) or of a folder of videos and images."""
-    from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from ..data import discover_clips
 
     data = Path(data)
-    if not data.exists():
-        raise DataError(f"dataset {data} does not exist")
     if data.is_file():
         return [Clip(data, data.stem)]
-    manifest = data / "manifest.jsonl"
-    clips: list[Clip] = []
-    if manifest.is_file():
-        for n, line in enumerate(manifest.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                clips.append(Clip(data / entry["path"], str(entry.get("id", n))))
-            except (ValueError, KeyError, TypeError) as err:
-                raise DataError(f"{manifest} line {n} is not a manifest entry with a 'path': {err}") from None
-    else:
-        suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-        clips = [Clip(p, p.stem) for p in sorted(data.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes]
-    if not clips:
-        raise DataError(f"{data} has no clips (no manifest.jsonl entries and no video or image files)")
-    return clips
+    # The one manifest reader: a bad line is reported and skipped, as for every other trainer.
+    return [Clip(item.path, item.id) for item in discover_clips(data)]
 
 
 class ClipReader:
@@ -284,11 +268,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     torch.manual_seed(cfg.seed)
     if cfg.init and (cfg.base_dim or cfg.temporal_factor):
         raise InputError("--base-dim and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
+    device = check_device(cfg.device)
     vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(model_config(cfg))
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise InputError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
     vae.to(device).train()
     if cfg.freeze_encoder:  # only the decoder side learns; the encoder's latents stay what they were
         for module in (vae.encoder, vae.quant_conv):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..validate import number
 from .render import (SHAPE_AREA, Background, TrailCanvas, draw_object, draw_occluder, occluder_coverage,
                      shape_bbox)
 from .scene import CLOSE_UP_LAG, CameraPose, Scene, build_scene
@@ -48,8 +49,7 @@ def check_render_args(size: tuple[int, int], fps: float, num_frames: int) -> Non
     for side, what in zip(size, ("height", "width")):
         if not (MIN_SIDE <= side <= MAX_SIDE and side % SIDE_STEP == 0):
             raise InputError(f"{what} {side} must be a multiple of {SIDE_STEP} between {MIN_SIDE} and {MAX_SIDE}")
-    if not MIN_FPS <= fps <= MAX_FPS:
-        raise InputError(f"fps {fps:g} must be between {MIN_FPS} and {MAX_FPS}")
+    number("fps", fps, lo=MIN_FPS, hi=MAX_FPS)
     if num_frames < 1:
         raise InputError(f"a clip needs at least 1 frame, got {num_frames}")
     if num_frames / fps > MAX_SECONDS + 1e-9:
@@ -58,10 +58,8 @@ def check_render_args(size: tuple[int, int], fps: float, num_frames: int) -> Non
 
 def frames_for(seconds: float, fps: float) -> int:
     """Number of frames of a clip ``seconds`` long (0 < seconds <= 60)."""
-    if not seconds > 0:
-        raise InputError(f"duration {seconds:g} s must be positive")
-    if seconds > MAX_SECONDS:
-        raise InputError(f"duration {seconds:g} s is over the {MAX_SECONDS:g} s limit")
+    number("duration (seconds)", seconds, lo=0, lo_open=True, hi=MAX_SECONDS)
+    number("fps", fps, lo=MIN_FPS, hi=MAX_FPS)
     return max(1, round(seconds * fps))
 
 

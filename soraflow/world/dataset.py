@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ..atomic import write_json, write_text
 from ..errors import DataError, InputError
-from .clip import check_render_args, frames_for, render_clip
+from ..validate import number
+from .clip import MAX_FPS, MAX_SECONDS, MIN_FPS, check_render_args, frames_for, render_clip
 from .spec import ShotSpec, random_spec
 
 SETTINGS_FILE = "dataset.json"
@@ -41,6 +42,9 @@ MANIFEST = "manifest.jsonl"
 CLIPS = "clips"
 SEED_STRIDE = 10_000_000  # clip seed = seed * SEED_STRIDE + index
 LOCK_GRACE_S = 5.0  # how long a new writer waits for the lock of a writer that was just killed
+
+
+MAX_CLIPS = 10_000_000  # clip i is seeded seed * 10^7 + i: more would repeat another seed's clips
 
 
 @dataclass
@@ -53,10 +57,13 @@ class DatasetConfig:
     image_fraction: float = 0.1  # share of single images (1-frame clips, written as PNG)
 
     def check(self) -> "DatasetConfig":
+        self.fps = number("fps", self.fps, lo=MIN_FPS, hi=MAX_FPS)
         if float(self.fps).is_integer():
             self.fps = int(self.fps)  # the manifest says "fps": 8, not 8.0
-        if self.n < 1:
-            raise InputError(f"--n {self.n} must be at least 1")
+        number("--n", self.n, lo=1, hi=MAX_CLIPS, integer=True)
+        number("--image-fraction", self.image_fraction, lo=0, hi=1)
+        for value in self.seconds:
+            number("clip length (seconds)", value, lo=0, lo_open=True, hi=MAX_SECONDS)
         if not self.sizes:
             raise InputError("give at least one clip size")
         lo, hi = self.seconds
