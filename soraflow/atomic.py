@@ -7,6 +7,7 @@ Write to a temporary name in the destination folder, then ``os.replace`` it into
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -16,17 +17,57 @@ from typing import Iterator
 from .errors import InputError
 
 
+TMP_MARK = ".tmp"  # temporary files are ".<name>.<pid>.<random>.tmp<suffix>" beside their target
+_TMP_EXTRA = 32  # bytes the temporary name adds to the target's: dot, pid, random part, ".tmp"
+
+
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, before any expensive work, when ``path`` cannot be written."""
+    """Fail early, before any expensive work, when ``path`` cannot be written: a directory, a missing
+    or read-only folder, a name too long for the filesystem, a folder that takes no new files (/proc)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"output path {path} is a directory, expected a file name")
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(path.name.encode("utf-8", "surrogateescape")) + _TMP_EXTRA > name_max:
+        raise InputError(f"cannot write {path}: the file name is {len(path.name)} characters; "
+                         f"at most {name_max - _TMP_EXTRA} fit on this filesystem")
     if not os.access(folder, os.W_OK):
         raise InputError(f"cannot write {path}: folder {folder} is not writable")
+    try:  # the only sure test: make a file there (some folders refuse what access() allows)
+        fd, probe = tempfile.mkstemp(prefix=".soraflow-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Delete the temporary files a killed writer left beside ``path`` (their pid no longer runs);
+    returns how many. A writer that is still running keeps its own."""
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_MARK}{glob.escape(path.suffix)}"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -34,10 +75,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place, on error delete it.
 
     The temporary name keeps the suffix, so writers that pick a format from it (PyAV, PIL)
-    still work.
+    still work, and carries the writer's pid, so one killed with ``kill -9`` (which no ``finally``
+    survives) has its leftover removed by the next write to the same path.
     """
     path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f"{TMP_MARK}{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:

@@ -139,10 +139,7 @@ class GenerationResult:
     def save(self, path: str | os.PathLike, *, sidecar: bool = True, **write_kwargs) -> Path:
         """Write MP4 / WebM / GIF / PNG (by suffix, via :func:`soraflow.video.write_video`) and, with
         ``sidecar``, ``<path>.json`` holding the prompt, expanded prompt, seed and settings."""
-        written = video_io.write_video(path, self.frames, self.fps, **write_kwargs)
-        if sidecar:
-            _write_sidecar(path, self.metadata())
-        return written
+        return _save_outputs(path, self.frames, self.fps, self.metadata if sidecar else None, write_kwargs)
 
 
 def _metadata(prompt, expanded, seed, mode, fps, frames, settings, timings) -> dict:
@@ -161,10 +158,23 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _write_sidecar(path, metadata: dict) -> Path:
-    from .atomic import write_json
+def _save_outputs(path, frames, fps, metadata: Callable[[], dict] | None, write_kwargs: dict) -> Path:
+    """The video and (with ``metadata``) its sidecar, both or neither: both locations are checked
+    before the first frame is encoded, and a sidecar that fails after all removes the new video."""
+    from .atomic import check_writable, write_json
 
-    return write_json(sidecar_path(path), metadata)
+    check_writable(path)
+    if metadata is not None:
+        check_writable(sidecar_path(path))
+    written = video_io.write_video(path, frames, fps, **write_kwargs)
+    if metadata is not None:
+        try:
+            write_json(sidecar_path(path), metadata())
+        except BaseException:
+            for made in video_io.written_files(path, written):
+                made.unlink(missing_ok=True)
+            raise
+    return written
 
 
 # ----------------------------------------------------------------------------------------------
@@ -723,10 +733,7 @@ class Generation:
     def save(self, path: str | os.PathLike, *, sidecar: bool = True, **write_kwargs) -> Path:
         """Stream the frames into ``path`` (MP4/WebM: bounded memory; GIF is assembled in memory) and write
         the ``<path>.json`` sidecar. Nothing is left behind if generation fails midway."""
-        written = video_io.write_video(path, self.frames(), self.fps, **write_kwargs)
-        if sidecar:
-            _write_sidecar(path, self.metadata())
-        return written
+        return _save_outputs(path, self.frames(), self.fps, self.metadata if sidecar else None, write_kwargs)
 
     def result(self) -> GenerationResult:
         frames = np.concatenate(list(self))

@@ -29,6 +29,7 @@ Policies (the details people trip over, decided once here):
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -402,18 +403,25 @@ def read_image(path, *, size: tuple[int, int] | None = None, crop: str = "center
     size = _check_size(size)
     _check_crop(crop)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        try:
-            image = Image.open(path)
-        except (UnidentifiedImageError, OSError):
-            image = None  # not an image: maybe a video
-        if image is not None:
-            with image:
-                try:
-                    rgb = np.array(ImageOps.exif_transpose(image).convert("RGB"))
-                except (OSError, ValueError, SyntaxError) as err:
-                    raise VideoError(f"{path} is not an image that can be read (truncated or corrupt?): "
-                                     f"{err}") from None
-            return _resize(rgb, size, crop)
+        with warnings.catch_warnings():
+            # PIL warns past MAX_IMAGE_PIXELS and raises past twice that: both are refused, since a
+            # small file that decodes to gigapixels (a decompression bomb) would exhaust memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(path)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise VideoError(f"{path} decodes to more than {Image.MAX_IMAGE_PIXELS:,} pixels; "
+                                 f"refused (a decompression bomb?)") from None
+            except (UnidentifiedImageError, OSError):
+                image = None  # not an image: maybe a video
+            if image is not None:
+                with image:
+                    try:
+                        rgb = np.array(ImageOps.exif_transpose(image).convert("RGB"))
+                    except (OSError, ValueError, SyntaxError) as err:
+                        raise VideoError(f"{path} is not an image that can be read (truncated or corrupt?): "
+                                         f"{err}") from None
+                return _resize(rgb, size, crop)
     try:
         return read_video(path, size=size, crop=crop, max_frames=1)[0]
     except VideoError:
@@ -639,6 +647,19 @@ def _write_gif(path: Path, frames: Iterator[np.ndarray], rate: Fraction) -> Path
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=delays_ms,
                        loop=0, optimize=False, disposal=1)
     return path
+
+
+def written_files(path: str | os.PathLike, first: Path) -> list[Path]:
+    """Every file :func:`write_video` made for ``path`` (which returned ``first``): one, or for a
+    .png of several frames the whole NAME_0000.png, NAME_0001.png, ... sequence."""
+    path, first = Path(path), Path(first)
+    if first == path:
+        return [path]
+    files, i = [], 0
+    while (frame := path.with_name(f"{path.stem}_{i:04d}{path.suffix}")).is_file():
+        files.append(frame)
+        i += 1
+    return files
 
 
 def _write_png(path: Path, frames: Iterator[np.ndarray]) -> Path:

@@ -54,7 +54,17 @@ def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict
         problems.append(f"{len(shapes)} shape mismatch(es) (file vs model: {_some(shapes)})")
     if shapes or (strict and problems):
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+    check_finite(state, source)
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """A :class:`CheckpointError` naming the first floating-point tensor with a NaN or infinity: such
+    weights make every output NaN (or crash int8 quantization), so they are refused at load time."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source} holds non-finite values (NaN or inf) in {len(bad)} tensor(s) ({_some(bad)}); "
+                              f"the file is broken")
 
 
 def _some(items: list[str], n: int = 4) -> str:

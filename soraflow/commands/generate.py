@@ -160,6 +160,10 @@ def run(args) -> int:
     if output.suffix.lower() not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {output}: use one of {' '.join(WRITE_SUFFIXES)}")
     check_writable(output)
+    if not args.no_sidecar:
+        from ..pipeline import sidecar_path
+
+        check_writable(sidecar_path(output))
 
     model_dir = args.model or require_default_model()
 
@@ -195,6 +199,12 @@ def run(args) -> int:
         plural = "s" if request.num_frames != 1 else ""
         print(f"generating {request.num_frames} frame{plural} ({request.mode}, {w}x{h}, {request.fps} fps, "
               f"seed {request.seed}, {request.windows} window{'s' if request.windows > 1 else ''})")
+        if output.exists():  # an explicit -o names what the user wants there: the last writer wins, said aloud
+            print(f"overwriting {output}")
         written = generation.save(output, sidecar=not args.no_sidecar)
-    print(f"wrote {written}" + ("" if args.no_sidecar else f" (settings in {sidecar_path(output)})"))
+    from ..video import written_files
+
+    files = written_files(output, written)
+    what = str(files[0]) if len(files) == 1 else f"{files[0]} ... {files[-1]} ({len(files)} frames)"
+    print(f"wrote {what}" + ("" if args.no_sidecar else f" (settings in {sidecar_path(output)})"))
     return 0

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import CheckpointError, InputError
+from ..weights import check_finite
 from .convert_dit import config_from_original_wan, is_original_wan_config, original_wan_to_ours
 
 # Wan trains with timesteps in [0, 1000]; our flow time lives in [0, 1].
@@ -682,12 +683,19 @@ class DiT(nn.Module):
             raise CheckpointError(f"{directory}: no {CONFIG_NAME} (expected a DiT / WanTransformer3DModel folder)")
         try:
             raw = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
+        except (OSError, ValueError) as e:
             raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{config_path} is not a JSON object")
         original = is_original_wan_config(raw)  # Wan-AI's own WanModel layout, renamed while loading
         if original:
             raw = config_from_original_wan(raw, source=str(config_path))
         config = DiTConfig.from_dict(raw, source=str(config_path))
+        from ..memory import check_fits, count_parameters
+
+        params = count_parameters(cls, config.num_layers, config)
+        itemsize = torch.empty((), dtype=dtype).element_size() if dtype is not None else 4
+        check_fits(f"the DiT in {directory} ({params / 1e6:,.0f} M parameters)", params * itemsize, device)
 
         files = _weight_files(directory)
         with torch.device("meta"):
@@ -712,6 +720,7 @@ class DiT(nn.Module):
                 f"{directory}: weights do not match config.json: {len(missing)} missing (e.g. {missing[:3]}), "
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
+        check_finite(state, str(directory))
         for k, v in state.items():
             if v.shape != expected[k].shape:
                 raise CheckpointError(f"{directory}: {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}")

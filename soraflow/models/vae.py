@@ -492,26 +492,39 @@ class VideoVAE(nn.Module):
 
         A diffusers model repo (with a ``vae/`` subfolder) also works.
         """
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() and (directory / "vae" / CONFIG_NAME).is_file():
-            directory = directory / "vae"
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise CheckpointError(f"{directory} is not a VAE folder: {CONFIG_NAME} missing")
+        directory = _vae_folder(directory)
+        model = cls(cls.config_from_pretrained(directory))
+        model.load_weights(directory / WEIGHTS_NAME)
+        return model.to(dtype=dtype)
+
+    @staticmethod
+    def config_from_pretrained(directory: str | os.PathLike) -> VAEConfig:
+        """The :class:`VAEConfig` of a VAE folder, read and checked without building the model."""
+        config_path = _vae_folder(directory) / CONFIG_NAME
         try:
             raw = json.loads(config_path.read_text())
         except (OSError, ValueError) as err:
             raise CheckpointError(f"cannot read {config_path}: {err}") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{config_path} is not a JSON object")
         if raw.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
             raise CheckpointError(f"{config_path} describes a {raw['_class_name']}, not an AutoencoderKLWan")
-        model = cls(VAEConfig.from_dict(raw, source=str(config_path)))
-        model.load_weights(directory / WEIGHTS_NAME)
-        return model.to(dtype=dtype)
+        return VAEConfig.from_dict(raw, source=str(config_path))
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a safetensors state dict strictly; mismatches raise CheckpointError listing the keys."""
         state = read_safetensors(path)
         load_state_dict_checked(self, state, source=str(path))
+
+
+def _vae_folder(directory: str | os.PathLike) -> Path:
+    """The folder that holds the VAE's config.json: ``directory`` or its ``vae/`` (a diffusers repo)."""
+    directory = Path(directory)
+    if not (directory / CONFIG_NAME).is_file() and (directory / "vae" / CONFIG_NAME).is_file():
+        directory = directory / "vae"
+    if not (directory / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{directory} is not a VAE folder: {CONFIG_NAME} missing")
+    return directory
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..weights import load_state_dict_checked  # noqa: F401  (re-exported: part of this module's API)
+from ..weights import check_finite, load_state_dict_checked  # noqa: F401  (load_state_dict_checked: re-exported, part of this module's API)
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -89,6 +89,10 @@ def save_checkpoint(
     optimizers = dict(optimizers or {})
     for name in optimizers:
         _check_name(name)
+    # Weights that went NaN or infinite would make this the "latest" checkpoint and every resume
+    # and export after it useless: refuse to write it, so the last good one stays the latest.
+    for name, module in modules.items():
+        check_finite(module.state_dict(), f"module {name!r} at step {step} (not saved; the last good checkpoint is kept)")
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,11 @@ class DiTTrainer:
             cfg.preset, **cfg.model_overrides(), in_channels=latent_channels, out_channels=latent_channels,
             text_dim=self.dataset.text_dim,
         )
+        from ..memory import TRAIN_BYTES_PER_PARAM, check_fits, count_parameters
+
+        params = count_parameters(DiT, self.model_config.num_layers, self.model_config)
+        check_fits(f"training this DiT ({params / 1e6:,.0f} M parameters: weights, gradients, AdamW moments, EMA)",
+                   params * TRAIN_BYTES_PER_PARAM, self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = DiT(self.model_config)
