@@ -48,6 +48,23 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Fail early when the folder ``path`` cannot hold outputs: it is a file, or it (or the folder it
+    would be created in) is not writable. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, expected a folder")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what} {path}: {existing} is a file, expected a folder")
+    check_writable(existing / ".soraflow-write-check")
+    return path
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

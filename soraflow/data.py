@@ -37,8 +37,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .atomic import atomic_path, write_json
-from .errors import DataError, InputError, SoraflowError
+from .atomic import atomic_path, check_output_dir, write_json
+from . import modes
+from .errors import DataError, InputError, SoraflowError, VideoError
+from .memory import check_fits
+from .validate import number
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +388,10 @@ class CacheSummary:
     shapes: dict[str, int]  # latent shape "CxTxHxW" -> count, over the whole cache
 
 
+MAX_CACHE_SIDE = 4096  # pixels per side of a cached clip
+VAE_ENCODE_BYTES = 60  # activation bytes per pixel-frame and first-stage channel of a chunked encode, rounded up
+
+
 def build_latent_cache(
     data: str | os.PathLike,
     vae: str | os.PathLike | torch.nn.Module,
@@ -419,9 +426,23 @@ def build_latent_cache(
     from .models.vae import VideoVAE
     from .text_cache import CaptionCache
 
+    # Arguments first: a bad --fps or --size is the run's mistake, and must fail here rather than
+    # reach the loop below, where every clip would be recorded as unreadable for good.
+    if fps is not None:
+        fps = number("fps", fps, lo=1, hi=120)
+    if size is not None:
+        size = modes.check_size(size, 16, MAX_CACHE_SIDE)
+    if max_frames is not None:
+        max_frames = number("max_frames", max_frames, lo=1, hi=10**5, integer=True)
+    check_output_dir(out, "cache folder")
     items = discover_clips(data)
     if isinstance(vae, (str, os.PathLike)):
         vae_path = str(vae)
+        shape = VideoVAE.config_from_pretrained(vae)
+        if size is not None:
+            h, w = size
+            check_fits(f"encoding {w}x{h} clips of {max_frames or 'all'} frames",
+                       (max_frames or 1) * h * w * 3 + 5 * h * w * shape.base_dim * VAE_ENCODE_BYTES, device)
         vae = VideoVAE.from_pretrained(vae)
     else:
         vae_path = "<in-memory>"
@@ -447,10 +468,14 @@ def build_latent_cache(
         for item in bar:
             try:
                 frames, clip_fps = read_clip(item, size=size, fps=fps, max_frames=max_frames)
-            except (SoraflowError, OSError, ValueError) as err:
+            except VideoError as err:  # the file's fault: remembered, so a resumed run does not retry it
                 msg = " ".join(str(err).split())
                 _warn(f"skipping {item.path}: {msg}")
                 writer.skip(item.source, msg)
+                skipped += 1
+                continue
+            except OSError as err:  # maybe this run's (permissions, a full disk): skipped now, tried again next run
+                _warn(f"skipping {item.path} for now: {' '.join(str(err).split())}")
                 skipped += 1
                 continue
             latent = encode_frames(vae, frames, device=device, autocast=autocast)  # (C, T, H, W)

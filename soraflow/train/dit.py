@@ -35,6 +35,7 @@ import torch
 from .. import flow
 from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
 from ..errors import CheckpointError, DataError, InputError, SoraflowError
+from ..atomic import check_output_dir
 from ..validate import check_device
 from ..models.dit import DiT, dit_config
 from .checkpoint import latest_checkpoint, load_checkpoint, load_json, resolve_checkpoint, save_checkpoint
@@ -118,7 +119,7 @@ class DiTTrainer:
         self.progress = progress
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
-        self.run_dir = Path(cfg.out)
+        self.run_dir = check_output_dir(cfg.out, "--out")
         self.device = check_device(cfg.device)
 
         # 1. Data (an empty or missing cache is a DataError here, before anything is built).

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import DataError, InputError, SoraflowError, VideoError
+from ..atomic import check_output_dir
 from ..memory import check_fits
 from ..validate import check_device
 from ..eval.recon import ssim_loss
@@ -267,7 +268,7 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         raise InputError("--freeze-encoder fine-tunes the decoder of a trained VAE: give it with --init DIR")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.run_dir)
+    run_dir = check_output_dir(cfg.run_dir, "--run-dir")
     clips = list_clips(cfg.data)
     run_dir.mkdir(parents=True, exist_ok=True)
 

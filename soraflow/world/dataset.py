@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic import write_json, write_text
+from ..atomic import check_output_dir, write_json, write_text
 from ..errors import DataError, InputError
 from ..validate import number
 from .clip import MAX_FPS, MAX_SECONDS, MIN_FPS, check_render_args, frames_for, render_clip
@@ -179,6 +179,19 @@ def read_truth(out_dir: str | os.PathLike, entry: dict):
         raise DataError(f"cannot read the ground truth {path}: {err}") from None
 
 
+def _readable(out_dir: Path, entry: dict) -> bool:
+    """Whether a finished clip's file is there and whole: its packets are counted, not decoded
+    (milliseconds a clip, so a resume checks every clip without decoding the dataset)."""
+    from ..errors import VideoError
+    from ..video import probe
+
+    path = out_dir / str(entry.get("path", ""))
+    try:
+        return path.is_file() and path.stat().st_size > 0 and probe(path).frames > 0
+    except (VideoError, OSError, ValueError):
+        return False
+
+
 def _append(fd: int, entry: dict) -> None:
     os.write(fd, (json.dumps(entry) + "\n").encode())  # one write on O_APPEND: never interleaved or torn
     os.fsync(fd)
@@ -219,9 +232,7 @@ def write_dataset(out_dir: str | os.PathLike, config: DatasetConfig, *, workers:
                   chunksize: int = 8) -> DatasetSummary:
     """Write (or complete) a SoraWorld dataset in ``out_dir``. See the module docstring."""
     config.check()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a folder")
+    out_dir = check_output_dir(out_dir, "--out")
     try:
         (out_dir / CLIPS).mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -254,7 +265,14 @@ def _write_locked(out_dir: Path, config: DatasetConfig, *, workers: int, progres
                   chunksize: int) -> DatasetSummary:
     settings_path = out_dir / SETTINGS_FILE
     if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
+        try:
+            old = json.loads(settings_path.read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(f"{settings_path} is damaged ({err}); delete it to resume with these settings, "
+                             f"or use a new --out") from None
+        if not isinstance(old, dict):
+            raise InputError(f"{settings_path} is not a JSON object; delete it to resume with these settings, "
+                             f"or use a new --out")
         if old != config.settings():
             changed = sorted(k for k in set(old) | set(config.settings()) if old.get(k) != config.settings().get(k))
             raise InputError(f"{out_dir} was written with different settings ({', '.join(changed)}); "
@@ -275,6 +293,8 @@ def _write_locked(out_dir: Path, config: DatasetConfig, *, workers: int, progres
         except (json.JSONDecodeError, KeyError):
             finished.discard(name)  # not ours or damaged by hand: render it again
     for name in set(entries) - finished:  # listed, but its sidecar was deleted by hand
+        del entries[name]
+    for name in [n for n, e in entries.items() if not _readable(out_dir, e)]:  # damaged since: render it again
         del entries[name]
     _rewrite_manifest(out_dir, entries)
 
