@@ -26,8 +26,6 @@ def check_writable(path: str | os.PathLike) -> Path:
     or read-only folder, a name too long for the filesystem, a folder that takes no new files (/proc)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"output path {path} is a directory, expected a file name")
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist")
     try:
@@ -37,6 +35,8 @@ def check_writable(path: str | os.PathLike) -> Path:
     if len(path.name.encode("utf-8", "surrogateescape")) + _TMP_EXTRA > name_max:
         raise InputError(f"cannot write {path}: the file name is {len(path.name)} characters; "
                          f"at most {name_max - _TMP_EXTRA} fit on this filesystem")
+    if path.is_dir():
+        raise InputError(f"output path {path} is a directory, expected a file name")
     if not os.access(folder, os.W_OK):
         raise InputError(f"cannot write {path}: folder {folder} is not writable")
     try:  # the only sure test: make a file there (some folders refuse what access() allows)

@@ -73,7 +73,7 @@ def _command_line(args) -> str:
 
 
 def run(args) -> int:
-    from ..atomic import check_writable
+    from ..atomic import check_output_dir, check_writable
     from ..eval.bench import NullSource, PipelineSource, SimulatorSource, VAESource, add_frechet, run_bench
     from ..eval.report import write_report
     from ..eval.suite import SUITES, build_suite
@@ -84,11 +84,7 @@ def run(args) -> int:
         raise InputError(f"unknown bench suite {args.suite!r}; available: {', '.join(SUITES)}")
     if args.model is None and args.reference == "none":
         raise InputError("nothing to score: give --model, or a --reference other than none")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} is a file, expected a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
-    check_writable(args.out / "bench.json")
-
+    check_output_dir(args.out, "--out")
     entries = build_suite(args.suite, limit=args.limit, categories=args.category)
     sources = []
     pipe = None
@@ -106,6 +102,8 @@ def run(args) -> int:
         sources.append(NullSource())  # the prompt removed: an unrelated simulated scene
         if pipe is not None:
             sources.append(NullSource(pipe))  # random latents through the model's VAE
+    args.out.mkdir(parents=True, exist_ok=True)  # once the model has loaded: a refused run leaves no folder
+    check_writable(args.out / "bench.json")
 
     results = [run_bench(s, entries, progress=not args.no_progress) for s in sources]
     upper = next((r for r in results if r.name == "simulator"), None)

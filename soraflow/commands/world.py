@@ -57,6 +57,7 @@ def register(subparsers) -> None:
 
 
 def _load_spec(args):
+    from ..validate import check_text
     from ..world import spec as spec_mod
 
     if args.spec is not None:
@@ -74,7 +75,7 @@ def _load_spec(args):
 
     from ..world import parser
 
-    result = parser.parse_prompt(args.prompt)  # InputError listing the vocabulary when no object is understood
+    result = parser.parse_prompt(check_text("prompt", args.prompt))  # InputError listing the vocabulary when no object is understood
     if result.message:
         print(f"soraflow: warning: {result.message}", file=sys.stderr)
     return result.spec

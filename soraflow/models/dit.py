@@ -80,6 +80,12 @@ class DiTConfig:
         for name in ("in_channels", "out_channels", "num_attention_heads", "ffn_dim", "num_layers", "text_dim"):
             if getattr(self, name) < 1:
                 raise InputError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        # Far past any real model (Wan 14B: 40 blocks, width 5120, FFN 13824): a config beyond these is
+        # a typo, and building it, even on the meta device to count it, would take minutes.
+        for name, limit in (("num_layers", 1000), ("num_attention_heads", 1024), ("attention_head_dim", 1024),
+                            ("ffn_dim", 2**20), ("in_channels", 4096), ("out_channels", 4096), ("text_dim", 2**16)):
+            if getattr(self, name) > limit:
+                raise InputError(f"DiTConfig.{name} = {getattr(self, name)} is over the limit of {limit}")
         if self.freq_dim < 2 or self.freq_dim % 2:
             raise InputError(f"freq_dim must be even and >= 2, got {self.freq_dim}")
 

@@ -58,8 +58,12 @@ def list_clips(data: str | Path) -> list[Clip]:
     """Clips of a SoraWorld dataset (DIR/manifest.jsonl) or of a folder of videos and images."""
     from ..data import discover_clips
 
+    from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
     data = Path(data)
     if data.is_file():
+        if data.suffix.lower() not in set(IMAGE_SUFFIXES) | set(VIDEO_SUFFIXES):
+            raise DataError(f"--data {data} is neither a dataset folder nor a video or image file")
         return [Clip(data, data.stem)]
     # The one manifest reader: a bad line is reported and skipped, as for every other trainer.
     return [Clip(item.path, item.id) for item in discover_clips(data)]
@@ -268,11 +272,9 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         raise InputError("--freeze-encoder fine-tunes the decoder of a trained VAE: give it with --init DIR")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Every check before the run folder is made: a refused run leaves nothing behind.
     run_dir = check_output_dir(cfg.run_dir, "--run-dir")
     clips = list_clips(cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(cfg.seed)
     if cfg.init and (cfg.base_dim or cfg.temporal_factor):
         raise InputError("--base-dim and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
     device = check_device(cfg.device)
@@ -280,6 +282,9 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     side = cfg.crop or cfg.size
     check_fits(f"a VAE training step of batch {cfg.batch_size} x {cfg.frames} frames x {side}x{side} px",
                cfg.batch_size * cfg.frames * side * side * shape.base_dim * VAE_TRAIN_BYTES, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
     vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(shape)
     vae.to(device).train()
     if cfg.freeze_encoder:  # only the decoder side learns; the encoder's latents stay what they were

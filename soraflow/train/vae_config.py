@@ -45,6 +45,6 @@ class TrainVAEConfig:
     keep_last: int = option(3, ge=1)  # checkpoints kept
     cache_mb: int = option(2048, ge=0)  # decoded clips kept in memory (MiB); longer clips are read per sample
     stats_batches: int = option(8, ge=0)  # batches used to measure latent mean/std for the exported model
-    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    threads: int | None = option(None, ge=1)  # torch CPU threads (default: torch's choice)
     device: str = "cpu"  # torch device of the model and batches (cpu, cuda, cuda:1, ...)
     progress: bool = True  # show a progress bar
