@@ -86,7 +86,7 @@ def load_run_vae(run_dir: Path, cfg):
     from soraflow.train.checkpoint import latest_checkpoint, load_checkpoint
     from soraflow.train.vae import model_config
 
-    vae = VideoVAE(model_config(cfg))
+    vae = VideoVAE(VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg))
     load_checkpoint(latest_checkpoint(run_dir), modules={"vae": vae}, restore_rng=False)
     return vae
 
@@ -98,13 +98,16 @@ def plot(study: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, run in study["runs"].items():
+    # A long run starts from its candidate's study weights: its curve continues that one's CPU time.
+    curves = [(name, run, 0.0, "-") for name, run in study["runs"].items()]
+    curves += [(f"long-{name}", run, study["runs"][name].get("cpu_s", 0.0), "--") for name, run in study.get("long", {}).items()]
+    for name, run, offset, style in curves:
         evals = run.get("evals", [])
         if not evals:
             continue
-        minutes = [e["cpu_s"] / 60 for e in evals]
-        axes[0].plot(minutes, [e["psnr_later"] for e in evals], marker="o", label=f"{name}")
-        axes[1].plot(minutes, [e["box_later"] for e in evals], marker="o", label=f"{name}")
+        minutes = [(offset + e["cpu_s"]) / 60 for e in evals]
+        axes[0].plot(minutes, [e["psnr_later"] for e in evals], style, marker="o", ms=3, label=name)
+        axes[1].plot(minutes, [e["box_later"] for e in evals], style, marker="o", ms=3, label=name)
     for ax, title, gate in ((axes[0], "held-out PSNR, frames 1+ (whole frame)", 32),
                             (axes[1], "held-out PSNR inside the objects' boxes, frames 1+", 28)):
         ax.axhline(gate, color="grey", ls="--", lw=1)
@@ -133,6 +136,11 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=33, help="frames per held-out clip (4 s at 8 fps) [33]")
     p.add_argument("--threads", type=int, default=1, help="torch threads [1]")
     p.add_argument("--object-weight", type=float, default=4.0, help="the trainer's --object-weight, for every candidate [4]")
+    p.add_argument("--long", default=None, metavar="NAME",
+                   help="after the study, train candidate NAME on from its study weights in OUT/long-NAME (a fresh "
+                        "cosine schedule over --long-steps), with a held-out evaluation every --long-eval-every steps")
+    p.add_argument("--long-steps", type=int, default=20000, help="steps of the long run [20000]")
+    p.add_argument("--long-eval-every", type=int, default=250, help="steps between the long run's evaluations [250]")
     args = p.parse_args(argv)
 
     import torch
@@ -170,25 +178,46 @@ def main(argv=None) -> int:
             run["cpu_s_per_step"] = (time.process_time() - start) / 10
             run["steps"] = max(int(args.minutes * 60 / run["cpu_s_per_step"]), 10)
             save()
-        steps = run["steps"]
-        every = max(steps // args.evals, 1)
-        cfg = replace(cfg, run_dir=args.out / name / "run", steps=steps, save_every=every)
-        marks = [every * (i + 1) for i in range(args.evals - 1) if every * (i + 1) < steps] + [steps]
-        for mark in marks:
-            if any(e["step"] >= mark for e in run["evals"]):
-                continue
-            done = run["evals"][-1]["step"] if run["evals"] else 0
-            start = time.process_time()
-            reached = train_vae(cfg, stop_after=mark - done).step
-            run["cpu_s"] = run.get("cpu_s", 0.0) + time.process_time() - start
-            result = evaluate(load_run_vae(cfg.run_dir, cfg), clips)
-            run["evals"].append({"step": reached, "cpu_s": run["cpu_s"], **result})
-            print(f"{name} step {reached}/{steps} ({run['cpu_s'] / 60:.1f} CPU min): " +
-                  ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
-            save()
-        run["done"] = True
-        save()
+        every = max(run["steps"] // args.evals, 1)
+        train_with_evals(name, run, replace(cfg, run_dir=args.out / name / "run", steps=run["steps"], save_every=every),
+                         every, clips, save)
+
+    if args.long:
+        name = args.long
+        if not study["runs"].get(name, {}).get("done"):
+            raise SystemExit(f"vae_study: --long {name}: its study run is not finished")
+        run = study.setdefault("long", {}).setdefault(name, {"evals": [], "steps": args.long_steps})
+        init = args.out / name / "run" / "model"
+        cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{name}" / "run",
+                      save_every=args.long_eval_every, keep_last=3)
+        train_with_evals(f"long-{name}", run, cfg, args.long_eval_every, clips, save)
     return 0
+
+
+def train_with_evals(name: str, run: dict, cfg, every: int, clips, save) -> None:
+    """Train ``cfg`` to ``cfg.steps`` in segments of ``every`` steps, evaluating on the held-out clips after
+    each; the CPU time and every evaluation go into ``run`` (saved by ``save``). Resumes where it stopped."""
+    import time
+
+    from soraflow.train.vae import train_vae
+
+    if run.get("done"):
+        return
+    marks = [every * (i + 1) for i in range(cfg.steps // every) if every * (i + 1) < cfg.steps] + [cfg.steps]
+    for mark in marks:
+        if any(e["step"] >= mark for e in run["evals"]):
+            continue
+        done = run["evals"][-1]["step"] if run["evals"] else 0
+        start = time.process_time()
+        reached = train_vae(cfg, stop_after=mark - done).step
+        run["cpu_s"] = run.get("cpu_s", 0.0) + time.process_time() - start
+        result = evaluate(load_run_vae(cfg.run_dir, cfg), clips)
+        run["evals"].append({"step": reached, "cpu_s": run["cpu_s"], **result})
+        print(f"{name} step {reached}/{cfg.steps} ({run['cpu_s'] / 60:.1f} CPU min): " +
+              ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+        save()
+    run["done"] = True
+    save()
 
 
 if __name__ == "__main__":
