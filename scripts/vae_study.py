@@ -187,7 +187,10 @@ def main(argv=None) -> int:
         if not study["runs"].get(name, {}).get("done"):
             raise SystemExit(f"vae_study: --long {name}: its study run is not finished")
         run = study.setdefault("long", {}).setdefault(name, {"evals": [], "steps": args.long_steps})
-        init = args.out / name / "run" / "model"
+        init = args.out / name / "weights"
+        if not (init / "config.json").is_file():  # the study run's last checkpoint as a model folder
+            study_cfg = replace(base, **CANDIDATES[name], run_dir=args.out / name / "run")
+            load_run_vae(study_cfg.run_dir, study_cfg).save_pretrained(init)
         cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{name}" / "run",
                       save_every=args.long_eval_every, keep_last=3)
         train_with_evals(f"long-{name}", run, cfg, args.long_eval_every, clips, save)
