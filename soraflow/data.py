@@ -42,14 +42,13 @@ from . import modes
 from .errors import DataError, InputError, SoraflowError, VideoError
 from .memory import check_fits
 from .validate import number
+from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES  # the one list of what the readers open
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 NULL_TEXT_NAME = "null_text.safetensors"
 CACHE_FORMAT = 1
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Latent H and W must be even for the DiT's 1x2x2 patches and pixels are 8x the latent grid.
 PIXEL_MULTIPLE = 16
 
@@ -316,7 +315,7 @@ def discover_clips(data_dir: str | os.PathLike) -> list[ClipItem]:
             )
     else:
         for p in sorted(data_dir.rglob("*")):
-            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not p.name.startswith("."):
                 rel = p.relative_to(data_dir).as_posix()
                 side = p.with_suffix(".txt")
                 captions = {"long": side.read_text().strip()} if side.is_file() else {}
@@ -330,7 +329,7 @@ def discover_clips(data_dir: str | os.PathLike) -> list[ClipItem]:
     if not items:
         raise DataError(
             f"dataset {data_dir} has no clips (expected manifest.jsonl or video/image files: "
-            f"{', '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)})"
+            f"{', '.join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))})"
         )
     return items
 
