@@ -275,3 +275,26 @@ def test_caption_cache_corrupt_index_is_rebuilt(tmp_path, tiny_t5):
         cache = CaptionCache(tmp_path / "c", enc)
     cache.get(caps)
     assert calls == [] and json.loads((tmp_path / "c" / "index.json").read_text())["entries"]
+
+
+def test_native_minilm_equals_transformers_bert_and_needs_no_transformers_import(minilm):
+    import subprocess
+    import sys
+
+    import transformers
+
+    prompts = ["a red ball bouncing on grass", "", "Ünïcödé, 3 CUBES & a ball!", "a long caption " * 90]
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+    bert = transformers.AutoModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval()
+    want = tok(prompts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    got = minilm.tokenizer(prompts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["attention_mask"], want["attention_mask"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptTruncatedWarning)
+        emb = minilm.encode(prompts)
+    with torch.no_grad():
+        ref = bert(**want).last_hidden_state.masked_fill(~want["attention_mask"].bool()[..., None], 0.0)
+    torch.testing.assert_close(emb.tokens, ref, atol=2e-5, rtol=1e-4)  # fp32, another summation order
+    code = "import sys; from soraflow.models.text import load_text_encoder; load_text_encoder(); print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

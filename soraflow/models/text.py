@@ -268,6 +268,22 @@ def load_text_encoder(
     ``dtype=torch.bfloat16`` halves memory and is ~6x faster on AMX CPUs; ``max_length`` lowers the
     folder's own limit. The encoder is in eval mode with gradients off.
     """
+    if reference == DEFAULT_ENCODER:  # plain torch + tokenizers: no transformers import on the default path
+        from .minilm import MiniLM, WordPieceTokenizer
+
+        folder = minilm_dir()
+        try:
+            model = MiniLM.from_folder(folder, dtype=dtype)
+            tokenizer = WordPieceTokenizer(folder)
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"cannot load the text encoder from {folder}: {str(e).splitlines()[0]}") from e
+        limit = _max_length(folder, model.config, tokenizer)
+        if max_length is not None:
+            if max_length < 2:
+                raise InputError(f"text encoder max_length must be at least 2, got {max_length}")
+            limit = min(limit, max_length)
+        return TextEncoder(model.to(device), tokenizer, reference=DEFAULT_ENCODER, max_length=limit)
+
     import transformers
 
     model_dir, tok_dir = _resolve_folders(str(reference))
