@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -45,9 +45,6 @@ class CPURates:
     threads: int
     features: tuple[str, ...]  # the CPU's bf16-relevant flags, for reports
 
-    def best_gemm(self) -> float:
-        return max(self.gemm_float32, self.gemm_bfloat16, self.gemm_int8)
-
 
 @dataclass(frozen=True)
 class CPUChoice:
@@ -59,29 +56,27 @@ class CPUChoice:
     train_vae: str  # autocast dtype of a VAE training step (conv-bound, channels_last_3d)
 
 
-def cpu_features() -> tuple[str, ...]:
-    """The flags that decide bf16 and int8 speed, from /proc/cpuinfo (empty where it is missing)."""
-    wanted = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma")
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (None where there is none, e.g. not Linux)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return tuple(f for f in wanted if f in flags)
-    except OSError:
-        pass
-    return ()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_features() -> tuple[str, ...]:
+    """The flags that decide bf16 and int8 speed, from /proc/cpuinfo (empty where it is missing)."""
+    wanted = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma")
+    flags = set((_cpuinfo("flags") or "").split())
+    return tuple(f for f in wanted if f in flags)
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cache_file() -> Path:
@@ -177,6 +172,19 @@ def measure_cpu_rates() -> CPURates:
 _MEMO: dict[str, CPURates] = {}
 
 
+def _parse(entry) -> CPURates | None:
+    """A cached entry as :class:`CPURates`, or None when it is missing or damaged (then measured again)."""
+    names = [f.name for f in fields(CPURates)]
+    if not isinstance(entry, dict) or any(n not in entry for n in names):
+        return None
+    numbers = [entry[n] for n in names if n != "features"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return None
+    if not isinstance(entry["features"], list):
+        return None
+    return CPURates(**{**{n: entry[n] for n in names}, "features": tuple(entry["features"])})
+
+
 def cpu_rates(*, refresh: bool = False) -> CPURates:
     """:func:`measure_cpu_rates`, cached in memory and in ``$SORAFLOW_CACHE_DIR/cpu_rates.json``.
 
@@ -193,17 +201,7 @@ def cpu_rates(*, refresh: bool = False) -> CPURates:
             entries = {}
     except (OSError, ValueError):
         entries = {}
-    found = entries.get(key)
-    rates = None
-    if not refresh and isinstance(found, dict):
-        try:
-            names = {f.name for f in fields(CPURates)}
-            rates = CPURates(**{k: v for k, v in found.items() if k in names})
-            rates = replace(rates, features=tuple(rates.features))
-            if not all(isinstance(getattr(rates, f), (int, float)) for f in names - {"features"}):
-                rates = None
-        except (TypeError, KeyError):
-            rates = None
+    rates = None if refresh else _parse(entries.get(key))
     if rates is None:
         rates = measure_cpu_rates()
         entries[key] = {**asdict(rates), "cpu": _cpu_model(), "torch": torch.__version__}
