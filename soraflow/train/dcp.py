@@ -108,7 +108,9 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _fill(obj: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """``obj``'s structure with every non-tensor leaf replaced by ``values[key]`` (tuples stay tuples)."""
+    """``obj``'s structure with every non-tensor leaf replaced by ``values[key]`` (tuples stay tuples).
+    A leaf the checkpoint lacks keeps the loader's value: an option a newer torch added to its
+    optimizers' groups takes its default, as it would on a fresh run."""
     if isinstance(obj, Mapping):
         return {k: _fill(v, values, f"{prefix}/{k}" if prefix else str(k)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -116,9 +118,7 @@ def _fill(obj: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
         return tuple(out) if isinstance(obj, tuple) else out
     if isinstance(obj, torch.Tensor):
         return obj
-    if prefix not in values:
-        raise CheckpointError(f"the checkpoint has no value for {prefix!r}")
-    return values[prefix]
+    return values.get(prefix, obj)
 
 
 def _split(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
