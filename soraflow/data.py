@@ -267,13 +267,18 @@ class ClipItem:
 
 
 def discover_clips(data_dir: str | os.PathLike) -> list[ClipItem]:
-    """The clips of a SoraWorld dataset (``manifest.jsonl``) or of a folder of videos and images.
+    """The clips of a SoraWorld dataset (``manifest.jsonl``), of a folder of videos and images, or the
+    one clip a video or image file is.
 
     For a plain folder, a caption is read from a text file beside the clip (``clip.txt``), if any.
     """
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DataError(f"dataset folder {data_dir} does not exist")
+    if data_dir.is_file():  # one clip or image on its own
+        if data_dir.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+            raise DataError(f"{data_dir} is neither a dataset folder nor a video or image file")
+        return [ClipItem(id=data_dir.stem, path=data_dir, source=data_dir.name, captions={})]
     if not data_dir.is_dir():
         raise DataError(f"dataset {data_dir} is not a folder")
     manifest = data_dir / "manifest.jsonl"

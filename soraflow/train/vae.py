@@ -55,16 +55,9 @@ class Clip:
 
 
 def list_clips(data: str | Path) -> list[Clip]:
-    """Clips of a SoraWorld dataset (DIR/manifest.jsonl) or of a folder of videos and images."""
+    """Clips of a SoraWorld dataset (DIR/manifest.jsonl), a folder of videos and images, or one file."""
     from ..data import discover_clips
 
-    from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-
-    data = Path(data)
-    if data.is_file():
-        if data.suffix.lower() not in set(IMAGE_SUFFIXES) | set(VIDEO_SUFFIXES):
-            raise DataError(f"--data {data} is neither a dataset folder nor a video or image file")
-        return [Clip(data, data.stem)]
     # The one manifest reader: a bad line is reported and skipped, as for every other trainer.
     return [Clip(item.path, item.id) for item in discover_clips(data)]
 
