@@ -318,34 +318,34 @@ def test_list_pages(server, client):
 # ---------------------------------------------------------------------------------------------- restarts and limits
 
 
-def test_kill_9_restart_completes_the_jobs(model, tmp_path):
-    server = Server(model, tmp_path / "data", tmp_path / "server.log",
-                    args=["--max-queue", "2", "--rate-limit", "4", "--max-attempts", "2"])
-    try:
-        server.start()
-        with Client(server.url, api_key=API_KEY, max_retries=0) as client:
-            interrupted = client.create("interrupted", size="128x128", steps=200)
-            waiting = client.create("waiting", steps=1)
-            full = httpx.post(f"{server.url}/v1/videos", headers=server.headers, json={"prompt": "one too many"})
-            assert full.status_code == 429 and int(full.headers["Retry-After"]) >= 1
-            assert full.json()["error"]["message"].startswith("the queue is full (2 unfinished jobs, limit 2)")
-            wait_for(lambda: client.retrieve(interrupted.id).progress > 0, 30, "the first job to start")
-            workers = server.worker_pids()
-        server.kill9()
-        wait_for(lambda: all(pid_gone(p) for p in workers), 10, "the killed server's worker to exit by itself")
+def test_kill_9_restart_completes_the_jobs(server, tmp_path):
+    """Last in this file: it kills the shared server and restarts it on the same store with a small queue
+    and rate limit (run alone, it gets a fresh server)."""
+    with Client(server.url, api_key=API_KEY, max_retries=0) as client:
+        interrupted = client.create("interrupted", size="128x128", steps=200)
+        waiting = client.create("waiting", steps=1)
+        wait_for(lambda: client.retrieve(interrupted.id).progress > 0, 30, "the first job to start")
+        workers = server.worker_pids()
+    server.kill9()
+    wait_for(lambda: all(pid_gone(p) for p in workers), 10, "the killed server's worker to exit by itself")
 
-        server.start()
-        with Client(server.url, api_key=API_KEY, max_retries=0) as client:
-            again = _wait_done(client, interrupted.id)
-            assert (again.status, again.attempts, again.progress) == ("completed", 2, 100)
-            assert len(read_video(client.download(again.id, tmp_path / "again.mp4"))) == 9
-            assert _wait_done(client, waiting.id).status == "completed"
-            # the per-client rate limit: 4 submissions a minute, good or bad, then 429 with Retry-After
-            for _ in range(4):
-                with pytest.raises(ClientError, match="400"):
-                    client.create("x", size="1x1")
-            response = httpx.post(f"{server.url}/v1/videos", headers=server.headers, json={"prompt": "x"})
-            assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
-            assert "too many submissions" in response.json()["error"]["message"]
-    finally:
-        server.stop()
+    server.args += ["--max-queue", "2", "--rate-limit", "4", "--max-attempts", "2"]
+    server.start()
+    with Client(server.url, api_key=API_KEY, max_retries=0) as client:
+        again = _wait_done(client, interrupted.id)
+        assert (again.status, again.attempts, again.progress) == ("completed", 2, 100)
+        assert len(read_video(client.download(again.id, tmp_path / "again.mp4"))) == 9
+        assert _wait_done(client, waiting.id).status == "completed"
+        # a bounded queue: 2 unfinished jobs, then 429 with Retry-After
+        long_jobs = [client.create("fills the queue", **LONG) for _ in range(2)]
+        full = httpx.post(f"{server.url}/v1/videos", headers=server.headers, json={"prompt": "one too many"})
+        assert full.status_code == 429 and int(full.headers["Retry-After"]) >= 1
+        assert full.json()["error"]["message"].startswith("the queue is full (2 unfinished jobs, limit 2)")
+        for job in long_jobs:
+            client.cancel(job.id)
+        # the per-client rate limit: 4 submissions a minute, good or bad (3 so far), then 429 with Retry-After
+        with pytest.raises(ClientError, match="400"):
+            client.create("x", size="1x1")
+        response = httpx.post(f"{server.url}/v1/videos", headers=server.headers, json={"prompt": "x"})
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+        assert "too many submissions" in response.json()["error"]["message"]

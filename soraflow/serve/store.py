@@ -155,6 +155,7 @@ class JobStore:
             raise SoraflowError(f"cannot create the job folder {self.jobs_dir}: {err.strerror}") from None
         self.path = self.root / DB_NAME
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the one writer
         db.executescript(SCHEMA)
@@ -173,15 +174,26 @@ class JobStore:
         return db
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")  # take the write lock now, so read-then-write cannot race
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``durable=False`` (progress, heartbeats) skips the fsync: such a commit
+        survives a killed process but maybe not a power cut, and the next durable commit covers it."""
+        # Threads of one process queue on this lock, woken the moment it frees, instead of in SQLite's
+        # busy handler, which sleeps in growing steps (50 concurrent submissions: a 1.6 s p99).
+        with self._write_lock:
+            db = self._db()
+            if not durable:
+                db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                db.execute("BEGIN IMMEDIATE")  # take the write lock now, so read-then-write cannot race
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if not durable:
+                    db.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -310,7 +322,7 @@ class JobStore:
                        (state, error, time.time(), worker_id))
 
     def heartbeat(self, worker_id: str) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (time.time(), worker_id))
 
     def take_failed_worker(self, pid: int) -> str | None:
@@ -394,7 +406,7 @@ class JobStore:
                  expanded_prompt: str | None = None) -> str:
         """Record progress; the answer tells the worker what to do next: ``"run"``, ``"cancel"`` (a cancel
         or delete was asked for) or ``"lost"`` (the job is no longer this worker's)."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             if progress is not None:
                 db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND worker = ?", (progress, job_id, worker_id))
             if expanded_prompt is not None:
