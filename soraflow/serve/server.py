@@ -35,7 +35,9 @@ def _bind(host: str, port: int) -> socket.socket:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
         raise InputError(f"cannot bind {host}:{port}: {err.strerror}") from None
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY only on such sockets, and without it every response
+    # (headers, then body) waits out the client's 40 ms delayed ACK
+    sock = socket.socket(info[0], info[1], info[2])
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(info[4])

@@ -140,6 +140,12 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _run_state(db: sqlite3.Connection, job_id: str, worker_id: str) -> str:
+    row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
+                     (job_id, worker_id)).fetchone()
+    return "lost" if row is None else "cancel" if row[0] else "run"
+
+
 class JobStore:
     """Jobs and workers in ``<root>/jobs.sqlite3``, job files in ``<root>/jobs/<id>/``.
 
@@ -412,59 +418,47 @@ class JobStore:
             if expanded_prompt is not None:
                 db.execute("UPDATE jobs SET expanded_prompt = ? WHERE id = ? AND worker = ?",
                            (expanded_prompt, job_id, worker_id))
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
-                             (job_id, worker_id)).fetchone()
-        if row is None:
-            return "lost"
-        return "cancel" if row[0] else "run"
+            return _run_state(db, job_id, worker_id)
 
     def cancel_requested(self, job_id: str, worker_id: str) -> str:
         """:meth:`progress` without writing anything: a read, cheap enough for every sampler step."""
-        row = self._db().execute(
-            "SELECT cancel_requested FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
-            (job_id, worker_id)).fetchone()
-        if row is None:
-            return "lost"
-        return "cancel" if row[0] else "run"
+        return _run_state(self._db(), job_id, worker_id)
 
     def finish(self, job_id: str, worker_id: str, status: str, *, expire_after: float, error: dict | None = None,
                summary: dict | None = None, now: float | None = None) -> None:
-        """``completed``, ``failed`` or ``cancelled``; a job deleted while running goes now, files too."""
+        """``completed``, ``failed`` or ``cancelled``; ``summary`` is merged into the job's."""
         if status not in FINISHED:
             raise SoraflowError(f"internal: {status!r} is not a finished status")
         now = time.time() if now is None else now
-        with self._tx() as db:
-            row = db.execute("SELECT deleted, summary FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
-                             (job_id, worker_id)).fetchone()
-            db.execute("UPDATE workers SET job = NULL WHERE id = ?", (worker_id,))
-            if row is None:
-                return
-            if row["deleted"]:
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            else:
+        with self._letting_go(job_id, worker_id) as (db, row):
+            if row is not None:
                 merged = json.loads(row["summary"]) | (summary or {})
                 db.execute(
                     "UPDATE jobs SET status = ?, progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END, "
                     "completed_at = ?, expires_at = ?, error = ?, summary = ?, worker = NULL WHERE id = ?",
                     (status, status, int(now), int(now + expire_after), json.dumps(error) if error else None,
                      json.dumps(merged), job_id))
-        if row["deleted"]:
-            self._remove_files(job_id)
 
     def release(self, job_id: str, worker_id: str) -> None:
         """Give a job back to the queue (the worker is shutting down); the attempt does not count."""
-        with self._tx() as db:
-            row = db.execute("SELECT deleted FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
-                             (job_id, worker_id)).fetchone()
-            db.execute("UPDATE workers SET job = NULL WHERE id = ?", (worker_id,))
-            if row is None:
-                return
-            if row["deleted"]:
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            else:
+        with self._letting_go(job_id, worker_id) as (db, row):
+            if row is not None:
                 db.execute("UPDATE jobs SET status = 'queued', worker = NULL, progress = 0, attempts = attempts - 1 "
                            "WHERE id = ?", (job_id,))
-        if row["deleted"]:
+
+    @contextlib.contextmanager
+    def _letting_go(self, job_id: str, worker_id: str) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row | None]]:
+        """The transaction in which a worker lets a job go: yields the job's row while it is still this
+        worker's (None otherwise); a job deleted while it ran is removed instead, its files too."""
+        with self._tx() as db:
+            row = db.execute("SELECT deleted, summary FROM jobs WHERE id = ? AND worker = ? AND status = 'in_progress'",
+                             (job_id, worker_id)).fetchone()
+            db.execute("UPDATE workers SET job = NULL WHERE id = ?", (worker_id,))
+            deleted = row is not None and bool(row["deleted"])
+            if deleted:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            yield db, None if deleted else row
+        if deleted:
             self._remove_files(job_id)
 
 

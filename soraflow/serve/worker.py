@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.threads:
             torch.set_num_threads(options.threads)
         pipe = SoraPipeline.from_pretrained(options.model, device=options.device, dtype=options.dtype)
-    except SoraflowError as err:
-        store.set_worker_state(worker_id, "failed", str(err))
+    except Exception as err:  # noqa: BLE001 - any load failure stops the server with its one line
+        store.set_worker_state(worker_id, "failed", str(err) if isinstance(err, SoraflowError)
+                               else f"{type(err).__name__}: {err}")
         return EXIT_LOAD_FAILED
     store.set_worker_state(worker_id, "ready")
     worker = Worker(options, store, pipe, worker_id, stopping)
