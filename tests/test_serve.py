@@ -168,6 +168,21 @@ def test_every_route_needs_the_key(server):
     assert httpx.get(server.url + "/v1/videos", cookies={"soraflow_session": "forged"}).status_code == 401
 
 
+def test_other_sites_and_rebound_names_are_refused(server):
+    """A page on another site can make a browser POST here, and a DNS name rebound to 127.0.0.1 is
+    same-origin for it: neither gets through, even with the key (a signed-in browser sends its cookie)."""
+    url, key = f"{server.url}/v1/videos", server.headers
+    evil = httpx.post(url, headers={**key, "Origin": "http://evil.example"}, json={"prompt": "x", "steps": 1})
+    assert evil.status_code == 403 and "cross-site" in evil.json()["error"]["message"]
+    assert httpx.post(server.url + "/login", headers={"Origin": "http://evil.example"},
+                      data={"api_key": API_KEY}).status_code == 403
+    rebound = httpx.get(url, headers={**key, "Host": f"evil.example:{server.port}"})
+    assert rebound.status_code == 403 and "localhost only" in rebound.json()["error"]["message"]
+    same = httpx.post(url, headers={**key, "Origin": server.url}, json={"prompt": "x", "steps": 1})
+    assert same.status_code == 200
+    assert httpx.get(url, headers={**key, "Host": f"localhost:{server.port}"}).status_code == 200
+
+
 def test_text_to_video_job_with_progress(server, client, tmp_path):
     seen = []
     video = client.create("a red ball bouncing on grass", size="128x128", steps=100, seed=7)

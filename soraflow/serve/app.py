@@ -40,7 +40,8 @@ from ..errors import SoraflowError
 from .config import ServeConfig
 from .errors import ApiError, error_response
 from .security import (
-    COOKIE, LOGIN_PAGE, ApiKeyMiddleware, BodyLimitMiddleware, RateLimiter, session_token,
+    COOKIE, LOGIN_PAGE, ApiKeyMiddleware, BodyLimitMiddleware, RateLimiter, SameOriginMiddleware, is_loopback,
+    session_token,
 )
 from .store import ACTIVE, THUMBNAIL_NAME, VIDEO_NAME, Job, JobStore, QueueFull, pid_alive
 from .validate import Limits, Upload, VideoRequest, check_submission, parse_fields
@@ -123,7 +124,8 @@ def create_app(config: ServeConfig, store: JobStore, pipeline_config, model_name
                     f"uploads of up to {config.max_upload_mb:g} MiB a file")
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda method, path: (
         upload_limit if (method, path) == ("POST", "/v1/videos") else (SMALL_BODY, "this route takes no upload")))
-    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)  # outermost: nothing runs before the key
+    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(SameOriginMiddleware, loopback_only=is_loopback(config.host))  # outermost
 
     # ------------------------------------------------------------------ errors: always JSON, one line
 

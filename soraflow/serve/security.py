@@ -1,9 +1,15 @@
-"""What stands between the network and the model: the API key, a per-client rate limit, a body size limit.
+"""What stands between the network and the model: the API key, a per-client rate limit, a body size limit,
+and a same-origin check.
 
 The key is checked on every route, the page and the API docs included, as ``Authorization: Bearer KEY``
 or ``X-API-Key: KEY``, or, for a browser, as the session cookie that ``POST /login`` sets after
 checking the key once (HttpOnly, SameSite=Strict, so another site cannot submit jobs with it).
 The cookie holds an HMAC of the key, not the key.
+
+A server on 127.0.0.1 without a key is still reachable from any web page its user opens: a page on
+another site can make the browser POST a multipart form (no CORS preflight), and a DNS name rebound to
+127.0.0.1 makes it same-origin. So a request that changes something must not come from another origin,
+and a server bound to loopback answers only to loopback host names.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import ApiError
 
@@ -53,6 +60,18 @@ def _cookie(scope, name: str) -> str | None:
     return None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _refuse(send, status: int, message: str, type: str, headers: list | None = None) -> None:
+    """An error answer in the API's JSON shape, from a middleware (outside FastAPI's handlers)."""
+    body = json.dumps({"error": {"message": message, "type": type, "param": None, "code": status}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
 LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>soraflow: API key</title>
 <style>body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}
 input{font-size:1rem;padding:.4rem;width:100%%;box-sizing:border-box;margin:.5rem 0}</style></head>
@@ -82,14 +101,31 @@ class ApiKeyMiddleware:
         if scope["path"] == "/" and "text/html" in (_header(scope, b"accept") or ""):
             body = (LOGIN_PAGE % "").encode()
             headers = [(b"content-type", b"text/html; charset=utf-8")]
-        else:
-            body = json.dumps({"error": {
-                "message": "this server needs its API key: send 'Authorization: Bearer KEY' (or X-API-Key)",
-                "type": "authentication_error", "param": None, "code": 401}}).encode()
-            headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            return await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 401, "this server needs its API key: send 'Authorization: Bearer KEY' (or X-API-Key)",
+                      "authentication_error", [(b"www-authenticate", b"Bearer")])
+
+
+class SameOriginMiddleware:
+    """403 for a state-changing request from another origin (CSRF) and, when bound to loopback, for a
+    Host header that is not a loopback name (DNS rebinding). Clients that are not browsers send no Origin."""
+
+    def __init__(self, app, loopback_only: bool):
+        self.app, self.loopback_only = app, loopback_only
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = _header(scope, b"host") or ""
+        if self.loopback_only and not is_loopback(urlsplit(f"//{host}").hostname or ""):
+            return await _refuse(send, 403, f"this server answers to localhost only, not to host {host!r}",
+                                 "permission_error")
+        origin = _header(scope, b"origin")
+        if scope["method"] not in SAFE_METHODS and origin is not None and urlsplit(origin).netloc != host:
+            return await _refuse(send, 403, f"cross-site request from {origin!r} refused", "permission_error")
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(ApiError):
@@ -161,5 +197,5 @@ class RateLimiter:
                             f"retry in {wait} s", "rate_limit_error", headers={"Retry-After": str(wait)})
 
 
-__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "BodyTooLarge", "RateLimiter", "COOKIE", "LOGIN_PAGE",
+__all__ = ["ApiKeyMiddleware", "SameOriginMiddleware", "BodyLimitMiddleware", "BodyTooLarge", "RateLimiter", "COOKIE", "LOGIN_PAGE",
            "is_loopback", "session_token"]

@@ -77,8 +77,10 @@ def serve(config: ServeConfig) -> int:
 
     app = create_app(config, store, pipeline_config, model_name, pool, on_fatal=stop)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    # keep-alive well past clients' own idle expiry (httpx: 5 s): a server closing an idle connection
+    # just as a client reuses it fails that request ("server disconnected without sending a response")
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
-                                           timeout_graceful_shutdown=5))
+                                           timeout_keep_alive=75, timeout_graceful_shutdown=5))
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     log.info("soraflow serve: model %s, %d worker%s, jobs in %s", model_dir, config.workers,
