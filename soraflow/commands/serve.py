@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                         help="model folder (config.json, vae/, dit/); default: the model shipped in the package")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; any other needs an API key)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one, printed)")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="generation processes, each with the model loaded once (default 1)")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
