@@ -32,7 +32,9 @@ see docs/generate.md.
 """
 
 
-MAX_PROMPT_CHARS = 2000  # MiniLM reads 256 tokens, UMT5 512: a longer prompt is a paste gone wrong (or abuse)
+# The text encoders read 256-512 tokens and truncate the rest with a warning; this only bounds what one
+# request can make the expander and the tokenizer chew on.
+MAX_PROMPT_CHARS = 10_000
 
 
 def check_prompts(prompt, negative: str | None = None) -> str:
