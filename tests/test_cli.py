@@ -10,7 +10,7 @@ def test_help_lists_every_command(capsys):
     except SystemExit as exit:
         assert exit.code == 0
     out = capsys.readouterr().out
-    for command in ("generate", "world", "train", "eval"):
+    for command in ("generate", "serve", "world", "train", "eval"):
         assert command in out
 
 
