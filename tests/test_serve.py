@@ -237,7 +237,7 @@ def test_bad_requests_get_the_clis_messages(server, client, model, tmp_path):
     with pytest.raises(ClientError) as refused:
         client.create(long_prompt)
     assert refused.value.message == cli.stderr.strip().removeprefix("soraflow: error: ")
-    assert refused.value.message == "the prompt is 10999 characters long, over the limit of 10000"  # stripped
+    assert refused.value.message == "the prompt has 10999 characters; the limit is 4000"  # stripped
 
     url, headers = f"{server.url}/v1/videos", server.headers
     folders = set((server.data_dir / "jobs").iterdir())

@@ -33,23 +33,6 @@ see docs/generate.md.
 """
 
 
-# The text encoders read 256-512 tokens and truncate the rest with a warning; this only bounds what one
-# request can make the expander and the tokenizer chew on.
-MAX_PROMPT_CHARS = 10_000
-
-
-def check_prompts(prompt, negative: str | None = None) -> str:
-    """The prompt checks of `soraflow generate` (and of `soraflow serve`): not empty, and neither the
-    prompt nor the negative prompt over :data:`MAX_PROMPT_CHARS`."""
-    from .. import modes
-
-    prompt = modes.check_prompt(prompt)
-    for what, text in (("the prompt", prompt), ("the negative prompt", negative or "")):
-        if len(text) > MAX_PROMPT_CHARS:
-            raise InputError(f"{what} is {len(text)} characters long, over the limit of {MAX_PROMPT_CHARS}")
-    return prompt
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate a video from a prompt (and an image or clips)",
@@ -165,10 +148,11 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None) ->
 def run(args) -> int:
     import warnings
 
+    from .. import modes
     from ..atomic import check_writable
 
-    # Cheap checks first: a typo should not cost a model load.
-    prompt = check_prompts(args.prompt, args.negative)
+    # Cheap checks first: a typo should not cost a model load (the negative prompt: prepare_request below).
+    prompt = modes.check_prompt(args.prompt)
     _check_flags(args)
     output = args.output or _default_output(prompt)
     from ..video import WRITE_SUFFIXES

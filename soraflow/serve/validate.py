@@ -1,6 +1,6 @@
 """A submission checked before it is queued: the fields of ``POST /v1/videos`` (JSON or multipart) and its
-uploads, through the same checks as ``soraflow generate`` (:func:`soraflow.commands.generate.check_prompts`,
-:func:`soraflow.pipeline.prepare_request`), so the API and the CLI refuse the same requests with the same
+uploads, through the same checks as ``soraflow generate`` (:func:`soraflow.modes.check_prompt`,
+:func:`soraflow.validate.check_text`, :func:`soraflow.pipeline.prepare_request`), so the API and the CLI refuse the same requests with the same
 one-line messages.
 
 Uploads are stored under names the server picks (``image.png``, ``video_0.mp4``, ...) from their first
@@ -17,8 +17,9 @@ from typing import BinaryIO
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..commands import parse_size
-from ..commands.generate import check_prompts
+from .. import modes
 from ..errors import InputError, SoraflowError
+from ..validate import check_text
 from .errors import ApiError
 from .store import INPUTS_FOLDER, JobStore, new_job_id
 
@@ -136,7 +137,9 @@ def check_submission(req: VideoRequest, uploads: list[Upload], *, config, model_
     if len(images) > 1 or len(videos) > 2:
         raise ApiError(400, "send at most one image and two videos (connect: video A, then video B)")
     try:
-        prompt = check_prompts(req.prompt, req.negative_prompt)
+        prompt = modes.check_prompt(req.prompt)  # before any upload is written; prepare_request checks the rest
+        if req.negative_prompt is not None:
+            check_text("negative prompt", req.negative_prompt, empty_ok=True)
         size = None if req.size is None else _size(req.size)
     except SoraflowError as err:
         raise ApiError(400, str(err)) from None
