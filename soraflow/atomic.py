@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import re
 import json
 import os
 import tempfile
@@ -78,10 +79,13 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(path: Path) -> int:
     """Delete the temporary files a killed writer left beside ``path`` (their pid no longer runs);
     returns how many. A writer that is still running keeps its own."""
+    # Exactly what atomic_path names (mkstemp's random part is 8 characters), so the temporary of
+    # another target whose name merely starts the same way ("a.mp4.5.mp4") is never taken for one.
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]{{8}}{re.escape(TMP_MARK + path.suffix)}")
     removed = 0
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_MARK}{glob.escape(path.suffix)}"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
-        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+        match = ours.fullmatch(tmp.name)
+        if match and not _pid_alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

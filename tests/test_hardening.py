@@ -26,11 +26,14 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write_and_a_live_ones
     orphan.write_bytes(b"half a video")
     live = tmp_path / f".clip.mp4.{os.getpid()}.efgh5678.tmp.mp4"  # a writer still running (this process)
     live.write_bytes(b"in progress")
+    cousin = tmp_path / f".clip.mp4.5.mp4.{int(dead.stdout)}.ijkl9012.tmp.mp4"  # target clip.mp4.5.mp4's, not ours
+    cousin.write_bytes(b"another target")
     with atomic_path(target) as tmp:
         assert str(os.getpid()) in tmp.name
         tmp.write_bytes(b"video")
-    assert target.read_bytes() == b"video" and not orphan.exists() and live.exists()
+    assert target.read_bytes() == b"video" and not orphan.exists() and live.exists() and cousin.exists()
     live.unlink()
+    cousin.unlink()
     write_text(tmp_path / "other.json", "{}")  # another target's temporaries are not its business
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "other.json"]
 
