@@ -472,13 +472,13 @@ def build_latent_cache(
         for item in bar:
             try:
                 frames, clip_fps = read_clip(item, size=size, fps=fps, max_frames=max_frames)
-            except VideoError as err:  # the file's fault: remembered, so a resumed run does not retry it
+            except (VideoError, DataError) as err:  # the file's fault: remembered, so a resumed run does not retry it
                 msg = " ".join(str(err).split())
                 _warn(f"skipping {item.path}: {msg}")
                 writer.skip(item.source, msg)
                 skipped += 1
                 continue
-            except OSError as err:  # maybe this run's (permissions, a full disk): skipped now, tried again next run
+            except (OSError, ValueError) as err:  # maybe this run's (permissions, a full disk): skipped now, tried next run
                 _warn(f"skipping {item.path} for now: {' '.join(str(err).split())}")
                 skipped += 1
                 continue
