@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 
 from .atomic import atomic_path, check_output_dir, write_json
 from . import modes
-from .errors import DataError, InputError, SoraflowError, VideoError
+from .errors import DataError, InputError, VideoError
 from .memory import check_fits
 from .validate import number
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES  # the one list of what the readers open

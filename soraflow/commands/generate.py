@@ -170,8 +170,6 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _warn_one_line
         warnings.simplefilter("default")
-        import torch
-
         from ..pipeline import SoraPipeline, prepare_request, read_config, sidecar_path
 
         # 1. Check the request against the model's config and read the inputs, before loading weights.

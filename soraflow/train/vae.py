@@ -18,7 +18,6 @@ the DiT's latent cache.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
