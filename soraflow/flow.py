@@ -232,6 +232,22 @@ def timestep_schedule(steps: int, *, shift: float = 1.0, t_start: float = 1.0) -
     return t
 
 
+def flow_match_euler_schedule(steps: int, *, shift: float = 1.0, train_steps: int = 1000) -> Tensor:
+    """diffusers' ``FlowMatchEulerDiscreteScheduler`` times (``steps + 1``, ending at 0), for weights
+    trained and tuned with it (Wan): the shift is applied once to the training grid (which sets the
+    range) and once more to the times spaced over it, in float32 as diffusers computes them."""
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
+
+    def shifted(s):
+        return shift * s / (1 + (shift - 1) * s)
+
+    grid = shifted(torch.arange(train_steps, 0, -1, dtype=torch.float32) / train_steps)
+    t = torch.linspace(float(grid[0]) * train_steps, float(grid[-1]) * train_steps, steps, dtype=torch.float64)
+    sigmas = shifted(torch.from_numpy((t / train_steps).numpy().astype("float32")))
+    return torch.cat([sigmas, torch.zeros(1)]).double()
+
+
 # ----------------------------------------------------------------------------------------------
 # Caption dropout for classifier-free guidance
 # ----------------------------------------------------------------------------------------------
@@ -471,6 +487,7 @@ __all__ = [
     "unshift_time",
     "latent_tokens",
     "shift_for",
+    "flow_match_euler_schedule",
     "sample_timesteps",
     "timestep_schedule",
     "caption_dropout_mask",

@@ -44,6 +44,8 @@ from .validate import check_text, number
 
 CONFIG_NAME = "config.json"
 VAE_FOLDER, DIT_FOLDER = "vae", "dit"
+SCHEDULES = ("shifted", "flow_match_euler")
+DIFFUSERS_INDEX = "model_index.json"  # what makes a folder a diffusers pipeline
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,6 +76,12 @@ class PipelineConfig:
     edit_strength: float = 0.6  # default SDEdit strength
     window_latent_frames: int = 9  # latent frames per DiT pass (9 = 33 frames); longer videos go in windows
     overlap_latent_frames: int = 2  # latent frames of context a window is given (head and tail)
+    dit_folder: str = DIT_FOLDER  # the DiT's subfolder: dit/ (soraflow) or transformer/ (a diffusers folder)
+    # Text as the DiT was trained to read it. 0: prompts padded to the longest and the padding masked
+    # (soraflow's models); N: every prompt zero-padded to N tokens and all N attended (Wan: 512; the
+    # zero rows pass through the text projection's biases, so masking them changes the output).
+    text_tokens: int = 0
+    schedule: str = "shifted"  # sampler times: "shifted" (flow.timestep_schedule) or "flow_match_euler" (diffusers')
 
     def __post_init__(self):
         modes.check_fps(self.fps)
@@ -83,6 +91,9 @@ class PipelineConfig:
             raise InputError("steps, seconds, max_seconds and size_multiple must be positive")
         if not 0.0 <= self.guidance_min_t <= 1.0:
             raise InputError(f"guidance_min_t must be between 0 and 1, got {self.guidance_min_t}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        number("text_tokens", self.text_tokens, lo=0, hi=4096, integer=True)
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
         modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
                            overlap=self.overlap_latent_frames)
@@ -316,7 +327,7 @@ class SoraPipeline:
         dtype = resolve_dtype(dtype)
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
-        dit = DiT.from_pretrained(directory / DIT_FOLDER)
+        dit = DiT.from_pretrained(directory / config.dit_folder)
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():
             reference = str(directory / reference)
@@ -348,7 +359,11 @@ class SoraPipeline:
         directory.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(directory / VAE_FOLDER)
         self.dit.save_pretrained(directory / DIT_FOLDER)
-        write_json(directory / CONFIG_NAME, {"_class_name": "SoraPipeline", **self.config.to_dict()})
+        config = {**self.config.to_dict(), "dit_folder": DIT_FOLDER}
+        reference = config["text_encoder"]
+        if reference != "minilm" and not Path(reference).is_absolute() and self.name_or_path:
+            config["text_encoder"] = str((Path(self.name_or_path) / reference).resolve())  # not copied: point at it
+        write_json(directory / CONFIG_NAME, {"_class_name": "SoraPipeline", **config})
         return directory
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SoraPipeline":
@@ -488,6 +503,9 @@ class SoraPipeline:
         """(cond, uncond) keyword arguments of the DiT; no unconditional pass without guidance."""
         prompts = [prompt] if guidance_scale == 1.0 else [prompt, negative]
         emb = self.text_encoder.encode(prompts).to(self.device, self.dit.proj_out.weight.dtype)
+        if self.config.text_tokens:  # Wan's convention: a fixed length of zero rows, none of them masked
+            emb = emb.pad_to(max(self.config.text_tokens, emb.tokens.shape[1]))
+            emb.mask = torch.ones_like(emb.mask)
         cond = emb[0].as_cond()
         return cond, (emb[1].as_cond() if len(prompts) == 2 else None)
 
@@ -551,8 +569,12 @@ class SoraPipeline:
                 run.callback(StepInfo(window_index, req.windows, step, req.steps, t, x))
 
         any_given = bool(plan.head or plan.tail)
+        timesteps = None
+        if self.config.schedule == "flow_match_euler" and t_start == 1.0:  # SDEdit keeps the shifted schedule
+            timesteps = flow.flow_match_euler_schedule(req.steps, shift=shift)
         x0 = flow.sample(
             self.dit, noise, steps=req.steps, shift=shift, method=req.sampler, guidance_scale=req.guidance_scale,
+            timesteps=timesteps,
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
             cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
@@ -792,12 +814,59 @@ def auto_int8(device: str | torch.device) -> bool:
     return hardware.cpu_choice().dit == "int8"
 
 
+def diffusers_config(directory: Path) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a diffusers Wan pipeline folder (``model_index.json``): Wan's own
+    defaults (16 fps, 832x480, 81 frames in one window, 50 steps, guidance 5), its text convention
+    (512 zero-padded tokens, all attended), the scheduler's shift and schedule, and no world-grammar
+    prompt expansion (Wan reads plain prompts)."""
+    index_path = directory / DIFFUSERS_INDEX
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {index_path}: {err}") from None
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{index_path} is not a JSON object")
+    kind = index.get("_class_name")
+    if kind != "WanPipeline":
+        raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline folders (text-to-video)")
+    for part in ("transformer", "vae", "text_encoder", "tokenizer"):
+        if not (directory / part).is_dir():
+            raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
+    extra = [k for k in ("transformer_2", "image_encoder") if index.get(k) and index[k][0] is not None]
+    if extra or index.get("boundary_ratio") is not None:
+        raise CheckpointError(f"{directory}: {', '.join(extra) or 'boundary_ratio'} is not supported yet (one transformer only)")
+    scheduler = {}
+    sched_path = directory / "scheduler" / "scheduler_config.json"
+    if sched_path.is_file():
+        try:
+            scheduler = json.loads(sched_path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {sched_path}: {err}") from None
+    solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    if solver != "FlowMatchEulerDiscreteScheduler":
+        import warnings
+
+        warnings.warn(f"{directory}: its scheduler is {solver}, which soraflow does not implement yet; it samples "
+                      f"with flow-matching Euler at the same shift (other frames than diffusers' for the same seed)",
+                      stacklevel=3)
+    shift = float(scheduler.get("flow_shift", scheduler.get("shift", 3.0)) or 3.0)
+    vae = json.loads((directory / "vae" / CONFIG_NAME).read_text()) if (directory / "vae" / CONFIG_NAME).is_file() else {}
+    return PipelineConfig(
+        fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=int(vae.get("z_dim", 16)),
+        text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
+        sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
+        text_tokens=512, schedule="flow_match_euler",
+    )
+
+
 def read_config(directory: str | os.PathLike) -> PipelineConfig:
     """The :class:`PipelineConfig` of a model folder."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not directory.is_dir():
         raise CheckpointError(f"model folder {directory} does not exist")
+    if not path.is_file() and (directory / DIFFUSERS_INDEX).is_file():
+        return diffusers_config(directory)
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a soraflow model folder: {CONFIG_NAME} missing")
     try:

@@ -1,0 +1,103 @@
+"""A diffusers Wan pipeline folder (model_index.json) loads as a model and generates diffusers' frames.
+
+The oracle is diffusers' own ``WanPipeline`` on a tiny random pipeline saved by diffusers: same seed,
+same prompt, same steps; soraflow reads the folder (transformer/, vae/, text_encoder/, tokenizer/,
+scheduler/) with Wan's text convention and the scheduler's times, and its uint8 frames equal diffusers'
+float frames to the rounding to uint8.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPT, NEGATIVE = "a red ball bouncing on grass", "blue"
+SETTINGS = dict(height=32, width=32, num_frames=9, steps=4, guidance_scale=5.0, seed=7)
+
+
+@pytest.fixture(scope="module")
+def wan_folder(tmp_path_factory) -> Path:
+    import transformers
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from test_text import _tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("wan")
+    vocab = _tiny_tokenizer(root / "tok", model_max_length=512)
+    torch.manual_seed(0)
+    text_encoder = transformers.UMT5EncoderModel(transformers.UMT5Config(
+        vocab_size=vocab, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0))
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=16,
+        freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.05, 0.0],
+                           latents_std=[1.5, 0.8, 1.2, 1.0])
+    pipe = WanPipeline(tokenizer=transformers.AutoTokenizer.from_pretrained(root / "tok"), text_encoder=text_encoder,
+                       transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    pipe.save_pretrained(root / "wan")
+    return root / "wan"
+
+
+def _diffusers_frames(folder: Path) -> np.ndarray:
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(folder)
+    s = SETTINGS
+    out = pipe(PROMPT, negative_prompt=NEGATIVE, height=s["height"], width=s["width"], num_frames=s["num_frames"],
+               num_inference_steps=s["steps"], guidance_scale=s["guidance_scale"],
+               generator=torch.Generator().manual_seed(s["seed"]), output_type="np")
+    return out.frames[0]  # (T, H, W, 3) float in [0, 1]
+
+
+def _ours(pipe) -> np.ndarray:
+    s = SETTINGS
+    return pipe(PROMPT, negative_prompt=NEGATIVE, size=(s["height"], s["width"]), num_frames=s["num_frames"],
+                steps=s["steps"], guidance_scale=s["guidance_scale"], seed=s["seed"], progress=False).frames
+
+
+def test_a_wan_folder_generates_diffusers_frames(wan_folder):
+    from soraflow.pipeline import SoraPipeline
+
+    pipe = SoraPipeline.from_pretrained(wan_folder)
+    c = pipe.config
+    assert (c.fps, c.height, c.width, c.steps, c.expander, c.text_tokens, c.schedule, c.shift) == \
+        (16, 480, 832, 50, "none", 512, "flow_match_euler", 3.0)
+    assert c.window_latent_frames == 21  # Wan's 81 frames are one window, not three
+    want = np.round(_diffusers_frames(wan_folder) * 255)
+    got = _ours(pipe).astype(np.float32)
+    assert got.shape == want.shape == (9, 32, 32, 3)
+    assert np.abs(got - want).max() <= 1  # the same video up to rounding to uint8
+    # Both conventions matter: soraflow's masked text and its own schedule give another video.
+    for change in (dict(text_tokens=0), dict(schedule="shifted")):
+        import dataclasses
+
+        other = SoraPipeline.from_pretrained(wan_folder)
+        other.config = dataclasses.replace(other.config, **change)
+        assert np.abs(_ours(other).astype(np.float32) - want).max() > 8, change
+
+
+def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tmp_path, capsys):
+    import shutil
+
+    from soraflow.cli import main
+
+    out = tmp_path / "wan.mp4"
+    assert main(["generate", PROMPT, "--model", str(wan_folder), "--size", "32x32", "--frames", "9", "--steps", "2",
+                 "-q", "-o", str(out)]) == 0
+    meta = json.loads((tmp_path / "wan.mp4.json").read_text())
+    assert meta["fps"] == 16 and meta["frames"] == 9 and meta["expanded_prompt"] == PROMPT  # no world grammar
+    broken = tmp_path / "two-experts"
+    shutil.copytree(wan_folder, broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps({**index, "transformer_2": ["diffusers", "WanTransformer3DModel"],
+                                                         "boundary_ratio": 0.875}))
+    capsys.readouterr()
+    assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "not supported yet" in capsys.readouterr().err
