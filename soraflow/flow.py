@@ -248,6 +248,73 @@ def flow_match_euler_schedule(steps: int, *, shift: float = 1.0, train_steps: in
     return torch.cat([sigmas, torch.zeros(1)]).double()
 
 
+def unipc_schedule(steps: int, *, shift: float = 1.0, train_steps: int = 1000) -> tuple[Tensor, Tensor]:
+    """(times, model times) of diffusers' ``UniPCMultistepScheduler`` with flow sigmas (Wan's solver):
+    ``steps`` shifted times from just under 1 (log 0 must not appear) and a final 0; the network is
+    evaluated at the integer training step each time truncates to, as diffusers passes it."""
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
+    import numpy as np
+
+    s = np.linspace(1, 1 / train_steps, steps + 1)[:-1]
+    s = shift * s / (1 + (shift - 1) * s)
+    if abs(s[0] - 1) < 1e-6:
+        s[0] -= 1e-6
+    model = np.floor(s * train_steps) / train_steps  # int64 timesteps in diffusers
+    times = torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32)).double()
+    return times, torch.from_numpy(np.concatenate([model, [0.0]]))
+
+
+class _UniPC:
+    """UniPC (Zhao et al. 2023) as diffusers runs it for flow models: data prediction x0 = x - t v,
+    the bh2 variant, order 2 with a first-order start and end, a corrector after every step."""
+
+    def __init__(self, times: Tensor):
+        self.t = times.float()  # diffusers keeps its sigmas in float32
+        self.n = len(times) - 1
+        self.outputs: list[Tensor | None] = [None, None]
+        self.last: Tensor | None = None
+        self.order, self.warm = 1, 0
+
+    def _lambda(self, k: int) -> Tensor:  # log(alpha / sigma) with alpha = 1 - t
+        return torch.log(1 - self.t[k]) - torch.log(self.t[k])
+
+    def _base(self, k_from: int, k_to: int, x: Tensor, m0: Tensor):
+        h = self._lambda(k_to) - self._lambda(k_from)
+        hh = -h
+        h_phi_1 = torch.expm1(hh)
+        alpha_t = 1 - self.t[k_to]
+        return hh, h_phi_1, alpha_t, self.t[k_to] / self.t[k_from] * x - alpha_t * h_phi_1 * m0, h
+
+    def _correct(self, i: int, m: Tensor, x_prev: Tensor) -> Tensor:
+        m0 = self.outputs[-1]
+        hh, h_phi_1, alpha_t, x_t, h = self._base(i - 1, i, x_prev, m0)
+        b_h = torch.expm1(hh)
+        if self.order == 1:
+            return x_t - alpha_t * b_h * (0.5 * (m - m0))
+        rk = (self._lambda(i - 2) - self._lambda(i - 1)) / h
+        d1 = (self.outputs[-2] - m0) / rk
+        h_phi_k = h_phi_1 / hh - 1
+        b = [h_phi_k / b_h, (h_phi_k / hh - 0.5) * 2 / b_h]
+        rhos = torch.linalg.solve(torch.stack([torch.stack([torch.ones(()), torch.ones(())]), torch.stack([rk, torch.ones(())])]),
+                                  torch.stack(b))
+        return x_t - alpha_t * b_h * (rhos[0] * d1 + rhos[1] * (m - m0))
+
+    def step(self, i: int, v: Tensor, x: Tensor) -> Tensor:
+        m = x - self.t[i] * v
+        if i > 0 and self.last is not None:
+            x = self._correct(i, m, self.last)
+        self.outputs = [self.outputs[1], m]
+        self.order = min(2, self.n - i, self.warm + 1)
+        self.last = x
+        hh, _, alpha_t, x_t, h = self._base(i, i + 1, x, m)
+        if self.order == 2:
+            rk = (self._lambda(i - 1) - self._lambda(i)) / h
+            x_t = x_t - alpha_t * torch.expm1(hh) * (0.5 * (self.outputs[-2] - m) / rk)
+        self.warm = min(self.warm + 1, 2)
+        return x_t.to(x.dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # Caption dropout for classifier-free guidance
 # ----------------------------------------------------------------------------------------------
@@ -365,6 +432,7 @@ def sample(
     given_mask: Tensor | None = None,
     t_start: float = 1.0,
     timesteps: Tensor | None = None,
+    model_times: Tensor | None = None,
     callback: Callback | None = None,
     progress: bool = True,
     cfg_batch: bool = False,
@@ -402,8 +470,8 @@ def sample(
     """
     from tqdm.auto import tqdm
 
-    if method not in ("euler", "heun"):
-        raise InputError(f"unknown sampler {method!r}; choose 'euler' or 'heun'")
+    if method not in ("euler", "heun", "unipc"):
+        raise InputError(f"unknown sampler {method!r}; choose 'euler', 'heun' or 'unipc'")
     if not 0.0 <= guidance_min_t <= 1.0:
         raise InputError(f"guidance_min_t must be between 0 and 1, got {guidance_min_t}")
     cond = dict(cond or {})
@@ -444,11 +512,22 @@ def sample(
     def held(x: Tensor) -> Tensor:
         return x if hold is None else torch.where(hold, given, x)
 
+    # The times the network sees: the integration times, unless a solver evaluates it elsewhere
+    # (diffusers' UniPC passes the integer training step each time truncates to).
+    at = ts if model_times is None else [float(v) for v in model_times]
+    if len(at) != len(ts):
+        raise InputError(f"model_times has {len(at)} entries for {len(ts)} timesteps")
+    unipc = _UniPC(torch.tensor(ts)) if method == "unipc" else None
     with torch.no_grad():
         for i in tqdm(range(len(ts) - 1), desc="sampling", disable=not progress, leave=False):
             t, t_next = ts[i], ts[i + 1]
             dt = t_next - t  # negative: we integrate towards the data
-            v = velocity(x, t)
+            v = velocity(x, at[i])
+            if unipc is not None:
+                x = held(unipc.step(i, v, x))
+                if callback is not None:
+                    callback(i, t_next, x)
+                continue
             x_euler = held(x + dt * v)
             if method == "heun" and t_next > 0:
                 v_next = velocity(x_euler, t_next)
@@ -488,6 +567,7 @@ __all__ = [
     "latent_tokens",
     "shift_for",
     "flow_match_euler_schedule",
+    "unipc_schedule",
     "sample_timesteps",
     "timestep_schedule",
     "caption_dropout_mask",

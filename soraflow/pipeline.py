@@ -44,7 +44,7 @@ from .validate import check_text, number
 
 CONFIG_NAME = "config.json"
 VAE_FOLDER, DIT_FOLDER = "vae", "dit"
-SCHEDULES = ("shifted", "flow_match_euler")
+SCHEDULES = ("shifted", "flow_match_euler", "unipc")  # unipc: diffusers' UniPC solver with its own times
 DIFFUSERS_INDEX = "model_index.json"  # what makes a folder a diffusers pipeline
 
 
@@ -569,12 +569,17 @@ class SoraPipeline:
                 run.callback(StepInfo(window_index, req.windows, step, req.steps, t, x))
 
         any_given = bool(plan.head or plan.tail)
-        timesteps = None
-        if self.config.schedule == "flow_match_euler" and t_start == 1.0:  # SDEdit keeps the shifted schedule
-            timesteps = flow.flow_match_euler_schedule(req.steps, shift=shift)
+        timesteps = model_times = None
+        method = req.sampler
+        if t_start == 1.0:  # SDEdit keeps the shifted schedule and the model's sampler
+            if self.config.schedule == "flow_match_euler":
+                timesteps = flow.flow_match_euler_schedule(req.steps, shift=shift)
+            elif self.config.schedule == "unipc":
+                timesteps, model_times = flow.unipc_schedule(req.steps, shift=shift)
+                method = "unipc"
         x0 = flow.sample(
-            self.dit, noise, steps=req.steps, shift=shift, method=req.sampler, guidance_scale=req.guidance_scale,
-            timesteps=timesteps,
+            self.dit, noise, steps=req.steps, shift=shift, method=method, guidance_scale=req.guidance_scale,
+            timesteps=timesteps, model_times=model_times,
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
             cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
@@ -843,19 +848,25 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         except (OSError, ValueError) as err:
             raise CheckpointError(f"cannot read {sched_path}: {err}") from None
     solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
-    if solver != "FlowMatchEulerDiscreteScheduler":
+    schedules = {"FlowMatchEulerDiscreteScheduler": "flow_match_euler", "UniPCMultistepScheduler": "unipc"}
+    unipc_ok = (scheduler.get("prediction_type") == "flow_prediction" and scheduler.get("use_flow_sigmas")
+                and scheduler.get("solver_order", 2) == 2 and scheduler.get("solver_type", "bh2") == "bh2"
+                and scheduler.get("predict_x0", True) and not scheduler.get("disable_corrector")
+                and scheduler.get("lower_order_final", True) and not scheduler.get("use_dynamic_shifting"))
+    if solver not in schedules or (solver == "UniPCMultistepScheduler" and not unipc_ok):
         import warnings
 
-        warnings.warn(f"{directory}: its scheduler is {solver}, which soraflow does not implement yet; it samples "
-                      f"with flow-matching Euler at the same shift (other frames than diffusers' for the same seed)",
+        warnings.warn(f"{directory}: its scheduler ({solver} with these settings) is not one soraflow implements; it "
+                      f"samples with flow-matching Euler at the same shift (other frames than diffusers' for a seed)",
                       stacklevel=3)
+        solver = "FlowMatchEulerDiscreteScheduler"
     shift = float(scheduler.get("flow_shift", scheduler.get("shift", 3.0)) or 3.0)
     vae = json.loads((directory / "vae" / CONFIG_NAME).read_text()) if (directory / "vae" / CONFIG_NAME).is_file() else {}
     return PipelineConfig(
         fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=int(vae.get("z_dim", 16)),
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
         sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
-        text_tokens=512, schedule="flow_match_euler",
+        text_tokens=512, schedule=schedules[solver],
     )
 
 

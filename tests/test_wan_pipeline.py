@@ -45,6 +45,18 @@ def wan_folder(tmp_path_factory) -> Path:
     return root / "wan"
 
 
+@pytest.fixture(scope="module")
+def wan_unipc_folder(wan_folder, tmp_path_factory) -> Path:
+    """The same pipeline with the solver the released Wan folders ship (UniPC on flow sigmas, shift 3)."""
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    pipe = WanPipeline.from_pretrained(wan_folder)
+    pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    folder = tmp_path_factory.mktemp("wan-unipc") / "wan"
+    pipe.save_pretrained(folder)
+    return folder
+
+
 def _diffusers_frames(folder: Path) -> np.ndarray:
     from diffusers import WanPipeline
 
@@ -81,6 +93,28 @@ def test_a_wan_folder_generates_diffusers_frames(wan_folder):
         other = SoraPipeline.from_pretrained(wan_folder)
         other.config = dataclasses.replace(other.config, **change)
         assert np.abs(_ours(other).astype(np.float32) - want).max() > 8, change
+
+
+def test_the_unipc_solver_and_its_times_are_diffusers(wan_unipc_folder):
+    import dataclasses
+
+    from diffusers import UniPCMultistepScheduler
+
+    from soraflow.flow import unipc_schedule
+    from soraflow.pipeline import SoraPipeline
+
+    for steps, shift in ((4, 3.0), (50, 5.0)):
+        ref = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
+        ref.set_timesteps(steps)
+        times, model_times = unipc_schedule(steps, shift=shift)
+        assert torch.equal(times.float(), ref.sigmas)
+        assert torch.equal((model_times[:-1] * 1000).round().long(), ref.timesteps)
+    pipe = SoraPipeline.from_pretrained(wan_unipc_folder)
+    assert pipe.config.schedule == "unipc"
+    want = np.round(_diffusers_frames(wan_unipc_folder) * 255)
+    assert np.abs(_ours(pipe).astype(np.float32) - want).max() <= 1
+    pipe.config = dataclasses.replace(pipe.config, schedule="flow_match_euler")  # another solver: another video
+    assert np.abs(_ours(pipe).astype(np.float32) - want).max() > 8
 
 
 def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tmp_path, capsys):
