@@ -837,7 +837,8 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not (directory / part).is_dir():
             raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
-    extra = [k for k in ("transformer_2", "image_encoder") if index.get(k) and index[k][0] is not None]
+    extra = [k for k in ("transformer_2", "image_encoder")
+             if isinstance(index.get(k), list) and index[k] and index[k][0] is not None]
     if extra or index.get("boundary_ratio") is not None:
         raise CheckpointError(f"{directory}: {', '.join(extra) or 'boundary_ratio'} is not supported yet (one transformer only)")
     scheduler = {}
@@ -847,6 +848,8 @@ def diffusers_config(directory: Path) -> PipelineConfig:
             scheduler = json.loads(sched_path.read_text())
         except (OSError, ValueError) as err:
             raise CheckpointError(f"cannot read {sched_path}: {err}") from None
+        if not isinstance(scheduler, dict):
+            raise CheckpointError(f"{sched_path} is not a JSON object")
     solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
     schedules = {"FlowMatchEulerDiscreteScheduler": "flow_match_euler", "UniPCMultistepScheduler": "unipc"}
     unipc_ok = (scheduler.get("prediction_type") == "flow_prediction" and scheduler.get("use_flow_sigmas")
@@ -861,9 +864,11 @@ def diffusers_config(directory: Path) -> PipelineConfig:
                       stacklevel=3)
         solver = "FlowMatchEulerDiscreteScheduler"
     shift = float(scheduler.get("flow_shift", scheduler.get("shift", 3.0)) or 3.0)
-    vae = json.loads((directory / "vae" / CONFIG_NAME).read_text()) if (directory / "vae" / CONFIG_NAME).is_file() else {}
+    from .models.vae import VideoVAE
+
+    vae = VideoVAE.config_from_pretrained(directory / "vae")  # CheckpointError for a broken one
     return PipelineConfig(
-        fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=int(vae.get("z_dim", 16)),
+        fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=vae.z_dim,
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
         sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
         text_tokens=512, schedule=schedules[solver],
