@@ -279,38 +279,38 @@ class _UniPC:
     def _lambda(self, k: int) -> Tensor:  # log(alpha / sigma) with alpha = 1 - t
         return torch.log(1 - self.t[k]) - torch.log(self.t[k])
 
-    def _base(self, k_from: int, k_to: int, x: Tensor, m0: Tensor):
+    def _first_order(self, k_from: int, k_to: int, x: Tensor, m0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(the first-order step from time k_from to k_to, h = lambda_to - lambda_from, alpha at k_to)."""
         h = self._lambda(k_to) - self._lambda(k_from)
-        hh = -h
-        h_phi_1 = torch.expm1(hh)
         alpha_t = 1 - self.t[k_to]
-        return hh, h_phi_1, alpha_t, self.t[k_to] / self.t[k_from] * x - alpha_t * h_phi_1 * m0, h
+        return self.t[k_to] / self.t[k_from] * x - alpha_t * torch.expm1(-h) * m0, h, alpha_t
 
     def _correct(self, i: int, m: Tensor, x_prev: Tensor) -> Tensor:
+        """UniC: redo the step that led to time i with the model output m now known there."""
         m0 = self.outputs[-1]
-        hh, h_phi_1, alpha_t, x_t, h = self._base(i - 1, i, x_prev, m0)
-        b_h = torch.expm1(hh)
+        x_t, h, alpha_t = self._first_order(i - 1, i, x_prev, m0)
+        b_h = torch.expm1(-h)  # bh2
         if self.order == 1:
             return x_t - alpha_t * b_h * (0.5 * (m - m0))
         rk = (self._lambda(i - 2) - self._lambda(i - 1)) / h
         d1 = (self.outputs[-2] - m0) / rk
-        h_phi_k = h_phi_1 / hh - 1
-        b = [h_phi_k / b_h, (h_phi_k / hh - 0.5) * 2 / b_h]
-        rhos = torch.linalg.solve(torch.stack([torch.stack([torch.ones(()), torch.ones(())]), torch.stack([rk, torch.ones(())])]),
-                                  torch.stack(b))
+        phi = b_h / -h - 1  # h phi_2(h) / h, then phi_3 below
+        b = torch.stack([phi / b_h, (phi / -h - 0.5) * 2 / b_h])
+        rhos = torch.linalg.solve(torch.tensor([[1.0, 1.0], [float(rk), 1.0]]), b)
         return x_t - alpha_t * b_h * (rhos[0] * d1 + rhos[1] * (m - m0))
 
     def step(self, i: int, v: Tensor, x: Tensor) -> Tensor:
-        m = x - self.t[i] * v
+        """From time i to i + 1, given the velocity v at (x, time i)."""
+        m = x - self.t[i] * v  # the data prediction
         if i > 0 and self.last is not None:
             x = self._correct(i, m, self.last)
         self.outputs = [self.outputs[1], m]
         self.order = min(2, self.n - i, self.warm + 1)
         self.last = x
-        hh, _, alpha_t, x_t, h = self._base(i, i + 1, x, m)
-        if self.order == 2:
+        x_t, h, alpha_t = self._first_order(i, i + 1, x, m)
+        if self.order == 2:  # UniP: the second-order term from the last two data predictions
             rk = (self._lambda(i - 1) - self._lambda(i)) / h
-            x_t = x_t - alpha_t * torch.expm1(hh) * (0.5 * (self.outputs[-2] - m) / rk)
+            x_t = x_t - alpha_t * torch.expm1(-h) * (0.5 * (self.outputs[-2] - m) / rk)
         self.warm = min(self.warm + 1, 2)
         return x_t.to(x.dtype)
 
