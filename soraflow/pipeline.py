@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import secrets
 import time
@@ -41,6 +40,7 @@ from . import video as video_io
 from .errors import CheckpointError, InputError, SoraflowError
 from .modes import WindowPlan
 from .validate import check_text, number
+from .weights import read_json_object
 
 CONFIG_NAME = "config.json"
 VAE_FOLDER, DIT_FOLDER = "vae", "dit"
@@ -824,13 +824,7 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     defaults (16 fps, 832x480, 81 frames in one window, 50 steps, guidance 5), its text convention
     (512 zero-padded tokens, all attended), the scheduler's shift and schedule, and no world-grammar
     prompt expansion (Wan reads plain prompts)."""
-    index_path = directory / DIFFUSERS_INDEX
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {index_path}: {err}") from None
-    if not isinstance(index, dict):
-        raise CheckpointError(f"{index_path} is not a JSON object")
+    index = read_json_object(directory / DIFFUSERS_INDEX)
     kind = index.get("_class_name")
     if kind != "WanPipeline":
         raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline folders (text-to-video)")
@@ -841,15 +835,8 @@ def diffusers_config(directory: Path) -> PipelineConfig:
              if isinstance(index.get(k), list) and index[k] and index[k][0] is not None]
     if extra or index.get("boundary_ratio") is not None:
         raise CheckpointError(f"{directory}: {', '.join(extra) or 'boundary_ratio'} is not supported yet (one transformer only)")
-    scheduler = {}
     sched_path = directory / "scheduler" / "scheduler_config.json"
-    if sched_path.is_file():
-        try:
-            scheduler = json.loads(sched_path.read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot read {sched_path}: {err}") from None
-        if not isinstance(scheduler, dict):
-            raise CheckpointError(f"{sched_path} is not a JSON object")
+    scheduler = read_json_object(sched_path) if sched_path.is_file() else {}
     solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
     schedules = {"FlowMatchEulerDiscreteScheduler": "flow_match_euler", "UniPCMultistepScheduler": "unipc"}
     unipc_ok = (scheduler.get("prediction_type") == "flow_prediction" and scheduler.get("use_flow_sigmas")
@@ -885,13 +872,7 @@ def read_config(directory: str | os.PathLike) -> PipelineConfig:
         return diffusers_config(directory)
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a soraflow model folder: {CONFIG_NAME} missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    return PipelineConfig.from_dict(raw, source=str(path))
+    return PipelineConfig.from_dict(read_json_object(path), source=str(path))
 
 
 def prepare_request(config: PipelineConfig, prompt, negative_prompt=None, *, size=None, seconds=None,

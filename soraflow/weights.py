@@ -58,6 +58,20 @@ def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A config file's JSON object; a :class:`CheckpointError` naming the file when it cannot be read,
+    is not JSON, or holds something else (``null``, a list)."""
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return raw
+
+
 def check_finite(state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
     """A :class:`CheckpointError` naming the first floating-point tensor with a NaN or infinity: such
     weights make every output NaN (or crash int8 quantization), so they are refused at load time."""

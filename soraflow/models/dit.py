@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import CheckpointError, InputError
-from ..weights import check_finite
+from ..weights import check_finite, read_json_object
 from .convert_dit import config_from_original_wan, is_original_wan_config, original_wan_to_ours
 
 # Wan trains with timesteps in [0, 1000]; our flow time lives in [0, 1].
@@ -687,12 +687,7 @@ class DiT(nn.Module):
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: no {CONFIG_NAME} (expected a DiT / WanTransformer3DModel folder)")
-        try:
-            raw = json.loads(config_path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{config_path} is not a JSON object")
+        raw = read_json_object(config_path)
         original = is_original_wan_config(raw)  # Wan-AI's own WanModel layout, renamed while loading
         if original:
             raw = config_from_original_wan(raw, source=str(config_path))

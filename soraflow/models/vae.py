@@ -18,7 +18,6 @@ trailing frames; "error" raises :class:`InputError`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, InputError
-from ..weights import load_state_dict_checked, read_safetensors
+from ..weights import load_state_dict_checked, read_json_object, read_safetensors
 from .vae_blocks import CausalCache, WanCausalConv3d, WanDecoder3d, WanEncoder3d
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so folders are interchangeable
@@ -501,12 +500,7 @@ class VideoVAE(nn.Module):
     def config_from_pretrained(directory: str | os.PathLike) -> VAEConfig:
         """The :class:`VAEConfig` of a VAE folder, read and checked without building the model."""
         config_path = _vae_folder(directory) / CONFIG_NAME
-        try:
-            raw = json.loads(config_path.read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot read {config_path}: {err}") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{config_path} is not a JSON object")
+        raw = read_json_object(config_path)
         if raw.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
             raise CheckpointError(f"{config_path} describes a {raw['_class_name']}, not an AutoencoderKLWan")
         return VAEConfig.from_dict(raw, source=str(config_path))

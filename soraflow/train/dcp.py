@@ -287,6 +287,8 @@ def _load_dcp_state(path: Path, mods: dict[str, nn.Module], optimizers, strict: 
         # Keys are read into the tensors (or DTensor shards) this process holds: that is the resharding.
         with warnings.catch_warnings():  # DCP warns that it assumes one process when there is no group: we mean it
             warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+            # Pickle-free: the safetensors reader builds DCP's metadata from the files' JSON headers, and
+            # every entry is a tensor (read with safe_open), so DCP's byte items (torch.load) never occur.
             dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(path / STATE_DIR)),
                      no_dist=_dist()[1] == 1)
     except Exception as err:  # DCP wraps per-rank failures in CheckpointException
