@@ -174,8 +174,7 @@ def _save_outputs(path, frames, fps, metadata: Callable[[], dict] | None, write_
     before the first frame is encoded, and a sidecar that fails after all removes the new video."""
     from .atomic import check_writable, write_json
 
-    check_writable(path)
-    if metadata is not None:
+    if metadata is not None:  # the video's own place is checked by write_video before it encodes
         check_writable(sidecar_path(path))
     written = video_io.write_video(path, frames, fps, **write_kwargs)
     if metadata is not None:

@@ -364,7 +364,7 @@ def export_safetensors(
         state = _load_tensors(path / f"{module}.safetensors", what=f"module {module!r}")
     else:
         _refuse_pickled(path)
-        reader = dcp.HuggingFaceStorageReader(str(path / STATE_DIR))
+        reader = dcp.HuggingFaceStorageReader(str(path / STATE_DIR))  # pickle-free, as in _load_dcp_state
         try:
             md = reader.read_metadata().state_dict_metadata
         except Exception as err:
