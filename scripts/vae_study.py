@@ -91,6 +91,13 @@ def load_run_vae(run_dir: Path, cfg):
     return vae
 
 
+def long_offset(study: dict, tag: str) -> float:
+    """CPU seconds of training behind a long run's first step (its candidate's study run, and the run it
+    started from when given ``--long-init``), so that its curve continues theirs."""
+    run = study["long"][tag]
+    return run.get("cpu_offset_s", study["runs"].get(run.get("of", tag), {}).get("cpu_s", 0.0))
+
+
 def plot(study: dict, path: Path) -> None:
     import matplotlib
 
@@ -100,7 +107,7 @@ def plot(study: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     # A long run starts from its candidate's study weights: its curve continues that one's CPU time.
     curves = [(name, run, 0.0, "-") for name, run in study["runs"].items()]
-    curves += [(f"long-{name}", run, study["runs"][name].get("cpu_s", 0.0), "--") for name, run in study.get("long", {}).items()]
+    curves += [(f"long-{name}", run, long_offset(study, name), "--") for name, run in study.get("long", {}).items()]
     for name, run, offset, style in curves:
         evals = run.get("evals", [])
         if not evals:
@@ -141,6 +148,12 @@ def main(argv=None) -> int:
                         "cosine schedule over --long-steps), with a held-out evaluation every --long-eval-every steps")
     p.add_argument("--long-steps", type=int, default=20000, help="steps of the long run [20000]")
     p.add_argument("--long-eval-every", type=int, default=250, help="steps between the long run's evaluations [250]")
+    p.add_argument("--long-init", type=Path, default=None, metavar="DIR",
+                   help="start the long run from this VAE folder (or run folder: its latest checkpoint) instead of "
+                        "the candidate's study weights")
+    p.add_argument("--long-clips", default=None, metavar="FRAMESxCROP:PROB",
+                   help="the long run also trains on long clips at a smaller crop, e.g. 33x32:0.35 (the trainer's "
+                        "--long-frames, --long-crop, --long-prob); its folder is then OUT/long-NAME-FRAMESxCROP")
     args = p.parse_args(argv)
 
     import torch
@@ -186,14 +199,40 @@ def main(argv=None) -> int:
         name = args.long
         if not study["runs"].get(name, {}).get("done"):
             raise SystemExit(f"vae_study: --long {name}: its study run is not finished")
-        run = study.setdefault("long", {}).setdefault(name, {"evals": [], "steps": args.long_steps})
+        extra, tag = {}, name
+        if args.long_clips:
+            try:
+                shape, prob = args.long_clips.split(":")
+                frames, crop = (int(v) for v in shape.split("x"))
+                extra = {"long_frames": frames, "long_crop": crop, "long_prob": float(prob)}
+            except ValueError:
+                raise SystemExit(f"vae_study: --long-clips takes FRAMESxCROP:PROB, e.g. 33x32:0.35, not {args.long_clips!r}")
+            tag = f"{name}-{shape}"
+        run = study.setdefault("long", {}).setdefault(tag, {"evals": [], "steps": args.long_steps, "of": name, **extra})
         init = args.out / name / "weights"
-        if not (init / "config.json").is_file():  # the study run's last checkpoint as a model folder
+        if args.long_init and "cpu_offset_s" not in run:
+            init = args.long_init
+            offset = study["runs"][name].get("cpu_s", 0.0)
+            if not (init / "config.json").is_file():  # a run folder: its latest checkpoint, as a model folder
+                from soraflow.train.checkpoint import list_checkpoints
+
+                init = args.out / f"long-{tag}" / "init"
+                load_run_vae(args.long_init, replace(base, **CANDIDATES[name])).save_pretrained(init)
+                step = list_checkpoints(args.long_init)[-1][0]
+                # add the CPU time of the long run it continues, when that one is in this study
+                for key, parent in study.get("long", {}).items():
+                    if (args.out / f"long-{key}" / "run").resolve() == args.long_init.resolve():
+                        offset += next((e["cpu_s"] for e in parent["evals"] if e["step"] == step), 0.0)
+            run.update(init=str(init), cpu_offset_s=offset)
+            save()
+        if "init" in run:
+            init = Path(run["init"])
+        elif not (init / "config.json").is_file():  # the study run's last checkpoint as a model folder
             study_cfg = replace(base, **CANDIDATES[name], run_dir=args.out / name / "run")
             load_run_vae(study_cfg.run_dir, study_cfg).save_pretrained(init)
-        cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{name}" / "run",
-                      save_every=args.long_eval_every, keep_last=3)
-        train_with_evals(f"long-{name}", run, cfg, args.long_eval_every, clips, save)
+        cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{tag}" / "run",
+                      save_every=args.long_eval_every, keep_last=3, **extra)
+        train_with_evals(f"long-{tag}", run, cfg, args.long_eval_every, clips, save)
     return 0
 
 

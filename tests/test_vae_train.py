@@ -122,9 +122,29 @@ def test_adversarial_term_switches_on_late(clips, tmp_path):
     assert (latest_checkpoint(tmp_path / "adv") / "disc.safetensors").is_file()
 
 
+def test_long_clip_steps_mix_lengths_and_crops(clips):
+    from soraflow.train.vae import ClipReader, sample_batch
+
+    cfg = _cfg(clips, None, image_prob=0.25, long_prob=0.5, long_frames=9, long_crop=8)
+    reader = ClipReader(list_clips(clips), cfg.size, 64, report=lambda msg: None)
+    shapes = [tuple(sample_batch(reader, cfg, step).shape[2:]) for step in range(40)]
+    assert set(shapes) == {(1, 16, 16), (5, 16, 16), (9, 8, 8)}
+    assert 10 <= shapes.count((9, 8, 8)) <= 30  # about half the steps
+    # With no long steps the draw is the one it always was: runs started before this option resume exactly.
+    plain = _cfg(clips, None, image_prob=0.25)
+    assert [sample_batch(reader, plain, s).shape[2] for s in range(12)] == [
+        1 if np.random.default_rng([plain.seed, s, 1]).random() < 0.25 else 5 for s in range(12)]
+
+
 def test_bad_training_inputs(clips, tmp_path):
     with pytest.raises(InputError, match="1 \\+ 4k"):
         train_vae(_cfg(clips, tmp_path / "x", frames=4))
+    with pytest.raises(InputError, match="--long-frames 1 \\+ 4k"):
+        train_vae(_cfg(clips, tmp_path / "x", long_prob=0.5, long_frames=8))
+    with pytest.raises(InputError, match="add up to more than 1"):
+        train_vae(_cfg(clips, tmp_path / "x", long_prob=0.6, long_frames=9))
+    with pytest.raises(InputError, match="--long-crop 12"):
+        train_vae(_cfg(clips, tmp_path / "x", long_prob=0.2, long_frames=9, long_crop=12))
     with pytest.raises(DataError, match="does not exist"):
         train_vae(_cfg(tmp_path / "missing", tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # nothing written for a bad input

@@ -3,7 +3,8 @@
 One step:
 
 1. a batch of random crops: with probability ``image_prob`` single frames (an image is a one-frame
-   video, so one model learns both), otherwise ``frames``-frame clips; random start, random square crop;
+   video, so one model learns both), with probability ``long_prob`` ``long_frames``-frame clips at the
+   smaller ``long_crop``, otherwise ``frames``-frame clips; random start, random square crop;
 2. reconstruct through a sampled posterior under bf16 autocast;
 3. loss = L1 + ssim_weight * (1 - SSIM) + kl_weight * KL (+ adv_weight * hinge generator loss from
    ``adv_start`` on, with a small 3D patch discriminator trained alongside);
@@ -113,10 +114,14 @@ class ClipReader:
 
 
 def sample_batch(reader: ClipReader, cfg: TrainVAEConfig, step: int, *, tries: int = 50) -> torch.Tensor:
-    """The batch of optimizer step ``step``: (B, 3, T, crop, crop) in [-1, 1], T = 1 or cfg.frames."""
+    """The batch of optimizer step ``step``: (B, 3, T, crop, crop) in [-1, 1], T = 1, cfg.frames or cfg.long_frames."""
     rng = np.random.default_rng([cfg.seed, step, 1])
-    frames = 1 if rng.random() < cfg.image_prob else cfg.frames
-    crop = cfg.crop or cfg.size
+    kind = rng.random()
+    frames, crop = cfg.frames, cfg.crop or cfg.size
+    if kind < cfg.image_prob:
+        frames = 1
+    elif kind < cfg.image_prob + cfg.long_prob:
+        frames, crop = cfg.long_frames, cfg.long_crop
     out = []
     for _ in range(tries * cfg.batch_size):
         if not reader.good():
@@ -260,6 +265,13 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     crop = cfg.crop or cfg.size
     if crop > cfg.size or crop % 8:
         raise InputError(f"--crop {crop} must be a multiple of 8 and at most --size {cfg.size}")
+    if cfg.long_prob > 0:
+        if cfg.long_frames < 1 or (cfg.long_frames - 1) % 4:
+            raise InputError(f"--long-prob {cfg.long_prob} needs --long-frames 1 + 4k (5, 9, 13, ...), got {cfg.long_frames}")
+        if cfg.long_crop > cfg.size or cfg.long_crop % 8:
+            raise InputError(f"--long-crop {cfg.long_crop} must be a multiple of 8 and at most --size {cfg.size}")
+        if cfg.image_prob + cfg.long_prob > 1:
+            raise InputError(f"--image-prob {cfg.image_prob} and --long-prob {cfg.long_prob} add up to more than 1")
     if cfg.freeze_encoder and not cfg.init:
         raise InputError("--freeze-encoder fine-tunes the decoder of a trained VAE: give it with --init DIR")
     if cfg.threads:
@@ -271,9 +283,10 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         raise InputError("--base-dim and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
     device = check_device(cfg.device)
     shape = VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg)
-    side = cfg.crop or cfg.size
-    check_fits(f"a VAE training step of batch {cfg.batch_size} x {cfg.frames} frames x {side}x{side} px",
-               cfg.batch_size * cfg.frames * side * side * shape.base_dim * VAE_TRAIN_BYTES, device)
+    shapes = [(cfg.frames, cfg.crop or cfg.size)] + ([(cfg.long_frames, cfg.long_crop)] if cfg.long_prob > 0 else [])
+    frames, side = max(shapes, key=lambda fs: fs[0] * fs[1] ** 2)
+    check_fits(f"a VAE training step of batch {cfg.batch_size} x {frames} frames x {side}x{side} px",
+               cfg.batch_size * frames * side * side * shape.base_dim * VAE_TRAIN_BYTES, device)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)

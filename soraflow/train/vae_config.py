@@ -26,6 +26,9 @@ class TrainVAEConfig:
     crop: int = option(64, ge=0)  # random square crop side for training (0: the whole size x size frame)
     frames: int = option(9, ge=1)  # frames of a video crop (1 + 4k)
     image_prob: float = option(0.25, ge=0, le=1)  # fraction of steps that train on single frames (images)
+    long_frames: int = option(0, ge=0)  # frames of the long-clip steps (1 + 4k); 0: none. The causal convs meet their zero padding only in a clip's first frames: a model trained on short clips alone never learns the steady state, and its frames past the training length fall apart
+    long_crop: int = option(32, ge=8)  # crop side of the long-clip steps (smaller, so a long step costs about what a short one does)
+    long_prob: float = option(0.0, ge=0, le=1)  # fraction of steps that train on long clips (--long-frames x --long-crop)
     lr: float = option(1e-4, gt=0)  # peak learning rate (AdamW); 1e-3 and above stall at a flat-colour reconstruction
     warmup_steps: int = option(50, ge=0)  # linear warmup steps
     weight_decay: float = option(0.0, ge=0)  # AdamW weight decay on conv kernels
