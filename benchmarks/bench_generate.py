@@ -90,7 +90,7 @@ class Shape:
 # The fields a variant may change with --model (the rest are the model's shapes and settings).
 RUNTIME_FIELDS = ("guidance_min_t", "threads", "compile", "cfg_batch")
 
-# Variants measured while choosing the default configuration (see BENCHMARKS.md).
+# Predefined variants: the default configuration and the alternatives BENCHMARKS.md compares it with.
 VARIANTS = {
     "default": Shape(),
     "small12": Shape(dit_layers=12),  # the full DiT "small" preset

@@ -3,7 +3,7 @@
 Three DiTs sample the same prompts and seeds behind one pipeline (the VAE at its auto dtype in all):
 ``fp32``; ``int8``, soraflow's :meth:`DiT.quantize_int8` (the blocks' linears in dynamic int8 but the
 self-attention output projection and the text-side key/value, kept in float32); and ``int8-all``, every block
-linear in int8 (the scheme before session 12). Reported: the frames' PSNR to the fp32 DiT's (mean and
+linear in int8 (the baseline the kept layers are judged against). Reported: the frames' PSNR to the fp32 DiT's (mean and
 worst prompt) and the median sampling time per clip, the variants interleaved over ``--rounds`` because
 the machine is shared and noisy (the ratio is the measurement).
 

@@ -1,6 +1,6 @@
 """SoraWorld dataset writer throughput: two-second 128x128 clips at 8 fps, lossless, end to end.
 
-Target (issue 2): 20,000 clips in under 15 minutes on the 2-core machine, i.e. >= 22.2 clips/s.
+Target: 20,000 clips in under 15 minutes on a 2-core machine, i.e. >= 22.2 clips/s.
 
     python benchmarks/bench_world_dataset.py --n 1000 --workers 2
 

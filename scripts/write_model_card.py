@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NOTES = REPO / "docs" / "model_card" / "notes.md"  # what the shipped model's card says beyond the numbers
 
-#: the quality bar of the default model (issue "The default model"): metric -> (target, unit)
+#: the quality bar of the default model: metric -> (target, unit)
 TARGETS = {
     "color": (0.90, ""), "shape": (0.85, ""), "direction": (0.85, ""), "gravity": (0.80, ""),
     "permanence": (0.80, ""), "first_frame": (35.0, " dB"),

@@ -275,8 +275,8 @@ def test_export_writes_the_recipes_sampling_defaults(build, tmp_path, monkeypatc
 def test_gpu_scale_exports_into_the_package_and_fits_the_size_budget(build, tmp_path):
     b = build.resolve(build.parse_args(["--work", str(tmp_path / "w")]))
     assert b.export == build.DEFAULT_EXPORT
-    # The cpu build's lessons: the objects weighted in a decoder round and in a last DiT phase, on the first
-    # cache (no second VAE round, so the encoder the DiT learned is the one that ships).
+    # The objects weighted in a decoder round and in a last DiT phase (plain losses train the backgrounds), on
+    # the first cache (no second VAE round, so the encoder the DiT learned is the one that ships).
     assert b.on("objects") and b.on("dit-objects") and not b.on("vae-long") and not b.on("dit-tune")
     assert b.final_dit == b.dit_objects_run and b.final_cache == b.cache and b.final_vae == b.objects_run / "model"
     # bf16 bytes of the shipped shapes: DiT "small" width at dit_layers blocks + the "small" VAE.

@@ -130,7 +130,7 @@ def test_long_clip_steps_mix_lengths_and_crops(clips):
     shapes = [tuple(sample_batch(reader, cfg, step).shape[2:]) for step in range(40)]
     assert set(shapes) == {(1, 16, 16), (5, 16, 16), (9, 8, 8)}
     assert 10 <= shapes.count((9, 8, 8)) <= 30  # about half the steps
-    # With no long steps the draw is the one it always was: runs started before this option resume exactly.
+    # With no long steps the draw uses no extra random numbers, so a run saved without the option resumes exactly.
     plain = _cfg(clips, None, image_prob=0.25)
     assert [sample_batch(reader, plain, s).shape[2] for s in range(12)] == [
         1 if np.random.default_rng([plain.seed, s, 1]).random() < 0.25 else 5 for s in range(12)]

@@ -66,7 +66,7 @@ class DiTConfig:
     # soraflow extension (not in Wan; False keeps the Wan layout): the masked mean of the text tokens,
     # through a small MLP, is added to the timestep embedding, so the prompt also steers every block's
     # modulation: a global path beside cross-attention (SD3 and Flux have one, from a pooled CLIP
-    # vector). What it was measured to do so far: docs/dit.md.
+    # vector). What it measurably does: docs/dit.md.
     pooled_text: bool = False
 
     def __post_init__(self):
@@ -441,13 +441,14 @@ class DiT(nn.Module):
         activations quantized per call; returns how many were converted.
 
         CPU inference only, and worth it where bf16 matmuls are not fast (no AMX): the int8 GEMMs
-        (fbgemm, AVX-512 VNNI) are ~2.5x the fp32 ones at the default model's wide shapes. Converted:
+        (fbgemm) are about 2.2-2.4x the fp32 ones at the default model's wide shapes with AVX-512
+        VNNI and 1.6x with AVX2. Converted:
         self-attention q/k/v, cross-attention q and output, both feed-forward layers. Kept in fp32
         (``INT8_KEEP_FP32``): the self-attention output projection, whose rounding measurably moved
         the default model's clips, and the cross-attention key/value projections, which see only the
         few text tokens (nothing to gain). So kept, the default model's clips are 52.3 dB PSNR from fp32
         ones (worst of six prompts 50.9 dB, against 48.5 / 32.2 dB with every block linear in int8) for
-        ~5% more DiT time at two threads (BENCHMARKS.md, session 12). The time MLP, text projection,
+        ~5% more DiT time at two threads (BENCHMARKS.md, "The DiT's int8 scheme"). The time MLP, text projection,
         patch embedding and output projection stay fp32 too. Irreversible: reload the weights for
         another precision. Uses torch's eager dynamic quantization (``torch.ao``, which torch
         deprecates in favour of torchao); where it is missing this raises ``InputError``.

@@ -2,7 +2,7 @@
 
 Sora's prompting modes (image-to-video, extension forward and backward, loops, connecting two
 clips) are one mechanism: per-frame timesteps where the given latent frames are clean and the rest
-are noise (DESIGN.md, point 6). A model only learns that if it sees such inputs in training, so
+are noise (docs/generate.md). A model only learns that if it sees such inputs in training, so
 every training sample draws a strategy:
 
     none          text-to-video: nothing given

@@ -3,7 +3,7 @@
 Layout of a dataset folder::
 
     DIR/dataset.json        the settings it was written with (a rerun must use the same ones)
-    DIR/manifest.jsonl      one JSON object per finished clip (format: notes/contracts.md)
+    DIR/manifest.jsonl      one JSON object per finished clip (fields: docs/world.md)
     DIR/clips/000123.mp4    lossless RGB H.264 (1-frame clips: .png)
     DIR/clips/000123.json   the clip's manifest entry and its per-frame ground truth
     DIR/.lock               held by the running writer (one writer per folder)
