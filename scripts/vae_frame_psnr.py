@@ -95,14 +95,14 @@ def reconstruct(vae, frames, box, steps: int, lr: float):
     import torch
     from tqdm import tqdm
 
-    from soraflow.data import encode_frames
+    from soraflow.latents import encode_frames
 
     def decode(z):
-        x = vae.decode(vae.denormalize(z[None]))
+        x = vae.decode(vae.denormalize(z))
         return getattr(x, "sample", x)[0]  # (3, T, H, W) in about [-1, 1]
 
     with torch.no_grad():
-        z = encode_frames(vae, frames, autocast=False)
+        z = encode_frames(vae, frames)
     if steps:
         target = torch.from_numpy(frames).float().permute(3, 0, 1, 2) / 127.5 - 1.0
         weight = 1.0 + 10.0 * torch.from_numpy(box).float()[None]

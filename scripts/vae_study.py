@@ -60,14 +60,14 @@ def evaluate(vae, clips) -> dict:
     import numpy as np
     import torch
 
-    from soraflow.data import encode_frames
+    from soraflow.latents import encode_frames
 
     sq_frames, inside = [], np.zeros((2, 2))  # rows: frame 0, later frames; cols: squared error, pixels
     vae.eval()
     with torch.no_grad():
         for frames, box in clips:
-            z = encode_frames(vae, frames, autocast=False)
-            x = vae.decode(vae.denormalize(z[None]), num_frames=len(frames))[0]
+            z = encode_frames(vae, frames)
+            x = vae.decode(vae.denormalize(z), num_frames=len(frames))[0]
             rec = ((x.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 3, 0).numpy()
             sq = (rec - frames.astype(np.float32)) ** 2  # (T, H, W, 3)
             sq_frames.append(sq.mean(axis=(1, 2, 3)))

@@ -40,6 +40,7 @@ from safetensors.torch import save_file
 from .atomic import atomic_path, check_output_dir, write_json
 from . import modes
 from .errors import DataError, InputError, VideoError
+from .latents import encode_frames
 from .memory import check_fits
 from .validate import number
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES  # the one list of what the readers open
@@ -482,7 +483,7 @@ def build_latent_cache(
                 _warn(f"skipping {item.path} for now: {' '.join(str(err).split())}")
                 skipped += 1
                 continue
-            latent = encode_frames(vae, frames, device=device, autocast=autocast)  # (C, T, H, W)
+            latent = encode_frames(vae, frames, autocast=autocast)[0].cpu()  # (C, T, H, W)
             stored = latent.to(dtype)
             if not torch.isfinite(stored).all():  # would poison every batch it lands in
                 msg = f"its latent is not finite in {str(dtype).removeprefix('torch.')} (max |z| {latent.abs().max():.3g})"
@@ -507,18 +508,6 @@ def build_latent_cache(
         k = "x".join(map(str, e.shape))
         shapes[k] = shapes.get(k, 0) + 1
     return CacheSummary(out=Path(out), added=added, skipped=skipped, total=len(entries), shapes=shapes)
-
-
-@torch.no_grad()
-def encode_frames(vae, frames: np.ndarray, *, device="cpu", autocast: bool = True) -> torch.Tensor:
-    """uint8 frames (T, H, W, 3) -> normalized latent (C, T', H/8, W/8) float32 (the posterior mean)."""
-    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(device)  # (T, H, W, 3) uint8
-    x = x.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W) in [-1, 1]
-    dev = torch.device(device)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and dev.type == "cpu"):
-        posterior = vae.encode(x)
-    mean = getattr(posterior, "mean", posterior)
-    return vae.normalize(mean.float())[0].cpu()
 
 
 def _unpad(emb) -> list[torch.Tensor]:

@@ -1,7 +1,10 @@
 """Prompting modes as plans over latent frames: which frames are given, which are generated, in which windows.
 
-Pure arithmetic (no torch), so the rules test without a model and the CLI checks a request before it
-loads one. :mod:`soraflow.pipeline` runs the plans.
+Each mode is one :class:`Mode` object in :data:`MODES` (adding a mode is adding one): what it takes
+(clips, an image), how long its output is, the DiT passes it needs (:meth:`Mode.chains`) and how
+they chain, as a run (:meth:`Mode.run`) that asks for one :class:`Window` at a time and says which
+frames to output. No torch here, so the rules test without a model and the CLI checks a request
+before it loads one. :mod:`soraflow.pipeline` runs the windows.
 
 Frame arithmetic of the causal VAE (temporal factor 4): ``1 + 4k`` pixel frames <-> ``1 + k`` latent
 frames. Latent 0 holds pixel frame 0 alone (it is encoded like an image); latent ``j >= 1`` holds
@@ -40,12 +43,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import InputError
+from collections import deque
+from typing import Generator
+
+import numpy as np
+
+from .errors import InputError, SoraflowError
 from .validate import check_text, number
 
 TEMPORAL_FACTOR = 4  # pixel frames per latent frame after the first (Wan's causal VAE)
 
-MODES = ("t2v", "t2i", "i2v", "extend", "loop", "connect", "edit")
 MODE_ALIASES = {
     "text-to-video": "t2v", "video": "t2v",
     "text-to-image": "t2i", "image": "t2i",
@@ -153,58 +160,28 @@ def resolve_mode(mode: str | None, *, has_image: bool, videos: int, strength_giv
     mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    needs_videos = {"extend": 1, "edit": 1, "connect": 2}.get(mode, 0)
-    if videos != needs_videos:
+    plan = MODES[mode]
+    if videos != plan.videos:
         what = {0: "no video", 1: "one video", 2: "two videos (A, B)"}
-        raise InputError(f"mode {mode!r} takes {what[needs_videos]}, got {what.get(videos, f'{videos} videos')}")
-    if mode == "i2v" and not has_image:
-        raise InputError("mode 'i2v' (image-to-video) needs an image")
-    if has_image and mode not in ("i2v", "loop"):
-        raise InputError(f"an image only works with image-to-video or loop, not mode {mode!r}")
-    if strength_given and mode != "edit":
+        raise InputError(f"mode {mode!r} takes {what[plan.videos]}, got {what.get(videos, f'{videos} videos')}")
+    if plan.image == "required" and not has_image:
+        raise InputError(f"mode {mode!r} ({plan.title}) needs an image")
+    if has_image and plan.image == "no":
+        takes = " or ".join(m.title for m in MODES.values() if m.image != "no")
+        raise InputError(f"an image only works with {takes}, not mode {mode!r}")
+    if strength_given and not plan.strength:
         raise InputError(f"strength only applies to mode 'edit', not {mode!r}")
     return mode
 
 
-# ----------------------------------------------------------------------------------------------
-# Output lengths per mode
-# ----------------------------------------------------------------------------------------------
-
-
 def generated_latents(mode: str, n: int) -> int:
-    """How much to generate for ``n`` requested frames (see the table in the module docstring).
-
-    t2v/t2i/i2v: latent frames of the whole output; extend: k added latents (4k frames); connect: k
-    bridge latents (4k - 1 frames); loop: k groups of 4 frames, split into main and bridge by
-    :func:`loop_split`.
-    """
-    if mode == "t2i":
-        return 1
-    if mode == "t2v":
-        return 1 + max(0, _round_half_up((n - 1) / TEMPORAL_FACTOR))
-    if mode == "i2v":
-        return 1 + max(1, _round_half_up((n - 1) / TEMPORAL_FACTOR))
-    if mode == "extend":
-        return max(1, _round_half_up(n / TEMPORAL_FACTOR))
-    if mode == "connect":
-        return max(1, _round_half_up((n + 1) / TEMPORAL_FACTOR))
-    if mode == "loop":
-        return max(2, _round_half_up(n / TEMPORAL_FACTOR))
-    raise InputError(f"mode {mode!r} has no generated length (edit keeps the clip's length)")
+    """How much mode ``mode`` generates for ``n`` requested frames (:meth:`Mode.generated_latents`)."""
+    return MODES[mode].generated_latents(n)
 
 
 def output_frames(mode: str, latents: int) -> int:
-    """Frames a mode adds (extend, connect) or outputs (t2v, t2i, i2v, loop) for ``latents`` from
-    :func:`generated_latents`."""
-    if mode in ("t2v", "t2i", "i2v"):
-        return frames_for(latents)
-    if mode == "extend":
-        return TEMPORAL_FACTOR * latents
-    if mode == "connect":
-        return TEMPORAL_FACTOR * latents - 1
-    if mode == "loop":
-        return TEMPORAL_FACTOR * latents
-    raise InputError(f"mode {mode!r} has no generated length")
+    """Frames mode ``mode`` makes for ``latents`` from :func:`generated_latents` (:meth:`Mode.made_frames`)."""
+    return MODES[mode].made_frames(latents)
 
 
 def loop_split(groups: int) -> tuple[int, int]:
@@ -296,7 +273,295 @@ def tail_latents(available_frames: int, want: int) -> int:
     return max(0, min(want, (available_frames - 1) // TEMPORAL_FACTOR))
 
 
+# ----------------------------------------------------------------------------------------------
+# The modes
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Given:
+    """What a request gives its mode, read and resized: the image and the clips (uint8)."""
+
+    image: np.ndarray | None = None  # (H, W, 3)
+    clips: tuple[np.ndarray, ...] = ()  # each (T, H, W, 3)
+    direction: str = "forward"  # extend: "forward" (after the clip) or "backward" (before it)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One DiT pass for the pipeline to run: its plan and the pixels its given latents come from."""
+
+    plan: WindowPlan
+    head: np.ndarray | None = None  # frames encoded into the head latents (their last 1 + 4 (head-1))
+    tail: np.ndarray | None = None  # frames encoded into the tail latents (their first 1 + 4 tail)
+    source: np.ndarray | None = None  # edit: the frames under the head and new latents, noised to strength
+    keep_head: bool = False  # output the decoded head too (image-to-video: its first frame is the image latent)
+
+
+Run = Generator["Window | np.ndarray", "np.ndarray | None", None]
+"""A mode's run: it yields a :class:`Window` and is sent back the new pixel frames that pass made,
+or yields a chunk of output frames (T, H, W, 3) and is sent None. The pipeline drives it."""
+
+
+class Mode:
+    """A prompting mode: what it takes, how long its output is, and its DiT passes.
+
+    Subclasses set the attributes and override what differs; the defaults are text-to-video's.
+    """
+
+    name = "t2v"
+    title = "text-to-video"
+    videos = 0  # clips it takes
+    image = "no"  # "no", "optional" or "required"
+    strength = False  # takes an SDEdit strength
+    keeps_length = False  # the output is as long as the clip (no seconds / num_frames)
+    duration_checked = True  # the request's duration must be within the model's limit
+
+    def generated_latents(self, n: int) -> int:
+        """Latents to generate for ``n`` requested frames (the module docstring's table)."""
+        return 1 + max(0, _round_half_up((n - 1) / TEMPORAL_FACTOR))
+
+    def made_frames(self, new: int) -> int:
+        """Pixel frames the generated latents become."""
+        return frames_for(new)
+
+    def output_frames(self, new: int, given: Given) -> int:
+        """Frames of the whole output: the made ones and any given clip shown as it is."""
+        return self.made_frames(new)
+
+    def chains(self, new: int, given: Given, *, window: int, overlap: int) -> list[list[WindowPlan]]:
+        """The DiT passes, grouped into chains of forward windows."""
+        return [plan_windows(new, first_head=0, tail=0, window=window, overlap=overlap)]
+
+    def run(self, chains: list[list[WindowPlan]], given: Given, overlap: int) -> Run:
+        yield from forward(chains[0], overlap=overlap)
+
+
+def forward(plans: list[WindowPlan], *, overlap: int, head: np.ndarray | None = None, keep_head: bool = False,
+            tail: np.ndarray | None = None, source: np.ndarray | None = None, history: deque | None = None) -> Run:
+    """A chain of forward windows, each later one given the last ``overlap`` latents' worth of the frames
+    so far (``history`` keeps just those, and is the caller's when given). ``head``: frames before the
+    chain; ``tail``: frames the last window leads into; ``source``: edit frames aligned with the output."""
+    if history is None:
+        history = deque(maxlen=head_frames(overlap))
+    if head is not None:
+        history.extend(head[-history.maxlen:])
+    emitted = 0
+    for i, plan in enumerate(plans):
+        hf = head_frames(plan.head)
+        if len(history) < hf:
+            raise SoraflowError(f"internal: {len(history)} frames of context for a head of {plan.head} latents")
+        head_px = np.stack(list(history)[len(history) - hf:]) if plan.head else None
+        src = None
+        if source is not None:  # the source frames under this pass's head and new latents
+            offset = 0 if keep_head else hf
+            src = source[emitted - offset: emitted - offset + frames_for(plan.head + plan.new)]
+        frames = yield Window(plan, head_px, tail[: tail_frames(plan.tail)] if plan.tail else None, src,
+                              keep_head and i == 0)
+        history.extend(frames)
+        emitted += len(frames)
+        yield frames
+
+
+def each_output(run: Run, change) -> Run:
+    """``run`` with each output chunk passed through ``change`` (which may return None to drop it);
+    its windows go to the pipeline and their frames back to it as before."""
+    reply = None
+    while True:
+        try:
+            item = run.send(reply)
+        except StopIteration:
+            return
+        if isinstance(item, Window):
+            reply = yield item
+            continue
+        reply = None
+        item = change(item)
+        if item is not None:
+            yield item
+
+
+class TextToImage(Mode):
+    name, title, duration_checked = "t2i", "text-to-image", False
+
+    def generated_latents(self, n: int) -> int:
+        return 1
+
+
+class ImageToVideo(Mode):
+    name, title, image = "i2v", "image-to-video", "required"
+
+    def generated_latents(self, n: int) -> int:
+        return 1 + max(1, _round_half_up((n - 1) / TEMPORAL_FACTOR))
+
+    def chains(self, new, given, *, window, overlap):
+        return [plan_windows(new - 1, first_head=1, tail=0, window=window, overlap=overlap)]
+
+    def run(self, chains, given, overlap):
+        yield from forward(chains[0], overlap=overlap, head=given.image[None], keep_head=True)
+
+
+class Extend(Mode):
+    """Forward: the clip, then frames after it (its end is each first window's head). Backward: frames
+    before it, window by window back in time, each given the start of what follows as its tail."""
+
+    name, title, videos = "extend", "extend", 1
+
+    def generated_latents(self, n: int) -> int:
+        return max(1, _round_half_up(n / TEMPORAL_FACTOR))
+
+    def made_frames(self, new: int) -> int:
+        return TEMPORAL_FACTOR * new
+
+    def output_frames(self, new, given):
+        return len(given.clips[0]) + self.made_frames(new)
+
+    def chains(self, new, given, *, window, overlap):
+        clip = given.clips[0]
+        if given.direction == "forward":
+            return [plan_windows(new, first_head=context_latents(len(clip), overlap), tail=0, window=window,
+                                 overlap=overlap)]
+        available = min(len(clip), tail_frames(overlap))  # frames of what follows the next pass
+        if not tail_latents(available, overlap):
+            raise InputError(f"extending backward needs a clip of at least {tail_frames(1)} frames, got {len(clip)}")
+        # Each pass: no head, g + 1 new latents (the first an image latent; its 4 g frames are kept).
+        plans, left = [], new
+        while left:
+            tail = tail_latents(available, overlap)
+            g = min(left, window - tail - 1)
+            plans.append(WindowPlan(0, g + 1, tail))
+            left -= g
+            available = min(tail_frames(overlap), TEMPORAL_FACTOR * g + available)
+        return [plans]
+
+    def run(self, chains, given, overlap):
+        clip = given.clips[0]
+        if given.direction == "forward":
+            yield clip
+            yield from forward(chains[0], overlap=overlap, head=clip)
+            return
+        # The segments come out in reverse, so they are held until the first is made (pixels only: the
+        # memory grows with the added length, unlike the forward modes).
+        segments: list[np.ndarray] = []
+        following = clip[: tail_frames(overlap)]
+        for plan in chains[0]:
+            frames = yield Window(plan, tail=following[: tail_frames(plan.tail)])
+            segments.append(frames)
+            following = np.concatenate([frames, following])[: tail_frames(overlap)]
+        yield from reversed(segments)
+        yield clip
+
+
+class Connect(Mode):
+    """Clip A, a transition generated between A's end (head) and B's start (tail), clip B."""
+
+    name, title, videos = "connect", "connect", 2
+
+    def generated_latents(self, n: int) -> int:
+        return max(1, _round_half_up((n + 1) / TEMPORAL_FACTOR))
+
+    def made_frames(self, new: int) -> int:
+        return TEMPORAL_FACTOR * new - 1
+
+    def output_frames(self, new, given):
+        a, b = given.clips
+        return len(a) + self.made_frames(new) + len(b)
+
+    def chains(self, new, given, *, window, overlap):
+        a, b = given.clips
+        tail = tail_latents(len(b), overlap)
+        if not tail:
+            raise InputError(f"clip B has {len(b)} frames; connecting needs at least {tail_frames(1)} to give the "
+                             f"model its start")
+        return [plan_windows(new, first_head=context_latents(len(a), overlap), tail=tail, window=window,
+                             overlap=overlap)]
+
+    def run(self, chains, given, overlap):
+        a, b = given.clips
+        yield a
+        yield from forward(chains[0], overlap=overlap, head=a, tail=b)
+        yield b
+
+
+class Loop(Mode):
+    """A main clip (from an image, optionally), then a bridge from its end back into its own first
+    frames (the connect mechanism with the clip on both sides): the last frame leads into the first
+    like any other frame pair."""
+
+    name, title, image = "loop", "loop", "optional"
+
+    def generated_latents(self, n: int) -> int:  # groups of 4 frames
+        return max(2, _round_half_up(n / TEMPORAL_FACTOR))
+
+    def made_frames(self, new: int) -> int:
+        return TEMPORAL_FACTOR * new
+
+    def chains(self, new, given, *, window, overlap):
+        main, bridge = loop_split(new)
+        first = 1 if given.image is not None else 0
+        if first and main < 2:
+            raise InputError("a loop from an image needs at least 8 frames")
+        main_frames = frames_for(main)
+        return [plan_windows(main - first, first_head=first, tail=0, window=window, overlap=overlap),
+                plan_windows(bridge, first_head=context_latents(main_frames, overlap),
+                             tail=tail_latents(main_frames, overlap), window=window, overlap=overlap)]
+
+    def run(self, chains, given, overlap):
+        history = deque(maxlen=head_frames(overlap))
+        want = tail_frames(chains[1][-1].tail)
+        first: list[np.ndarray] = []
+        head = None if given.image is None else given.image[None]
+
+        def keep_first(frames: np.ndarray) -> np.ndarray:
+            if sum(len(f) for f in first) < want:
+                first.append(frames[:want])
+            return frames
+
+        yield from each_output(forward(chains[0], overlap=overlap, head=head, keep_head=head is not None,
+                                       history=history), keep_first)
+        yield from forward(chains[1], overlap=overlap, head=np.stack(list(history)), tail=np.concatenate(first)[:want])
+
+
+class Edit(Mode):
+    """SDEdit: the clip's latents noised to the strength, then denoised under the new prompt."""
+
+    name, title, videos, strength, keeps_length = "edit", "edit", 1, True, True
+
+    def generated_latents(self, n: int) -> int:
+        raise InputError("an edit keeps the clip's length; do not give seconds or num_frames")
+
+    def clip_latents(self, given: Given) -> int:
+        return latents_for(len(pad_to_vae_length(given.clips[0])))
+
+    def output_frames(self, new, given):
+        return len(given.clips[0])
+
+    def run(self, chains, given, overlap):
+        clip = given.clips[0]
+        left = len(clip)
+
+        def trim(frames: np.ndarray) -> np.ndarray | None:  # drop the padding again
+            nonlocal left
+            frames = frames[:left]
+            left -= len(frames)
+            return frames if len(frames) else None
+
+        yield from each_output(forward(chains[0], overlap=overlap, source=pad_to_vae_length(clip)), trim)
+
+
+def pad_to_vae_length(clip: np.ndarray) -> np.ndarray:
+    """Repeat the last frame up to 1 + 4k frames (the VAE's lengths); the output is trimmed back."""
+    extra = (len(clip) - 1) % TEMPORAL_FACTOR
+    if not extra:
+        return clip
+    return np.concatenate([clip, np.repeat(clip[-1:], TEMPORAL_FACTOR - extra, axis=0)])
+
+
+MODES: dict[str, Mode] = {m.name: m for m in (Mode(), TextToImage(), ImageToVideo(), Extend(), Loop(), Connect(), Edit())}
+
+
 __all__ = [
+    "Mode", "Given", "Window", "Run", "forward", "each_output", "pad_to_vae_length",
     "TEMPORAL_FACTOR", "MODES", "MODE_ALIASES", "DIRECTIONS", "WindowPlan",
     "latents_for", "frames_for", "requested_frames", "check_size", "check_fps", "check_duration",
     "check_strength", "check_prompt", "resolve_mode", "generated_latents", "output_frames", "loop_split",

@@ -92,10 +92,10 @@ class VAESource:
         self.pipeline = pipeline
 
     def __call__(self, entry: BenchEntry, reference) -> np.ndarray:
-        from ..pipeline import _pad_to_vae_length
+        from ..modes import pad_to_vae_length
 
         frames = reference.frames
-        z = self.pipeline.encode_frames(_pad_to_vae_length(frames))
+        z = self.pipeline.encode_frames(pad_to_vae_length(frames))
         return self.pipeline.decode_latents(z)[:len(frames)].copy()
 
 

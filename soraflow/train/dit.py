@@ -34,6 +34,7 @@ import torch
 
 from .. import flow
 from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
+from ..latents import decode_latents
 from ..errors import CheckpointError, DataError, InputError, SoraflowError
 from ..atomic import check_output_dir
 from ..validate import check_device
@@ -434,8 +435,7 @@ class DiTTrainer:
 
             shift = cfg.timestep_shift or flow.shift_for(latent_tokens(item.latent.shape[1:], self.model_config.patch_size))
             z = flow.sample(model_fn, noise, steps=cfg.sample_steps, shift=shift, guidance_scale=cfg.sample_guidance, cond=cond, uncond=uncond, progress=False)
-            pixels = self.vae.decode(self.vae.denormalize(z.float()))  # (1, 3, T, H, W) in [-1, 1]
-            frames = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+            frames = decode_latents(self.vae, z.float())  # the pipeline's decode: uint8 (T, H, W, 3)
             suffix = ".png" if frames.shape[0] == 1 else ".mp4"
             path = out_dir / f"step_{self.step:08d}_{i}{suffix}"
             if suffix == ".png":
@@ -472,6 +472,18 @@ def checkpoint_config(run_or_checkpoint: str | os.PathLike) -> TrainDiTConfig | 
     return config_from_dict(TrainDiTConfig, saved, strict=False, where=str(ckpt / "config.json"))
 
 
+def _checkpoint_dit(ckpt: Path, ema: bool) -> tuple[DiT, dict]:
+    """The (EMA) DiT of a training checkpoint, and the checkpoint's extra.json."""
+    from ..models.dit import DiTConfig
+
+    extra = load_json(ckpt / "extra.json")
+    if not isinstance(extra, dict) or "model_config" not in extra:
+        raise InputError(f"{ckpt} is not a DiT training checkpoint (no model_config in extra.json)")
+    model = DiT(DiTConfig.from_dict(extra["model_config"], source=str(ckpt / "extra.json")))
+    load_checkpoint(ckpt, modules={"ema" if ema else "dit": model}, restore_rng=False)
+    return model, extra
+
+
 def export_dit(
     run_or_checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True
 ) -> Path:
@@ -480,20 +492,14 @@ def export_dit(
     from ..atomic import write_json
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
-    extra = load_json(ckpt / "extra.json")
-    if not isinstance(extra, dict) or "model_config" not in extra:
-        raise InputError(f"{ckpt} is not a DiT training checkpoint (no model_config in extra.json)")
-    from ..models.dit import DiTConfig
-
-    model = DiT(DiTConfig.from_dict(extra["model_config"], source=str(ckpt / "extra.json")))
-    name = "ema" if ema else "dit"
-    load_checkpoint(ckpt, modules={name: model}, restore_rng=False)
+    model, extra = _checkpoint_dit(ckpt, ema)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     # Which text encoder and VAE the weights were trained with, for a pipeline to load them.
     write_json(
         out_dir / "training.json",
-        {"checkpoint": str(ckpt), "weights": name, "text": extra.get("text", {}), "vae": extra.get("vae", {})},
+        {"checkpoint": str(ckpt), "weights": "ema" if ema else "dit", "text": extra.get("text", {}),
+         "vae": extra.get("vae", {})},
     )
     return out_dir
 
@@ -515,50 +521,35 @@ def export_pipeline(
     and renamed into place.
     """
     import json
-    import shutil
     from collections import Counter
 
-    from ..atomic import write_json
+    from ..model_folder import PipelineConfig, write_model_folder
     from ..models.vae import VideoVAE
-    from ..pipeline import CONFIG_NAME, DIT_FOLDER, VAE_FOLDER, PipelineConfig
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
-    extra = json.loads((ckpt / "extra.json").read_text())
+    dit, extra = _checkpoint_dit(ckpt, ema)
     vae_path = vae or extra.get("vae", {}).get("path")
     if not vae_path or vae_path == "<in-memory>" or not Path(vae_path).is_dir():
         raise InputError(f"no VAE folder for the pipeline (cache recorded {vae_path!r}); pass --vae DIR")
-    out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        export_dit(ckpt, tmp / DIT_FOLDER, ema=ema)
-        vae_model = VideoVAE.from_pretrained(vae_path)
-        vae_model.save_pretrained(tmp / VAE_FOLDER)
-        model_cfg = json.loads((tmp / DIT_FOLDER / "config.json").read_text())
-        values = {
-            "latent_channels": int(model_cfg["in_channels"]),
-            "text_encoder": extra.get("text", {}).get("reference", "minilm"),
-            "size_multiple": vae_model.spatial_factor * max(model_cfg["patch_size"][1:]),
-        }
-        cfg_path = ckpt / "config.json"
-        data = json.loads(cfg_path.read_text()).get("data") if cfg_path.is_file() else None
-        if data and (Path(data) / "index.json").is_file():
-            entries = json.loads((Path(data) / "index.json").read_text())["entries"]
-            clips = [e for e in entries if e.get("frames", 0) > 1] or entries
-            if clips:
-                (h, w), _ = Counter((e["height"], e["width"]) for e in clips).most_common(1)[0]
-                fps = Counter(round(e["fps"]) for e in clips).most_common(1)[0][0]
-                frames = Counter(e["frames"] for e in clips).most_common(1)[0][0]
-                if h and w and fps:
-                    values.update(height=h, width=w, fps=int(fps), seconds=round(frames / fps, 3))
-        values.update(pipeline_config)
-        config = PipelineConfig(**values)
-        write_json(tmp / CONFIG_NAME, {"_class_name": "SoraPipeline", **config.to_dict()})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    vae_model = VideoVAE.from_pretrained(vae_path)
+    values = {
+        "latent_channels": dit.config.in_channels,
+        "text_encoder": extra.get("text", {}).get("reference", "minilm"),
+        "size_multiple": vae_model.spatial_factor * max(dit.config.patch_size[1:]),
+    }
+    cfg_path = ckpt / "config.json"
+    data = json.loads(cfg_path.read_text()).get("data") if cfg_path.is_file() else None
+    if data and (Path(data) / "index.json").is_file():
+        entries = json.loads((Path(data) / "index.json").read_text())["entries"]
+        clips = [e for e in entries if e.get("frames", 0) > 1] or entries
+        if clips:
+            (h, w), _ = Counter((e["height"], e["width"]) for e in clips).most_common(1)[0]
+            fps = Counter(round(e["fps"]) for e in clips).most_common(1)[0][0]
+            frames = Counter(e["frames"] for e in clips).most_common(1)[0][0]
+            if h and w and fps:
+                values.update(height=h, width=w, fps=int(fps), seconds=round(frames / fps, 3))
+    values.update(pipeline_config)
+    out_dir = write_model_folder(out_dir, vae_model, dit, PipelineConfig(**values))
     return out_dir
 
 

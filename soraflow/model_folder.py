@@ -1,0 +1,185 @@
+"""A model folder: what is in it, how it is read and written.
+
+A soraflow model folder holds ``config.json`` (:class:`PipelineConfig`: how the model generates by
+default), ``vae/`` and ``dit/`` (each config.json + safetensors). A diffusers Wan pipeline folder
+(``model_index.json``: ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``)
+reads as one too, with Wan's own defaults (:func:`diffusers_config`).
+
+No torch at import: the CLI and the server check a request against a folder's config before they
+load any weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import modes
+from .errors import CheckpointError, InputError
+from .validate import number
+from .weights import read_json_object
+
+CONFIG_NAME = "config.json"
+VAE_FOLDER, DIT_FOLDER = "vae", "dit"
+SCHEDULES = ("shifted", "flow_match_euler", "unipc")  # unipc: diffusers' UniPC solver with its own times
+SAMPLERS = ("euler", "heun")
+DIFFUSERS_INDEX = "model_index.json"  # what makes a folder a diffusers pipeline
+
+
+def check_sampling(*, steps, guidance_scale, shift, sampler) -> tuple[int, float, float | None, str]:
+    """The sampling settings' bounds, in one place for a model's config and for a request."""
+    steps = number("steps", steps, lo=1, hi=1000, integer=True)
+    guidance_scale = float(number("guidance scale", guidance_scale, lo=0, hi=50))
+    if shift is not None:
+        shift = number("shift", shift, lo=0, lo_open=True, hi=100)
+    if sampler not in SAMPLERS:
+        raise InputError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
+    return steps, guidance_scale, shift, sampler
+
+
+@dataclass
+class PipelineConfig:
+    """How a model generates by default; saved as config.json beside the vae/ and dit/ folders."""
+
+    fps: int = 8  # frames per second of the training clips, the default output rate
+    height: int = 128  # default output height (pixels); any multiple of size_multiple works
+    width: int = 128  # default output width
+    seconds: float = 4.0  # default duration (extend: added; connect: the transition)
+    max_seconds: float = 60.0  # longest generation or input clip accepted
+    max_side: int = 2048  # largest height or width accepted
+    size_multiple: int = 16  # sides must be multiples of this: the VAE's spatial factor x the DiT patch
+    latent_channels: int = 16  # VAE latent channels = DiT input channels (checked when loading)
+    text_encoder: str = "minilm"  # load_text_encoder reference, or a folder (relative: inside the model folder)
+    expander: str = "world"  # prompt expander (soraflow.prompts.get_expander kind) used when expand=True
+    negative_prompt: str = ""  # unconditional prompt of classifier-free guidance (training drops captions to "")
+    steps: int = 30  # sampler steps
+    guidance_scale: float = 5.0  # classifier-free guidance scale (1: off, half the cost)
+    guidance_min_t: float = 0.0  # steps at noise level t below this run unguided (cheaper; 0: guide every step)
+    shift: float | None = None  # timestep shift; None: flow.shift_for(tokens of the window)
+    sampler: str = "euler"  # "euler" or "heun"
+    edit_strength: float = 0.6  # default SDEdit strength
+    window_latent_frames: int = 9  # latent frames per DiT pass (9 = 33 frames); longer videos go in windows
+    overlap_latent_frames: int = 2  # latent frames of context a window is given (head and tail)
+    dit_folder: str = DIT_FOLDER  # the DiT's subfolder: dit/ (soraflow) or transformer/ (a diffusers folder)
+    # Text as the DiT was trained to read it. 0: prompts padded to the longest and the padding masked
+    # (soraflow's models); N: every prompt zero-padded to N tokens and all N attended (Wan: 512; the
+    # zero rows pass through the text projection's biases, so masking them changes the output).
+    text_tokens: int = 0
+    schedule: str = "shifted"  # sampler times: "shifted" (flow.timestep_schedule) or "flow_match_euler" (diffusers')
+
+    def __post_init__(self):
+        modes.check_fps(self.fps)
+        check_sampling(steps=self.steps, guidance_scale=self.guidance_scale, shift=self.shift, sampler=self.sampler)
+        if self.max_seconds <= 0 or self.seconds <= 0 or self.size_multiple < 1:
+            raise InputError("seconds, max_seconds and size_multiple must be positive")
+        if not 0.0 <= self.guidance_min_t <= 1.0:
+            raise InputError(f"guidance_min_t must be between 0 and 1, got {self.guidance_min_t}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        number("text_tokens", self.text_tokens, lo=0, hi=4096, integer=True)
+        modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
+        modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
+                           overlap=self.overlap_latent_frames)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "PipelineConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known - {"_class_name", "soraflow_version"})
+        if unknown:
+            raise CheckpointError(f"{source}: unknown pipeline config keys {', '.join(unknown)}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (TypeError, InputError) as err:
+            raise CheckpointError(f"{source}: invalid pipeline config: {err}") from None
+
+
+def diffusers_config(directory: Path) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a diffusers Wan pipeline folder (``model_index.json``): Wan's own
+    defaults (16 fps, 832x480, 81 frames in one window, 50 steps, guidance 5), its text convention
+    (512 zero-padded tokens, all attended), the scheduler's shift and schedule, and no world-grammar
+    prompt expansion (Wan reads plain prompts)."""
+    index = read_json_object(directory / DIFFUSERS_INDEX)
+    kind = index.get("_class_name")
+    if kind != "WanPipeline":
+        raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline folders (text-to-video)")
+    for part in ("transformer", "vae", "text_encoder", "tokenizer"):
+        if not (directory / part).is_dir():
+            raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
+    extra = [k for k in ("transformer_2", "image_encoder")
+             if isinstance(index.get(k), list) and index[k] and index[k][0] is not None]
+    if extra or index.get("boundary_ratio") is not None:
+        raise CheckpointError(f"{directory}: {', '.join(extra) or 'boundary_ratio'} is not supported yet (one transformer only)")
+    sched_path = directory / "scheduler" / "scheduler_config.json"
+    scheduler = read_json_object(sched_path) if sched_path.is_file() else {}
+    solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    schedules = {"FlowMatchEulerDiscreteScheduler": "flow_match_euler", "UniPCMultistepScheduler": "unipc"}
+    unipc_ok = (scheduler.get("prediction_type") == "flow_prediction" and scheduler.get("use_flow_sigmas")
+                and scheduler.get("solver_order", 2) == 2 and scheduler.get("solver_type", "bh2") == "bh2"
+                and scheduler.get("predict_x0", True) and not scheduler.get("disable_corrector")
+                and scheduler.get("lower_order_final", True) and not scheduler.get("use_dynamic_shifting"))
+    if solver not in schedules or (solver == "UniPCMultistepScheduler" and not unipc_ok):
+        import warnings
+
+        warnings.warn(f"{directory}: its scheduler ({solver} with these settings) is not one soraflow implements; it "
+                      f"samples with flow-matching Euler at the same shift (other frames than diffusers' for a seed)",
+                      stacklevel=3)
+        solver = "FlowMatchEulerDiscreteScheduler"
+    shift = float(scheduler.get("flow_shift", scheduler.get("shift", 3.0)) or 3.0)
+    from .models.vae import VideoVAE
+
+    vae = VideoVAE.config_from_pretrained(directory / "vae")  # CheckpointError for a broken one
+    return PipelineConfig(
+        fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=vae.z_dim,
+        text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
+        sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
+        text_tokens=512, schedule=schedules[solver],
+    )
+
+
+def read_config(directory: str | os.PathLike) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a model folder."""
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(f"model folder {directory} does not exist")
+    if not path.is_file() and (directory / DIFFUSERS_INDEX).is_file():
+        return diffusers_config(directory)
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a soraflow model folder: {CONFIG_NAME} missing")
+    return PipelineConfig.from_dict(read_json_object(path), source=str(path))
+
+
+def write_model_folder(directory: str | os.PathLike, vae, dit, config: PipelineConfig, *,
+                       text_encoder: str | None = None) -> Path:
+    """Write a model folder (config.json, vae/, dit/) atomically: into a temporary folder beside it,
+    renamed into place, so a folder is whole or absent. ``text_encoder`` overrides the config's
+    reference (the text encoder is referenced, not copied)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        from .atomic import write_json
+
+        vae.save_pretrained(tmp / VAE_FOLDER)
+        dit.save_pretrained(tmp / DIT_FOLDER)
+        values = {**config.to_dict(), "dit_folder": DIT_FOLDER}
+        if text_encoder is not None:
+            values["text_encoder"] = text_encoder
+        write_json(tmp / CONFIG_NAME, {"_class_name": "SoraPipeline", **PipelineConfig(**values).to_dict()})
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+__all__ = ["PipelineConfig", "read_config", "diffusers_config", "write_model_folder", "CONFIG_NAME", "VAE_FOLDER",
+           "DIT_FOLDER", "DIFFUSERS_INDEX", "SCHEDULES", "SAMPLERS"]
