@@ -18,7 +18,8 @@ from soraflow.cli import main as cli_main
 from soraflow.data import BucketSampler, LatentCacheWriter, LatentDataset, collate_latents
 from soraflow.errors import DataError
 from soraflow.train.checkpoint import latest_checkpoint, list_checkpoints
-from soraflow.train.dit import DiTTrainer, TrainDiTConfig, TrainingError, latent_salience, train_dit
+from soraflow.train.dit import DiTTrainer, TrainDiTConfig, TrainingError, latent_salience
+from soraflow.train.launch import train_dit
 from soraflow.train.masks import (
     STRATEGIES,
     MaskConfig,
@@ -223,7 +224,7 @@ def test_exact_resume_after_sigkill_matches_a_straight_run(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_train_dit import make_cache, tiny_config
-        from soraflow.train.dit import train_dit
+        from soraflow.train.launch import train_dit
         def die(trainer, step, path):
             if step == 10:
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -105,7 +105,7 @@ def run_train(args) -> int:
     import json
 
     from ..train.config import config_to_dict
-    from ..train.dit import train_dit
+    from ..train.launch import train_dit
 
     cfg = resolve_train_config(args)
     if args.print_config:

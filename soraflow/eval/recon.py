@@ -99,10 +99,10 @@ def evaluate_vae(vae, data, *, size: tuple[int, int] | None = None, max_side: in
     from tqdm import tqdm
 
     from ..errors import DataError, InputError, VideoError
-    from ..train.vae import list_clips
+    from ..data import discover_clips
     from ..video import probe, read_video, to_tensor
 
-    clips = list_clips(data)[:limit]
+    clips = discover_clips(data)[:limit]
     per_clip, skipped = [], []
     sf, tf = vae.spatial_factor, vae.temporal_factor
     for clip in tqdm(clips, desc=f"eval {data}", unit="clip", disable=not progress):

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import CheckpointError
-from .checkpoint import (
+from .checkpoint_files import (
     _TMP_PREFIX,
     FORMAT_VERSION,
     LoadedCheckpoint,

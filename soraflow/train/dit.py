@@ -80,7 +80,7 @@ class TrainingError(SoraflowError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train_dit` returns."""
+    """What :func:`soraflow.train.launch.train_dit` returns."""
 
     step: int  # optimizer steps done in total
     loss: float  # loss of the last step
@@ -101,7 +101,7 @@ def _set_generator_state(g: torch.Generator, state: str) -> None:
 
 
 class DiTTrainer:
-    """Builds everything from a :class:`TrainDiTConfig` and runs the loop; see :func:`train_dit`.
+    """Builds everything from a :class:`TrainDiTConfig` and runs the loop; see :func:`soraflow.train.launch.train_dit`.
 
     ``on_step(trainer, step, loss)`` runs after every step and ``on_checkpoint(trainer, step, path)``
     after every checkpoint (hooks for tests and notebooks).
@@ -449,17 +449,6 @@ class DiTTrainer:
         return paths
 
 
-def train_dit(cfg: TrainDiTConfig, *, progress: bool = True, on_step=None, on_checkpoint=None) -> TrainResult:
-    """Train (or resume training) a DiT as configured; see :class:`TrainDiTConfig`."""
-    from .distributed import launched_by_torchrun
-
-    if launched_by_torchrun():  # the same entry point on several processes: see soraflow.train.dit_parallel
-        from .dit_parallel import train_dit_distributed
-
-        return train_dit_distributed(cfg, progress=progress, on_step=on_step, on_checkpoint=on_checkpoint)
-    return DiTTrainer(cfg, progress=progress, on_step=on_step, on_checkpoint=on_checkpoint).run()
-
-
 def checkpoint_config(run_or_checkpoint: str | os.PathLike) -> TrainDiTConfig | None:
     """The resolved config saved with a run's latest checkpoint (None if the run has none)."""
     path = Path(run_or_checkpoint)
@@ -553,4 +542,4 @@ def export_pipeline(
     return out_dir
 
 
-__all__ = ["DiTTrainer", "export_pipeline", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit", "train_dit"]
+__all__ = ["DiTTrainer", "export_pipeline", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit"]

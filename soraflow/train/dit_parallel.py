@@ -1,6 +1,6 @@
 """``soraflow train dit`` under torchrun: the DiT trainer on several processes.
 
-:func:`~soraflow.train.dit.train_dit` comes here when torchrun started the process. The loop, the
+:func:`~soraflow.train.launch.train_dit` comes here when torchrun started the process. The loop, the
 loss, the schedule, EMA and the checkpoint contents are the single-process trainer's
 (:class:`~soraflow.train.dit.DiTTrainer`); this subclass only changes what differs on many ranks:
 
