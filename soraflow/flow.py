@@ -437,6 +437,7 @@ def sample(
     progress: bool = True,
     cfg_batch: bool = False,
     guidance_min_t: float = 0.0,
+    low_noise: tuple[float, ModelFn, float] | None = None,
 ) -> Tensor:
     """Integrate the flow ODE ``dx/dt = v(x, t)`` from ``t_start`` (1 = pure noise) to t = 0.
 
@@ -465,6 +466,9 @@ def sample(
         guidance_min_t: guide only the model calls at ``t >= guidance_min_t``; those below it run the
             conditional pass alone (half their cost). Layout and colours are settled at high noise, so
             the last, low-noise steps gain little from guidance (0: guide every call).
+        low_noise: ``(boundary, model_fn_2, guidance_scale_2)``: a second expert for the calls at model
+            time ``t < boundary``, with its own guidance scale (Wan2.2 A14B: the first model denoises
+            the high-noise steps, the second the rest).
 
     Returns the sample at t = 0, same shape and dtype as ``noise``.
     """
@@ -506,8 +510,11 @@ def sample(
         if given_mask is not None:
             # Per-frame timesteps: given frames are clean, the rest at the current noise level.
             tt = torch.where(given_mask, 0.0, tt[:, None])  # (B, T)
-        scale = guidance_scale if t >= guidance_min_t else 1.0
-        return guided_velocity(model_fn, x, tt, cond, uncond, scale, batch=cfg_batch).to(x.dtype)
+        fn, scale = model_fn, guidance_scale
+        if low_noise is not None and t < low_noise[0]:
+            _, fn, scale = low_noise
+        scale = scale if t >= guidance_min_t else 1.0
+        return guided_velocity(fn, x, tt, cond, uncond, scale, batch=cfg_batch).to(x.dtype)
 
     def held(x: Tensor) -> Tensor:
         return x if hold is None else torch.where(hold, given, x)

@@ -23,7 +23,7 @@ from .validate import number
 from .weights import read_json_object
 
 CONFIG_NAME = "config.json"
-VAE_FOLDER, DIT_FOLDER = "vae", "dit"
+VAE_FOLDER, DIT_FOLDER, LOW_NOISE_FOLDER = "vae", "dit", "dit_2"
 SCHEDULES = ("shifted", "flow_match_euler", "unipc")  # unipc: diffusers' UniPC solver with its own times
 SAMPLERS = ("euler", "heun")
 DIFFUSERS_INDEX = "model_index.json"  # what makes a folder a diffusers pipeline
@@ -69,6 +69,11 @@ class PipelineConfig:
     # zero rows pass through the text projection's biases, so masking them changes the output).
     text_tokens: int = 0
     schedule: str = "shifted"  # sampler times: "shifted" (flow.timestep_schedule) or "flow_match_euler" (diffusers')
+    # Two experts (Wan2.2 A14B): the DiT in low_noise_folder denoises the steps at model time t < boundary_ratio,
+    # with guidance_scale_2 (None: guidance_scale); the one in dit_folder the steps above.
+    low_noise_folder: str | None = None
+    boundary_ratio: float | None = None
+    guidance_scale_2: float | None = None
 
     def __post_init__(self):
         modes.check_fps(self.fps)
@@ -80,6 +85,12 @@ class PipelineConfig:
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         number("text_tokens", self.text_tokens, lo=0, hi=4096, integer=True)
+        if (self.low_noise_folder is None) != (self.boundary_ratio is None):
+            raise InputError("low_noise_folder and boundary_ratio go together: a second expert needs its boundary")
+        if self.boundary_ratio is not None:
+            number("boundary_ratio", self.boundary_ratio, lo=0, lo_open=True, hi=1)
+        if self.guidance_scale_2 is not None:
+            number("guidance_scale_2", self.guidance_scale_2, lo=0, hi=50)
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
         modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
                            overlap=self.overlap_latent_frames)
@@ -111,10 +122,12 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not (directory / part).is_dir():
             raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
-    extra = [k for k in ("transformer_2", "image_encoder")
-             if isinstance(index.get(k), list) and index[k] and index[k][0] is not None]
-    if extra or index.get("boundary_ratio") is not None:
-        raise CheckpointError(f"{directory}: {', '.join(extra) or 'boundary_ratio'} is not supported yet (one transformer only)")
+    present = lambda k: isinstance(index.get(k), list) and bool(index[k]) and index[k][0] is not None  # noqa: E731
+    if present("image_encoder"):
+        raise CheckpointError(f"{directory}: image_encoder (Wan2.1 I2V's CLIP branch) is not supported yet")
+    boundary = index.get("boundary_ratio")
+    if boundary is not None and not (present("transformer_2") and (directory / "transformer_2").is_dir()):
+        raise CheckpointError(f"{directory}: boundary_ratio {boundary} without its transformer_2/ folder")
     sched_path = directory / "scheduler" / "scheduler_config.json"
     scheduler = read_json_object(sched_path) if sched_path.is_file() else {}
     solver = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
@@ -139,6 +152,8 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
         sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
         text_tokens=512, schedule=schedules[solver],
+        # As diffusers: without a boundary the second transformer never runs.
+        low_noise_folder="transformer_2" if boundary is not None else None, boundary_ratio=boundary,
     )
 
 
@@ -156,7 +171,7 @@ def read_config(directory: str | os.PathLike) -> PipelineConfig:
 
 
 def write_model_folder(directory: str | os.PathLike, vae, dit, config: PipelineConfig, *,
-                       text_encoder: str | None = None) -> Path:
+                       text_encoder: str | None = None, low_noise_dit=None) -> Path:
     """Write a model folder (config.json, vae/, dit/) atomically: into a temporary folder beside it,
     renamed into place, so a folder is whole or absent. ``text_encoder`` overrides the config's
     reference (the text encoder is referenced, not copied)."""
@@ -170,6 +185,11 @@ def write_model_folder(directory: str | os.PathLike, vae, dit, config: PipelineC
         vae.save_pretrained(tmp / VAE_FOLDER)
         dit.save_pretrained(tmp / DIT_FOLDER)
         values = {**config.to_dict(), "dit_folder": DIT_FOLDER}
+        if low_noise_dit is not None:
+            low_noise_dit.save_pretrained(tmp / LOW_NOISE_FOLDER)
+            values["low_noise_folder"] = LOW_NOISE_FOLDER
+        elif config.low_noise_folder is not None:
+            raise InputError("the config names a low-noise expert; pass it as low_noise_dit")
         if text_encoder is not None:
             values["text_encoder"] = text_encoder
         write_json(tmp / CONFIG_NAME, {"_class_name": "SoraPipeline", **PipelineConfig(**values).to_dict()})
@@ -182,4 +202,4 @@ def write_model_folder(directory: str | os.PathLike, vae, dit, config: PipelineC
 
 
 __all__ = ["PipelineConfig", "read_config", "diffusers_config", "write_model_folder", "CONFIG_NAME", "VAE_FOLDER",
-           "DIT_FOLDER", "DIFFUSERS_INDEX", "SCHEDULES", "SAMPLERS"]
+           "DIT_FOLDER", "LOW_NOISE_FOLDER", "DIFFUSERS_INDEX", "SCHEDULES", "SAMPLERS"]

@@ -253,9 +253,12 @@ def _load_clip(clip, size: tuple[int, int], fps: int, max_frames: int, name: str
 class SoraPipeline:
     """VAE + DiT + text encoder (+ prompt expander): ``pipe(prompt, ...) -> GenerationResult``."""
 
-    def __init__(self, vae, dit, text_encoder, config: PipelineConfig | None = None, *, expander=None):
+    def __init__(self, vae, dit, text_encoder, config: PipelineConfig | None = None, *, expander=None,
+                 low_noise_dit=None):
         self.vae = vae.eval().requires_grad_(False)
         self.dit = dit.eval().requires_grad_(False)
+        # Wan2.2 A14B's second expert: it denoises the steps below config.boundary_ratio.
+        self.low_noise_dit = None if low_noise_dit is None else low_noise_dit.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
         self._expander = expander  # built lazily from config.expander
@@ -264,6 +267,13 @@ class SoraPipeline:
 
     def _check_models(self) -> None:
         cfg, dcfg = self.config, self.dit.config
+        if (cfg.boundary_ratio is None) != (self.low_noise_dit is None):
+            raise CheckpointError("a second (low-noise) DiT and the config's boundary_ratio go together; give both or neither")
+        if self.low_noise_dit is not None:
+            other = self.low_noise_dit.config
+            pairs = [(k, getattr(dcfg, k), getattr(other, k)) for k in ("in_channels", "out_channels", "text_dim", "patch_size")]
+            if any(a != b for _, a, b in pairs):
+                raise CheckpointError("the two experts disagree: " + ", ".join(f"{k} {a} vs {b}" for k, a, b in pairs if a != b))
         z = self.vae.config.z_dim
         if not (z == dcfg.in_channels == dcfg.out_channels == cfg.latent_channels):
             raise CheckpointError(
@@ -312,6 +322,7 @@ class SoraPipeline:
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
         dit = DiT.from_pretrained(directory / config.dit_folder)
+        low_noise = DiT.from_pretrained(directory / config.low_noise_folder) if config.low_noise_folder else None
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():
             reference = str(directory / reference)
@@ -326,13 +337,14 @@ class SoraPipeline:
             vae_dtype = dtype
         text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
-        pipe = cls(vae, dit, text_encoder, config, expander=expander)
+        pipe = cls(vae, dit, text_encoder, config, expander=expander, low_noise_dit=low_noise)
         pipe.name_or_path = str(directory)
         pipe.to(device=device, dtype=dtype)
         if vae_dtype != dtype:
             pipe.vae.to_fast(vae_dtype) if pipe.device.type == "cpu" else pipe.vae.to(dtype=vae_dtype)
         if int8:
-            pipe.dit.quantize_int8()
+            for model in pipe.dits:
+                model.quantize_int8()
         return pipe
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -340,7 +352,8 @@ class SoraPipeline:
         reference = self.config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and self.name_or_path:
             reference = str((Path(self.name_or_path) / reference).resolve())  # not copied: point at it
-        return write_model_folder(directory, self.vae, self.dit, self.config, text_encoder=reference)
+        return write_model_folder(directory, self.vae, self.dit, self.config, text_encoder=reference,
+                                  low_noise_dit=self.low_noise_dit)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SoraPipeline":
         if self.dit.is_quantized and ((device is not None and torch.device(device).type != "cpu")
@@ -349,16 +362,23 @@ class SoraPipeline:
                              "from_pretrained(dtype=...) for another device or precision")
         if device is not None:
             self.vae.to(device)
-            self.dit.to(device)
+            for model in self.dits:
+                model.to(device)
             self.text_encoder.to(device)
         if dtype is not None:
-            self.dit.to(dtype=dtype)
+            for model in self.dits:
+                model.to(dtype=dtype)
             self.text_encoder.to(dtype=dtype)
             if dtype == torch.bfloat16 and self.device.type == "cpu":
                 self.vae.to_fast(dtype)  # bf16 + channels_last_3d: the fast AMX path
             else:
                 self.vae.to(dtype=dtype)
         return self
+
+    @property
+    def dits(self) -> list:
+        """The DiT, and the low-noise expert when there is one."""
+        return [self.dit] + ([self.low_noise_dit] if self.low_noise_dit is not None else [])
 
     @property
     def device(self) -> torch.device:
@@ -456,6 +476,8 @@ class SoraPipeline:
             expanded = expander.expand(request.prompt, seed=request.seed).caption
             expander_name = getattr(expander, "name", type(expander).__name__)
         request.extra.update(model=self.name_or_path, expander=expander_name, guidance_min_t=self.config.guidance_min_t)
+        if self.low_noise_dit is not None:
+            request.extra.update(boundary_ratio=self.config.boundary_ratio, guidance_scale_2=self._low_noise(request)[2])
         timings["expand"] = time.perf_counter() - tick
         tick = time.perf_counter()
         text = self._encode_text(expanded, request.negative_prompt, request.guidance_scale)
@@ -554,7 +576,7 @@ class SoraPipeline:
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
             cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
-            guidance_min_t=self.config.guidance_min_t,
+            guidance_min_t=self.config.guidance_min_t, low_noise=self._low_noise(req),
         )
         timings["denoise"] += time.perf_counter() - tick
 
@@ -568,6 +590,13 @@ class SoraPipeline:
         timings["decode"] += time.perf_counter() - tick
         run.windows_done += 1
         return frames[start:end]
+
+    def _low_noise(self, req: Request):
+        """The second expert's part of the sampling, as :func:`soraflow.flow.sample` takes it (or None)."""
+        if self.low_noise_dit is None:
+            return None
+        scale = self.config.guidance_scale_2
+        return self.config.boundary_ratio, self.low_noise_dit, req.guidance_scale if scale is None else scale
 
     def _frames(self, run: "Generation") -> Iterator[np.ndarray]:
         """Output chunks of a request, in order: drives the mode's run, making each window it asks for."""

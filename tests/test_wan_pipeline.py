@@ -117,6 +117,46 @@ def test_the_unipc_solver_and_its_times_are_diffusers(wan_unipc_folder):
     assert np.abs(_ours(pipe).astype(np.float32) - want).max() > 8
 
 
+@pytest.fixture(scope="module")
+def wan_two_experts_folder(wan_folder, tmp_path_factory) -> Path:
+    """Wan2.2 A14B's layout: a second, low-noise transformer (other random weights) and boundary_ratio."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    pipe = WanPipeline.from_pretrained(wan_folder)
+    torch.manual_seed(1)
+    second = WanTransformer3DModel.from_config(pipe.transformer.config)
+    folder = tmp_path_factory.mktemp("wan-a14b") / "wan"
+    WanPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, transformer=pipe.transformer,
+                transformer_2=second, vae=pipe.vae, scheduler=pipe.scheduler, boundary_ratio=0.875).save_pretrained(folder)
+    return folder
+
+
+def test_two_experts_switch_at_the_boundary_as_diffusers(wan_two_experts_folder, tmp_path):
+    from diffusers import WanPipeline
+
+    from soraflow.pipeline import SoraPipeline
+
+    pipe = SoraPipeline.from_pretrained(wan_two_experts_folder)
+    assert (pipe.config.low_noise_folder, pipe.config.boundary_ratio) == ("transformer_2", 0.875)
+    s = SETTINGS
+    ref = WanPipeline.from_pretrained(wan_two_experts_folder)
+    for scale_2 in (None, 2.0):  # None: the first expert's scale, as in diffusers
+        want = ref(PROMPT, negative_prompt=NEGATIVE, height=s["height"], width=s["width"], num_frames=s["num_frames"],
+                   num_inference_steps=s["steps"], guidance_scale=s["guidance_scale"], guidance_scale_2=scale_2,
+                   generator=torch.Generator().manual_seed(s["seed"]), output_type="np").frames[0]
+        pipe.config.guidance_scale_2 = scale_2
+        got = _ours(pipe).astype(np.float32)
+        assert np.abs(got - np.round(want * 255)).max() <= 1, scale_2
+    # The second expert runs: without it (the first for every step) the video is another one.
+    one = SoraPipeline.from_pretrained(wan_two_experts_folder)
+    one.low_noise_dit, one.config.boundary_ratio, one.config.low_noise_folder = None, None, None
+    assert np.abs(_ours(one).astype(np.float32) - got).max() > 8
+    # Saved as a soraflow folder, both experts come back.
+    pipe.save_pretrained(tmp_path / "saved")
+    again = SoraPipeline.from_pretrained(tmp_path / "saved")
+    assert again.config.low_noise_folder == "dit_2" and np.array_equal(_ours(again), got.astype(np.uint8))
+
+
 def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tmp_path, capsys):
     import shutil
 
@@ -127,11 +167,15 @@ def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tm
                  "-q", "-o", str(out)]) == 0
     meta = json.loads((tmp_path / "wan.mp4.json").read_text())
     assert meta["fps"] == 16 and meta["frames"] == 9 and meta["expanded_prompt"] == PROMPT  # no world grammar
-    broken = tmp_path / "two-experts"
+    broken = tmp_path / "two-experts"  # a boundary, but no second transformer
     shutil.copytree(wan_folder, broken)
     index = json.loads((broken / "model_index.json").read_text())
     (broken / "model_index.json").write_text(json.dumps({**index, "transformer_2": ["diffusers", "WanTransformer3DModel"],
                                                          "boundary_ratio": 0.875}))
     capsys.readouterr()
     assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "without its transformer_2/ folder" in capsys.readouterr().err
+    (broken / "model_index.json").write_text(json.dumps({**index, "image_encoder": ["transformers", "CLIPVisionModel"]}))
+    assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "image_encoder" in err and "not supported yet" in err
