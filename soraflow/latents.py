@@ -21,8 +21,15 @@ def encode_frames(vae, frames: np.ndarray, *, autocast: bool = False, frame_poli
     the VAE runs in its own dtype. ``frame_policy`` says what a length other than 1 + 4k does
     (:meth:`VideoVAE.encode`): generation passes "error", since its plans only ever encode such lengths.
     """
+    return encode_pixels(vae, video_io.to_tensor(frames)[None], autocast=autocast, frame_policy=frame_policy)
+
+
+@torch.no_grad()
+def encode_pixels(vae, x: torch.Tensor, *, autocast: bool = False, frame_policy: str = "pad") -> torch.Tensor:
+    """:func:`encode_frames` for pixels already a tensor (1, 3, T, H, W) in [-1, 1], where values that
+    are no uint8 level matter (Wan's image-to-video condition: an image, then zeros)."""
     device = next(vae.parameters()).device
-    x = video_io.to_tensor(frames)[None].to(device)  # (1, 3, T, H, W) in [-1, 1]
+    x = x.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and device.type == "cpu"):
         z = vae.encode(x, frame_policy=frame_policy).mode()
     return vae.normalize(z.float())
@@ -34,4 +41,4 @@ def decode_latents(vae, z: torch.Tensor) -> np.ndarray:
     return video_io.from_tensor(vae.decode(vae.denormalize(z)))
 
 
-__all__ = ["encode_frames", "decode_latents"]
+__all__ = ["encode_frames", "encode_pixels", "decode_latents"]

@@ -72,6 +72,9 @@ class PipelineConfig:
     # Two experts (Wan2.2 A14B): the DiT in low_noise_folder denoises the steps at model time t < boundary_ratio,
     # with guidance_scale_2 (None: guidance_scale); the one in dit_folder the steps above.
     low_noise_folder: str | None = None
+    # How the DiT takes a given image: "frames" (given latents held at t = 0, soraflow's every mode) or
+    # "channels" (Wan image-to-video: a mask and the image's latents concatenated to its input; i2v only).
+    image_condition: str = "frames"
     boundary_ratio: float | None = None
     guidance_scale_2: float | None = None
 
@@ -85,6 +88,8 @@ class PipelineConfig:
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         number("text_tokens", self.text_tokens, lo=0, hi=4096, integer=True)
+        if self.image_condition not in ("frames", "channels"):
+            raise InputError(f"image_condition must be 'frames' or 'channels', got {self.image_condition!r}")
         if (self.low_noise_folder is None) != (self.boundary_ratio is None):
             raise InputError("low_noise_folder and boundary_ratio go together: a second expert needs its boundary")
         if self.boundary_ratio is not None:
@@ -117,8 +122,10 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     prompt expansion (Wan reads plain prompts)."""
     index = read_json_object(directory / DIFFUSERS_INDEX)
     kind = index.get("_class_name")
-    if kind != "WanPipeline":
-        raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline folders (text-to-video)")
+    if kind not in ("WanPipeline", "WanImageToVideoPipeline"):
+        raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline and WanImageToVideoPipeline folders")
+    if index.get("expand_timesteps"):
+        raise CheckpointError(f"{directory}: expand_timesteps (Wan2.2 TI2V-5B image-to-video) is not supported yet")
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not (directory / part).is_dir():
             raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
@@ -147,6 +154,12 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     from .models.vae import VideoVAE
 
     vae = VideoVAE.config_from_pretrained(directory / "vae")  # CheckpointError for a broken one
+    channels = read_json_object(directory / "transformer" / "config.json").get("in_channels")
+    condition = "channels" if kind == "WanImageToVideoPipeline" else "frames"
+    want = 2 * vae.z_dim + vae.temporal_factor if condition == "channels" else vae.z_dim
+    if channels != want:
+        raise CheckpointError(f"{directory}: a {kind} whose transformer takes {channels} input channels; "
+                              f"soraflow runs {want} (VAE latents{' + mask + image latents' if condition == 'channels' else ''})")
     return PipelineConfig(
         fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=vae.z_dim,
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
@@ -154,6 +167,7 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         text_tokens=512, schedule=schedules[solver],
         # As diffusers: without a boundary the second transformer never runs.
         low_noise_folder="transformer_2" if boundary is not None else None, boundary_ratio=boundary,
+        image_condition=condition,
     )
 
 

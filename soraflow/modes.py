@@ -285,6 +285,9 @@ class Given:
     image: np.ndarray | None = None  # (H, W, 3)
     clips: tuple[np.ndarray, ...] = ()  # each (T, H, W, 3)
     direction: str = "forward"  # extend: "forward" (after the clip) or "backward" (before it)
+    # How the model takes the image: "frames" (its latent given at t = 0) or "channels" (Wan image-to-video:
+    # concatenated to the DiT's input with a mask, the whole clip in one window).
+    image_condition: str = "frames"
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,7 @@ class Window:
     tail: np.ndarray | None = None  # frames encoded into the tail latents (their first 1 + 4 tail)
     source: np.ndarray | None = None  # edit: the frames under the head and new latents, noised to strength
     keep_head: bool = False  # output the decoded head too (image-to-video: its first frame is the image latent)
+    image: np.ndarray | None = None  # the image given through the DiT's input channels (image_condition "channels")
 
 
 Run = Generator["Window | np.ndarray", "np.ndarray | None", None]
@@ -395,9 +399,17 @@ class ImageToVideo(Mode):
         return 1 + max(1, _round_half_up((n - 1) / TEMPORAL_FACTOR))
 
     def chains(self, new, given, *, window, overlap):
+        if given.image_condition == "channels":  # the image enters every step of one pass, with no head
+            if new > window:
+                raise InputError(f"this model takes the image through its input channels, in one window: at most "
+                                 f"{frames_for(window)} frames, asked for {frames_for(new)}")
+            return [[WindowPlan(0, new, 0)]]
         return [plan_windows(new - 1, first_head=1, tail=0, window=window, overlap=overlap)]
 
     def run(self, chains, given, overlap):
+        if given.image_condition == "channels":
+            yield (yield Window(chains[0][0], image=given.image))
+            return
         yield from forward(chains[0], overlap=overlap, head=given.image[None], keep_head=True)
 
 

@@ -193,6 +193,9 @@ def prepare_request(config: PipelineConfig, prompt, negative_prompt=None, *, siz
     mode = modes.resolve_mode(mode, has_image=image is not None, videos=len(videos),
                               strength_given=strength is not None, frames=num_frames)
     plan = modes.MODES[mode]
+    if config.image_condition == "channels" and mode != "i2v":
+        raise InputError(f"this model (Wan image-to-video: the image enters through the DiT's input channels) runs "
+                         f"mode i2v only, not {mode}; give it an image")
     if plan.strength:
         strength = modes.check_strength(config.edit_strength if strength is None else strength)
     if plan.keeps_length and (seconds is not None or num_frames is not None):
@@ -202,7 +205,7 @@ def prepare_request(config: PipelineConfig, prompt, negative_prompt=None, *, siz
     names = ["video"] if len(videos) == 1 else ["clip A", "clip B"]
     given = modes.Given(image=_load_image(image, size) if image is not None else None,
                         clips=tuple(_load_clip(v, size, fps, max_frames, name) for v, name in zip(videos, names)),
-                        direction=direction)
+                        direction=direction, image_condition=config.image_condition)
     if plan.keeps_length:
         new = plan.clip_latents(given)
     else:
@@ -275,10 +278,12 @@ class SoraPipeline:
             if any(a != b for _, a, b in pairs):
                 raise CheckpointError("the two experts disagree: " + ", ".join(f"{k} {a} vs {b}" for k, a, b in pairs if a != b))
         z = self.vae.config.z_dim
-        if not (z == dcfg.in_channels == dcfg.out_channels == cfg.latent_channels):
+        # Wan image-to-video's DiT also reads a mask (one channel per frame of a latent) and the image's latents.
+        extra = z + self.vae.temporal_factor if cfg.image_condition == "channels" else 0
+        if not (z == dcfg.in_channels - extra == dcfg.out_channels == cfg.latent_channels):
             raise CheckpointError(
                 f"latent channels disagree: VAE {z}, DiT in/out {dcfg.in_channels}/{dcfg.out_channels}, "
-                f"pipeline config {cfg.latent_channels}"
+                f"pipeline config {cfg.latent_channels}" + (f", image condition +{extra}" if extra else "")
             )
         if self.text_encoder.dim != dcfg.text_dim:
             raise CheckpointError(
@@ -552,6 +557,9 @@ class SoraPipeline:
 
         # 3. Sample.
         tick = time.perf_counter()
+        model, low_noise = self.dit, self._low_noise(req)
+        if window.image is not None:  # Wan image-to-video: the image's condition beside the latents, every call
+            model, low_noise = self._image_conditioned(window.image, T, low_noise)
         shift = req.shift if req.shift is not None else flow.shift_for(
             flow.latent_tokens((T, h, w), self.dit.config.patch_size))
         window_index = run.windows_done
@@ -571,12 +579,12 @@ class SoraPipeline:
                 timesteps, model_times = flow.unipc_schedule(req.steps, shift=shift)
                 method = "unipc"
         x0 = flow.sample(
-            self.dit, noise, steps=req.steps, shift=shift, method=method, guidance_scale=req.guidance_scale,
+            model, noise, steps=req.steps, shift=shift, method=method, guidance_scale=req.guidance_scale,
             timesteps=timesteps, model_times=model_times,
             cond=run.text[0], uncond=run.text[1], given=given if any_given else None,
             given_mask=given_mask if any_given else None, t_start=t_start, callback=on_step, progress=False,
             cfg_batch=self.device.type != "cpu",  # one 2B call: faster on a GPU, no gain on a CPU
-            guidance_min_t=self.config.guidance_min_t, low_noise=self._low_noise(req),
+            guidance_min_t=self.config.guidance_min_t, low_noise=low_noise,
         )
         timings["denoise"] += time.perf_counter() - tick
 
@@ -590,6 +598,27 @@ class SoraPipeline:
         timings["decode"] += time.perf_counter() - tick
         run.windows_done += 1
         return frames[start:end]
+
+    def _image_conditioned(self, image: np.ndarray, latent_frames: int, low_noise):
+        """The DiT (and the low-noise expert) with Wan image-to-video's condition concatenated to their input:
+        a mask (1 over the image's latent frame, 0 after; one channel per pixel frame of a latent) and the
+        latents of the image followed by zero frames, as diffusers' ``WanImageToVideoPipeline`` builds it."""
+        tf = self.vae.temporal_factor
+        first = video_io.to_tensor(image[None])[None]  # (1, 3, 1, H, W) in [-1, 1]
+        pixels = torch.cat([first, first.new_zeros(1, 3, modes.frames_for(latent_frames) - 1, *first.shape[3:])], dim=2)
+        z = latents.encode_pixels(self.vae, pixels, frame_policy="error")
+        mask = torch.zeros(1, tf, latent_frames, *z.shape[3:], device=z.device)
+        mask[:, :, 0] = 1.0
+        condition = torch.cat([mask, z], dim=1)
+
+        def conditioned(dit):
+            def model(x, t, **kw):
+                return dit(torch.cat([x, condition.to(x).expand(x.shape[0], -1, -1, -1, -1)], dim=1), t, **kw)
+            return model
+
+        if low_noise is not None:
+            low_noise = (low_noise[0], conditioned(low_noise[1]), low_noise[2])
+        return conditioned(self.dit), low_noise
 
     def _low_noise(self, req: Request):
         """The second expert's part of the sampling, as :func:`soraflow.flow.sample` takes it (or None)."""

@@ -157,6 +157,54 @@ def test_two_experts_switch_at_the_boundary_as_diffusers(wan_two_experts_folder,
     assert again.config.low_noise_folder == "dit_2" and np.array_equal(_ours(again), got.astype(np.uint8))
 
 
+@pytest.fixture(scope="module")
+def wan_i2v_folder(wan_folder, tmp_path_factory) -> Path:
+    """Wan2.2 I2V's layout: a WanImageToVideoPipeline without an image encoder, whose transformer reads
+    the latents, a 4-channel mask and the image's latents (4 + 4 + 4 channels here), two experts."""
+    from diffusers import WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
+
+    t2v = WanPipeline.from_pretrained(wan_folder)
+    experts = []
+    for seed in (2, 3):
+        torch.manual_seed(seed)
+        experts.append(WanTransformer3DModel.from_config({**t2v.transformer.config, "in_channels": 12}))
+    folder = tmp_path_factory.mktemp("wan-i2v") / "wan"
+    WanImageToVideoPipeline(tokenizer=t2v.tokenizer, text_encoder=t2v.text_encoder, vae=t2v.vae, scheduler=t2v.scheduler,
+                            transformer=experts[0], transformer_2=experts[1], boundary_ratio=0.9).save_pretrained(folder)
+    return folder
+
+
+def test_wan_image_to_video_through_channels_is_diffusers(wan_i2v_folder, tmp_path):
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    from soraflow.errors import InputError
+    from soraflow.pipeline import SoraPipeline
+
+    s = SETTINGS
+    yy, xx = np.mgrid[0:32, 0:32]
+    image = np.stack([8 * xx, 8 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
+    image[10:20, 12:22] = (230, 30, 30)
+    ref = WanImageToVideoPipeline.from_pretrained(wan_i2v_folder)
+    want = ref(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=NEGATIVE, height=s["height"],
+               width=s["width"], num_frames=s["num_frames"], num_inference_steps=s["steps"],
+               guidance_scale=s["guidance_scale"], generator=torch.Generator().manual_seed(s["seed"]),
+               output_type="np").frames[0]
+    pipe = SoraPipeline.from_pretrained(wan_i2v_folder)
+    assert pipe.config.image_condition == "channels" and pipe.config.low_noise_folder == "transformer_2"
+    got = pipe(PROMPT, negative_prompt=NEGATIVE, image=image, size=(s["height"], s["width"]),
+               num_frames=s["num_frames"], steps=s["steps"], guidance_scale=s["guidance_scale"], seed=s["seed"],
+               progress=False).frames
+    assert got.shape == (9, 32, 32, 3)
+    assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
+    # What the model cannot do is refused in one line that names what it can.
+    for bad in (dict(), dict(video=got, seconds=1)):
+        with pytest.raises(InputError, match="runs mode i2v only"):
+            pipe(PROMPT, size=(32, 32), num_frames=9, progress=False, **bad)
+    with pytest.raises(InputError, match="in one window: at most 81 frames"):
+        pipe(PROMPT, image=image, size=(32, 32), num_frames=85, progress=False)
+
+
 def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tmp_path, capsys):
     import shutil
 
