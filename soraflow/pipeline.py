@@ -505,6 +505,8 @@ class SoraPipeline:
     def _encode_text(self, prompt: str, negative: str, guidance_scale: float) -> tuple[dict, dict | None]:
         """(cond, uncond) keyword arguments of the DiT; no unconditional pass without guidance."""
         prompts = [prompt] if guidance_scale == 1.0 else [prompt, negative]
+        if self.config.text_tokens:  # Wan's weights read prompts as diffusers' Wan pipelines clean them
+            prompts = [wan_prompt_clean(p) for p in prompts]
         emb = self.text_encoder.encode(prompts).to(self.device, self.dit.proj_out.weight.dtype)
         if self.config.text_tokens:  # Wan's convention: a fixed length of zero rows, none of them masked
             emb = emb.pad_to(max(self.config.text_tokens, emb.tokens.shape[1]))
@@ -642,6 +644,21 @@ class SoraPipeline:
             else:
                 reply = None
                 yield item
+
+
+def wan_prompt_clean(text: str) -> str:
+    """A prompt as diffusers' Wan pipelines hand it to the tokenizer: mojibake fixed (with ftfy, where it
+    is installed, as there), HTML entities unescaped twice, runs of whitespace made one space."""
+    import html
+    import re
+
+    try:
+        import ftfy
+    except ImportError:
+        ftfy = None
+    if ftfy is not None:
+        text = ftfy.fix_text(text)
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
 
 
 # ----------------------------------------------------------------------------------------------

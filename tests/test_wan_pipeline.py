@@ -86,6 +86,14 @@ def test_a_wan_folder_generates_diffusers_frames(wan_folder):
     got = _ours(pipe).astype(np.float32)
     assert got.shape == want.shape == (9, 32, 32, 3)
     assert np.abs(got - want).max() <= 1  # the same video up to rounding to uint8
+    # A prompt as people paste them (entities, runs of spaces) is read as diffusers cleans it: the text
+    # tokens the DiT sees are diffusers' (raw, they differ by ~3).
+    from diffusers import WanPipeline
+
+    messy = "  a red ball &amp;amp; a\n\n blue   cube "
+    ref, _ = WanPipeline.from_pretrained(wan_folder).encode_prompt(messy, do_classifier_free_guidance=False)
+    cond, _ = pipe._encode_text(messy, "", 1.0)
+    assert torch.allclose(cond["context"], ref, atol=1e-5)
     # Both conventions matter: soraflow's masked text and its own schedule give another video.
     for change in (dict(text_tokens=0), dict(schedule="shifted")):
         import dataclasses
