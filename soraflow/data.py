@@ -1,6 +1,6 @@
 """Training data for the DiT: the latent cache, the dataset over it, and native-size bucketed batches.
 
-Sora trains on videos at their native size instead of square crops (DESIGN.md, point 4). Here:
+Sora trains on videos at their native size instead of square crops (its report; docs/training.md). Here:
 
 1. **Latent cache** (:func:`build_latent_cache`, ``soraflow train cache-latents``): every clip is encoded
    by the VAE *once* (the VAE is the expensive part of a training step on a CPU) into safetensors

@@ -197,7 +197,7 @@ def sample_timesteps(
     and there only the condition can tell the model what the clip looks like; but a small latent gives
     its colours away to the model at almost any t < 1, so without these samples a model can learn to
     ignore the prompt (docs/default_model.md). A different loss weighting, not a different optimum.
-    With ``terminal=0`` the draws are exactly those of earlier versions (no extra random numbers).
+    ``terminal=0`` draws no extra random numbers, so runs started without it resume exactly.
     """
     if n <= 0:
         raise InputError(f"number of timesteps must be positive, got {n}")

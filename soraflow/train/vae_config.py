@@ -29,7 +29,7 @@ class TrainVAEConfig:
     long_frames: int = option(0, ge=0)  # frames of the long-clip steps (1 + 4k); 0: none. The causal convs meet their zero padding only in a clip's first frames: a model trained on short clips alone never learns the steady state, and its frames past the training length fall apart
     long_crop: int = option(32, ge=8)  # crop side of the long-clip steps (smaller, so a long step costs about what a short one does)
     long_prob: float = option(0.0, ge=0, le=1)  # fraction of steps that train on long clips (--long-frames x --long-crop)
-    lr: float = option(1e-4, gt=0)  # peak learning rate (AdamW); 1e-3 and above stall at a flat-colour reconstruction
+    lr: float = option(1e-4, gt=0)  # peak learning rate (AdamW); 3e-4 and 1e-3 end short runs at a worse L1 (docs/vae.md)
     warmup_steps: int = option(50, ge=0)  # linear warmup steps
     weight_decay: float = option(0.0, ge=0)  # AdamW weight decay on conv kernels
     grad_clip: float = option(1.0, ge=0)  # gradient norm clip (0: off)
