@@ -337,6 +337,10 @@ class Mode:
         """The DiT passes, grouped into chains of forward windows."""
         return [plan_windows(new, first_head=0, tail=0, window=window, overlap=overlap)]
 
+    def clip_latents(self, given: Given) -> int:
+        """Latents of a mode that keeps its clip's length (``keeps_length``)."""
+        raise InputError(f"mode {self.name!r} does not keep a clip's length")
+
     def run(self, chains: list[list[WindowPlan]], given: Given, overlap: int) -> Run:
         yield from forward(chains[0], overlap=overlap)
 
@@ -385,6 +389,10 @@ def each_output(run: Run, change) -> Run:
             yield item
 
 
+class TextToVideo(Mode):
+    """The defaults: every latent generated, in forward windows."""
+
+
 class TextToImage(Mode):
     name, title, duration_checked = "t2i", "text-to-image", False
 
@@ -408,7 +416,8 @@ class ImageToVideo(Mode):
 
     def run(self, chains, given, overlap):
         if given.image_condition == "channels":
-            yield (yield Window(chains[0][0], image=given.image))
+            frames = yield Window(chains[0][0], image=given.image)
+            yield frames
             return
         yield from forward(chains[0], overlap=overlap, head=given.image[None], keep_head=True)
 
@@ -569,7 +578,7 @@ def pad_to_vae_length(clip: np.ndarray) -> np.ndarray:
     return np.concatenate([clip, np.repeat(clip[-1:], TEMPORAL_FACTOR - extra, axis=0)])
 
 
-MODES: dict[str, Mode] = {m.name: m for m in (Mode(), TextToImage(), ImageToVideo(), Extend(), Loop(), Connect(), Edit())}
+MODES: dict[str, Mode] = {m.name: m for m in (TextToVideo(), TextToImage(), ImageToVideo(), Extend(), Loop(), Connect(), Edit())}
 
 
 __all__ = [
