@@ -424,12 +424,6 @@ def stage_data(b: Build) -> None:
                            "--fps", s.fps, "--image-fraction", s.image_fraction, "--seed", b.seed, "--workers", b.workers))
 
 
-def _config_fields(module: str, cls: str) -> set[str]:
-    import importlib
-
-    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
-
-
 def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
     s = b.scale
     whole = (s.decoder_batch or s.vae_batch, s.decoder_frames or s.max_frames)  # clips as long as one DiT window
@@ -456,12 +450,8 @@ def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
         args += ["--init", b.decoder_vae, "--image-prob", s.vae_long_image_prob]
         if s.objects_steps:  # keep the objects stage's weighting: a plain L1 would train the objects away again
             args += ["--object-weight", s.object_weight]
-    fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
-    if "device" in fields:
-        args += ["--device", b.device]
-    elif b.device != "cpu":
-        print("[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
-    if b.threads and "threads" in fields:
+    args += ["--device", b.device]
+    if b.threads:
         args += ["--threads", b.threads]
     b.run(stage if round == 1 else f"{stage} {round}", soraflow(*args))
 
@@ -488,20 +478,15 @@ def stage_cache_long(b: Build) -> None:
 
 
 def stage_cache(b: Build, *, vae: Path | None = None, cache: Path | None = None, stage: str = "cache") -> None:
-    # The Python API rather than `soraflow train cache-latents`: it takes a device (encoding 20,000
-    # clips is minutes on a GPU, hours on a CPU). Resumable: encoded clips are not encoded again.
+    # Resumable: encoded clips are not encoded again. Encoding 20,000 clips is minutes on a GPU, hours on a CPU.
     s = b.scale
-    code = (
-        "import sys, torch\n"
-        "from soraflow.data import build_latent_cache\n"
-        "threads = int(sys.argv[6])\n"
-        "if threads: torch.set_num_threads(threads)\n"
-        "r = build_latent_cache(sys.argv[1], sys.argv[2], sys.argv[3], max_frames=int(sys.argv[4]), fps=float(sys.argv[5]),\n"
-        "                       device=sys.argv[7], dtype=torch.float16, limit=int(sys.argv[8]) or None)\n"
-        "print(f'{r.out}: {r.total} clips cached ({r.added} new, {r.skipped} skipped); shapes {dict(sorted(r.shapes.items()))}')\n"
-    )
-    b.run(stage, [sys.executable, "-c", code, b.data, vae or b.vae_model, cache or b.cache, s.max_frames, s.fps,
-                  b.threads or 0, b.device, s.cache_clips or 0])
+    args = ["train", "cache-latents", "--data", b.data, "--vae", vae or b.vae_model, "--out", cache or b.cache,
+            "--max-frames", s.max_frames, "--fps", s.fps, "--device", b.device]
+    if s.cache_clips:
+        args += ["--limit", s.cache_clips]
+    if b.threads:
+        args += ["--threads", b.threads]
+    b.run(stage, soraflow(*args))
 
 
 def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, extra: list, *,

@@ -199,7 +199,9 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     # Without the objects stage there is no weighting to keep.
     plain = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "p"), "--set", "objects_steps=0"]))
     assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-long")["vae-long"]
-    assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
+    cache = cmd["cache-long"]
+    assert cache[3:5] == ["train", "cache-latents"] and (_flag(cache, "--device"), _flag(cache, "--limit")) == ("cpu", "1600")
+    assert (_flag(cache, "--data"), _flag(cache, "--vae"), _flag(cache, "--out")) == (str(cpu.data), str(cpu.final_vae), str(cpu.cache_long))
     dit = cmd["dit-long"]
     assert (_flag(dit, "--data"), _flag(dit, "--init")) == (str(cpu.cache_long), str(cpu.dit_long_run / "init"))
     assert (_flag(dit, "--timestep-shift"), _flag(dit, "--terminal-prob"), _flag(dit, "--seed")) == ("4.0", "0.1", "3")
