@@ -14,38 +14,30 @@ dataset writer, the VAE and DiT trainers and the latent cache all resume themsel
 3. ``cache``  every clip encoded once with the VAE and its captions with MiniLM (WORK/cache).
 4. ``dit``    the DiT (8-block "small" width: 20 M parameters) with rectified flow and the prompting-mode
    masks (text-to-video, image-to-video, extension both ways, connect/loop, in-filling).
-   ``dit-tune`` (when ``dit_tune_steps`` > 0) trains on from the ``dit`` stage's EMA weights with the
-   pooled-prompt path added (``--pooled-text``, zero-initialised): how the CPU build, whose first DiT
-   phase had no such path, was made. ``dit-shift`` (when ``dit_reshift_steps`` > 0) trains on from the
-   previous phase's EMA weights at timestep shift ``dit_reshift`` with a fraction of the samples at
-   t = 1, which those phases lacked (without them the model ignores the prompt: docs/default_model.md).
-   The ``gpu`` recipe has the path, the shift and the t = 1 samples from the start and neither later phase;
-   it does run the ``objects`` and ``dit-objects`` stages below.
-5. ``decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
-   latents the DiT learned and their statistics stay valid) -> WORK/vae-decoder/model: the VAE trains on
-   9-frame crops, and its decoder falls apart after frame 9 of longer clips until this stage.
-   ``objects`` (when ``objects_steps`` > 0) trains the decoder on from there with an L1 that weights the
-   pixels standing out from their surroundings ``1 + object_weight`` times: SoraWorld's objects cover a few
-   percent of a frame, so a plain L1 mostly trains the background (docs/default_model.md). With
-   ``objects_rounds`` > 1 it trains on in more such rounds (WORK/vae-objects-2, ...), each from the last.
-   ``vae-long``, ``cache-long`` and ``dit-long`` (when ``vae_long_steps`` > 0) are a second round for a
-   build whose VAE trained briefly on short crops, as the CPU build's did: that VAE loses small objects'
-   colour and shape after the first latent frame (the bench's ``vae`` ceiling), which caps every object
-   score whatever the DiT learns. The whole VAE trains on whole clips and single frames from the
-   decoder stages' weights (with the objects stage's weighting when that stage is on), every clip is
-   encoded again with it (WORK/cache-long), and one more DiT phase trains on those latents from the last
-   phase's EMA weights. That VAE and that phase ship.
-   ``dit-objects`` (when ``dit_objects_steps`` > 0) is one more DiT phase, from the last one's EMA weights
-   on the shipped VAE's latents, with the loss weighting the latent cells that stand out from their
-   surroundings ``1 + dit_object_weight`` times (``soraflow train dit --object-weight``): a plainly
-   trained DiT draws the scene and leaves the small objects out (docs/default_model.md). With
-   ``dit_objects_rounds`` > 1 it trains on in more such rounds (WORK/dit-objects-2, ...), each from the
-   last one's EMA weights.
+   ``dit-pooled-text`` (``dit_tune_steps`` > 0) trains on from the ``dit`` stage's EMA weights with the
+   pooled-prompt path added (``--pooled-text``, zero-initialised). ``dit-high-shift`` (``dit_reshift_steps``
+   > 0) trains on from the previous phase's EMA weights at timestep shift ``dit_reshift`` with a fraction of
+   the samples at t = 1 (without them the model ignores the prompt: docs/default_model.md). Both are for
+   the ``cpu`` recipe, whose first phase had neither; the ``gpu`` recipe has them from the start.
+5. ``vae-decoder`` the VAE's decoder trained on whole clips as long as a DiT window (encoder frozen, so the
+   latents the DiT learned stay valid): the VAE trains on 9-frame crops, and its decoder falls apart
+   after frame 9 of longer clips until this stage. ``vae-objects`` (``objects_steps`` > 0) trains the
+   decoder on with an L1 that weights the pixels standing out from their surroundings ``1 + object_weight``
+   times, in ``objects_rounds`` rounds (WORK/vae-objects, vae-objects-2, ...), each from the last.
+   ``vae-whole``, ``cache-again`` and ``dit-new-latents`` (``vae_long_steps`` > 0): the whole VAE, encoder
+   too, trains on whole clips from the decoder stages' weights, every clip is encoded again with it, and
+   one more DiT phase trains on those latents; that VAE and that phase ship (a VAE trained briefly on
+   short crops loses small objects after the first latent frame, the cpu build's case).
+   ``dit-objects`` (``dit_objects_steps`` > 0): the last DiT phases, on the shipped VAE's latents, with
+   the latent cells that stand out weighted ``1 + dit_object_weight`` times, in ``dit_objects_rounds`` rounds.
 6. ``export`` the EMA weights in bf16 (or fp16) with the default generation settings into
    soraflow/assets/default/ (checked <= --max-mb), with build.json (provenance and compute).
 7. ``bench``  the SoraWorld bench on the exported model (skipped with a note if the bench is missing).
 8. ``speed``  benchmarks/bench_generate.py on the exported model (the 4 s clip, median of 5).
 9. ``curves`` the VAE and DiT loss curves as PNG (WORK/curves/), always redrawn.
+
+Run folders keep the names of the stages' earlier names (dit-tune, dit-shift, vae-long, cache-long,
+dit-long), so an old work folder resumes; OLD_NAMES maps those names for --only and --force.
 
 Everything is seeded (``--seed``); the resolved plan and per-stage wall times go to WORK/build.json.
 ``--deadline MIN`` stops cleanly (exit 3) when the time is up, so a machine that allows ten-minute
@@ -191,9 +183,9 @@ SCALES = {
 
 
 # the optional stages and the recipe field that turns each on (0: off)
-OPTIONAL = {"dit-tune": "dit_tune_steps", "dit-shift": "dit_reshift_steps", "decoder": "decoder_steps",
-            "objects": "objects_steps", "vae-long": "vae_long_steps", "cache-long": "vae_long_steps",
-            "dit-long": "vae_long_steps", "dit-objects": "dit_objects_steps"}
+OPTIONAL = {"dit-pooled-text": "dit_tune_steps", "dit-high-shift": "dit_reshift_steps", "vae-decoder": "decoder_steps",
+            "vae-objects": "objects_steps", "vae-whole": "vae_long_steps", "cache-again": "vae_long_steps",
+            "dit-new-latents": "vae_long_steps", "dit-objects": "dit_objects_steps"}
 
 
 class Deadline(Exception):
@@ -274,8 +266,8 @@ class Build:
     def all_dit_phases(self) -> list[tuple[str, Path, int]]:
         """Every DiT phase of the build, on or off."""
         s = self.scale
-        return [("dit", self.dit_run, s.dit_steps), ("dit-tune", self.dit_tune_run, s.dit_tune_steps),
-                ("dit-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-long", self.dit_long_run, s.dit_long_steps),
+        return [("dit", self.dit_run, s.dit_steps), ("dit-pooled-text", self.dit_tune_run, s.dit_tune_steps),
+                ("dit-high-shift", self.dit_reshift_run, s.dit_reshift_steps), ("dit-new-latents", self.dit_long_run, s.dit_long_steps),
                 *(("dit-objects", run, s.dit_objects_steps) for run in self.dit_objects_runs)]
 
     # the DiT run that ships: the last phase
@@ -350,25 +342,25 @@ class Build:
             "vae": ((self.vae_model / "config.json").is_file(), f"{s.vae_preset} VAE, {s.vae_steps} steps -> {self.vae_model}"),
             "cache": (cached >= self.cache_target() and cached > 0, f"{cached}/{self.cache_target()} clips encoded in {self.cache}"),
             "dit": (dstep >= s.dit_steps, f"step {dstep}/{s.dit_steps} in {self.dit_run}"),
-            "dit-tune": (tstep >= s.dit_tune_steps, f"step {tstep}/{s.dit_tune_steps} in {self.dit_tune_run}, pooled prompt added"
+            "dit-pooled-text": (tstep >= s.dit_tune_steps, f"step {tstep}/{s.dit_tune_steps} in {self.dit_tune_run}, pooled prompt added"
                          if s.dit_tune_steps else "off (dit_tune_steps=0)"),
-            "dit-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
+            "dit-high-shift": (rstep >= s.dit_reshift_steps, f"step {rstep}/{s.dit_reshift_steps} in {self.dit_reshift_run}, "
                           f"timestep shift {s.dit_reshift}, {s.dit_reshift_terminal:.0%} at t = 1" if s.dit_reshift_steps else "off (dit_reshift_steps=0)"),
-            "decoder": ((self.decoder_only_vae / "config.json").is_file(),
+            "vae-decoder": ((self.decoder_only_vae / "config.json").is_file(),
                         f"decoder fine-tuning, {s.decoder_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                         f"{self.decoder_run / 'model'}" if s.decoder_steps
                         else "off (decoder_steps=0)"),
-            "objects": ((self.decoder_vae / "config.json").is_file(),
+            "vae-objects": ((self.decoder_vae / "config.json").is_file(),
                         f"decoder fine-tuning on objects (weight {s.object_weight}), "
                         f"{self.objects_done()}/{len(self.objects_runs)} rounds of {s.objects_steps} steps -> "
                         f"{self.decoder_vae}" if s.objects_steps else "off (objects_steps=0)"),
-            "vae-long": (not long_on or (self.final_vae / "config.json").is_file(),
+            "vae-whole": (not long_on or (self.final_vae / "config.json").is_file(),
                          f"whole VAE, {s.vae_long_steps} steps of {s.decoder_frames or s.max_frames}-frame clips -> "
                          f"{self.vae_long_run / 'model'}" if long_on else "off (vae_long_steps=0)"),
-            "cache-long": (not long_on or cached_long >= self.cache_target() and cached_long > 0,
+            "cache-again": (not long_on or cached_long >= self.cache_target() and cached_long > 0,
                            f"{cached_long}/{self.cache_target()} clips encoded with it in {self.cache_long}" if long_on
                            else "off (vae_long_steps=0)"),
-            "dit-long": (not long_on or lstep >= s.dit_long_steps,
+            "dit-new-latents": (not long_on or lstep >= s.dit_long_steps,
                          f"step {lstep}/{s.dit_long_steps} in {self.dit_long_run}, on {self.cache_long.name}" if long_on
                          else "off (vae_long_steps=0)"),
             "dit-objects": (min(ostep) >= s.dit_objects_steps,
@@ -424,21 +416,15 @@ def stage_data(b: Build) -> None:
                            "--fps", s.fps, "--image-fraction", s.image_fraction, "--seed", b.seed, "--workers", b.workers))
 
 
-def _config_fields(module: str, cls: str) -> set[str]:
-    import importlib
-
-    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
-
-
 def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
     s = b.scale
     whole = (s.decoder_batch or s.vae_batch, s.decoder_frames or s.max_frames)  # clips as long as one DiT window
-    objects_run = b.objects_runs[round - 1] if stage == "objects" else None
+    objects_run = b.objects_runs[round - 1] if stage == "vae-objects" else None
     run, steps, lr, batch, frames = {
         "vae": (b.vae_run, s.vae_steps, s.vae_lr, s.vae_batch, s.vae_frames),
-        "decoder": (b.decoder_run, s.decoder_steps, s.decoder_lr, *whole),
-        "objects": (objects_run, s.objects_steps, s.objects_lr, *whole),
-        "vae-long": (b.vae_long_run, s.vae_long_steps, s.vae_long_lr, *whole),
+        "vae-decoder": (b.decoder_run, s.decoder_steps, s.decoder_lr, *whole),
+        "vae-objects": (objects_run, s.objects_steps, s.objects_lr, *whole),
+        "vae-whole": (b.vae_long_run, s.vae_long_steps, s.vae_long_lr, *whole),
     }[stage]
     args = ["train", "vae", "--data", b.data, "--run-dir", run, "--preset", s.vae_preset, "--steps", steps,
             "--batch-size", batch, "--size", 128, "--crop", s.vae_crop, "--frames", frames, "--lr", lr,
@@ -447,61 +433,52 @@ def stage_vae(b: Build, *, stage: str = "vae", round: int = 1) -> None:
             "--cache-mb", s.vae_cache_mb, "--log-every", s.log_every]
     if stage != "vae":  # the later stages train on from an earlier stage's VAE
         args += ["--warmup-steps", min(50, steps)]
-    if stage == "decoder":  # single frames only as the clips' first frames
+    if stage == "vae-decoder":  # single frames only as the clips' first frames
         args += ["--init", b.vae_model, "--freeze-encoder", "--image-prob", 0]
-    elif stage == "objects":  # the decoder stage's setting, with the object-weighted L1; from the previous round
+    elif stage == "vae-objects":  # the decoder stage's setting, with the object-weighted L1; from the previous round
         init = b.objects_runs[round - 2] / "model" if round > 1 else b.decoder_only_vae
         args += ["--init", init, "--freeze-encoder", "--image-prob", 0, "--object-weight", s.object_weight]
-    elif stage == "vae-long":
+    elif stage == "vae-whole":
         args += ["--init", b.decoder_vae, "--image-prob", s.vae_long_image_prob]
         if s.objects_steps:  # keep the objects stage's weighting: a plain L1 would train the objects away again
             args += ["--object-weight", s.object_weight]
-    fields = _config_fields("soraflow.train.vae_config", "TrainVAEConfig")
-    if "device" in fields:
-        args += ["--device", b.device]
-    elif b.device != "cpu":
-        print("[vae] note: `soraflow train vae` has no --device yet; the VAE trains on the CPU", flush=True)
-    if b.threads and "threads" in fields:
+    args += ["--device", b.device]
+    if b.threads:
         args += ["--threads", b.threads]
     b.run(stage if round == 1 else f"{stage} {round}", soraflow(*args))
 
 
 def stage_decoder(b: Build) -> None:
-    if b.on("decoder"):
-        stage_vae(b, stage="decoder")
+    if b.on("vae-decoder"):
+        stage_vae(b, stage="vae-decoder")
 
 
 def stage_objects(b: Build) -> None:
     for round, run in enumerate(b.objects_runs, 1):  # a finished round is skipped; an unfinished one resumes
         if not (run / "model" / "config.json").is_file():
-            stage_vae(b, stage="objects", round=round)
+            stage_vae(b, stage="vae-objects", round=round)
 
 
 def stage_vae_long(b: Build) -> None:
-    if b.on("vae-long"):
-        stage_vae(b, stage="vae-long")
+    if b.on("vae-whole"):
+        stage_vae(b, stage="vae-whole")
 
 
 def stage_cache_long(b: Build) -> None:
-    if b.on("cache-long"):
-        stage_cache(b, vae=b.final_vae, cache=b.cache_long, stage="cache-long")
+    if b.on("cache-again"):
+        stage_cache(b, vae=b.final_vae, cache=b.cache_long, stage="cache-again")
 
 
 def stage_cache(b: Build, *, vae: Path | None = None, cache: Path | None = None, stage: str = "cache") -> None:
-    # The Python API rather than `soraflow train cache-latents`: it takes a device (encoding 20,000
-    # clips is minutes on a GPU, hours on a CPU). Resumable: encoded clips are not encoded again.
+    # Resumable: encoded clips are not encoded again. Encoding 20,000 clips is minutes on a GPU, hours on a CPU.
     s = b.scale
-    code = (
-        "import sys, torch\n"
-        "from soraflow.data import build_latent_cache\n"
-        "threads = int(sys.argv[6])\n"
-        "if threads: torch.set_num_threads(threads)\n"
-        "r = build_latent_cache(sys.argv[1], sys.argv[2], sys.argv[3], max_frames=int(sys.argv[4]), fps=float(sys.argv[5]),\n"
-        "                       device=sys.argv[7], dtype=torch.float16, limit=int(sys.argv[8]) or None)\n"
-        "print(f'{r.out}: {r.total} clips cached ({r.added} new, {r.skipped} skipped); shapes {dict(sorted(r.shapes.items()))}')\n"
-    )
-    b.run(stage, [sys.executable, "-c", code, b.data, vae or b.vae_model, cache or b.cache, s.max_frames, s.fps,
-                  b.threads or 0, b.device, s.cache_clips or 0])
+    args = ["train", "cache-latents", "--data", b.data, "--vae", vae or b.vae_model, "--out", cache or b.cache,
+            "--max-frames", s.max_frames, "--fps", s.fps, "--device", b.device]
+    if s.cache_clips:
+        args += ["--limit", s.cache_clips]
+    if b.threads:
+        args += ["--threads", b.threads]
+    b.run(stage, soraflow(*args))
 
 
 def _train_dit(b: Build, stage: str, run: Path, steps: int, lr: float, seed: int, extra: list, *,
@@ -542,9 +519,9 @@ def _init_from_previous(b: Build, stage: str, this: Path) -> Path:
 def stage_dit_tune(b: Build) -> None:
     """Second DiT phase: the first phase's EMA weights plus the (zero-initialised) pooled-prompt path."""
     s = b.scale
-    if b.on("dit-tune"):
-        init = _init_from_previous(b, "dit-tune", b.dit_tune_run)
-        _train_dit(b, "dit-tune", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
+    if b.on("dit-pooled-text"):
+        init = _init_from_previous(b, "dit-pooled-text", b.dit_tune_run)
+        _train_dit(b, "dit-pooled-text", b.dit_tune_run, s.dit_tune_steps, s.dit_tune_lr, b.seed + 1,
                    ["--init", init, "--pooled-text"] + _timesteps(s.dit_shift, s.dit_terminal))
 
 
@@ -562,8 +539,8 @@ def stage_dit_reshift(b: Build) -> None:
     """Third DiT phase: the previous phase's EMA weights, trained on at timestep shift ``dit_reshift`` with
     ``dit_reshift_terminal`` of the samples at t = 1."""
     s = b.scale
-    if b.on("dit-shift"):
-        _train_later_phase(b, "dit-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
+    if b.on("dit-high-shift"):
+        _train_later_phase(b, "dit-high-shift", b.dit_reshift_run, s.dit_reshift_steps, s.dit_reshift_lr, b.seed + 2,
                            (s.dit_reshift, s.dit_reshift_terminal))
 
 
@@ -571,8 +548,8 @@ def stage_dit_long(b: Build) -> None:
     """The second round's DiT phase: the last phase's EMA weights, trained on at its timestep settings on the
     latents of the whole-clip VAE (``cache-long``)."""
     s = b.scale
-    if b.on("dit-long"):
-        _train_later_phase(b, "dit-long", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
+    if b.on("dit-new-latents"):
+        _train_later_phase(b, "dit-new-latents", b.dit_long_run, s.dit_long_steps, s.dit_long_lr, b.seed + 3,
                            b.late_timesteps, cache=b.cache_long)
 
 
@@ -663,17 +640,18 @@ def stage_curves(b: Build) -> None:
     # rounds (objects, dit-objects) is drawn end to end, each round after the steps of the ones before
     vae, dit = ("tb", "loss/total"), ("tensorboard", "train/loss")
     for name, runs, (sub, tag), per_round in (
-            ("vae", [b.vae_run], vae, 0), ("decoder", [b.decoder_run], vae, 0),
-            ("objects", b.objects_runs, vae, b.scale.objects_steps), ("vae-long", [b.vae_long_run], vae, 0),
-            ("dit", [b.dit_run], dit, 0), ("dit-tune", [b.dit_tune_run], dit, 0), ("dit-shift", [b.dit_reshift_run], dit, 0),
-            ("dit-long", [b.dit_long_run], dit, 0), ("dit-objects", b.dit_objects_runs, dit, b.scale.dit_objects_steps)):
+            ("vae", [b.vae_run], vae, 0), ("vae-decoder", [b.decoder_run], vae, 0),
+            ("vae-objects", b.objects_runs, vae, b.scale.objects_steps), ("vae-whole", [b.vae_long_run], vae, 0),
+            ("dit", [b.dit_run], dit, 0), ("dit-pooled-text", [b.dit_tune_run], dit, 0), ("dit-high-shift", [b.dit_reshift_run], dit, 0),
+            ("dit-new-latents", [b.dit_long_run], dit, 0), ("dit-objects", b.dit_objects_runs, dit, b.scale.dit_objects_steps)):
         if not b.on(name):
             continue
+        png = CURVE_FILES.get(name, name)  # the file names the model card (scripts/write_model_card.py) copies
         points = [(step + k * per_round, v) for k, run in enumerate(runs) for step, v in read_scalars(run / sub, tag)]
         if not points:
             print(f"[curves] no {tag} scalars in {runs[0] / sub}", flush=True)
             continue
-        written.append(plot_curve(points, b.curves / f"{name}_loss.png", title=f"{name.upper()} training loss ({tag})"))
+        written.append(plot_curve(points, b.curves / f"{png}_loss.png", title=f"{name.upper()} training loss ({tag})"))
     for path in written:
         print(f"[curves] wrote {path}", flush=True)
 
@@ -722,16 +700,27 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
     return path
 
 
+# The names the stages had before they were named by what they do: an old build.json's stage times and
+# --only/--force with an old name still work. The run folders kept their names, so old run folders resume.
+OLD_NAMES = {"dit-tune": "dit-pooled-text", "dit-shift": "dit-high-shift", "decoder": "vae-decoder", "objects": "vae-objects",
+             "vae-long": "vae-whole", "cache-long": "cache-again", "dit-long": "dit-new-latents"}
+# the loss curves keep their file names (scripts/write_model_card.py copies them by name)
+CURVE_FILES = {new: old for old, new in OLD_NAMES.items()}
+
 MEASURES_EXPORT = ("bench", "speed")  # stages whose results describe the exported model
-STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-tune": stage_dit_tune,
-          "dit-shift": stage_dit_reshift, "decoder": stage_decoder, "objects": stage_objects,
-          "vae-long": stage_vae_long,
-          "cache-long": stage_cache_long, "dit-long": stage_dit_long, "dit-objects": stage_dit_objects,
+STAGES = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "dit": stage_dit, "dit-pooled-text": stage_dit_tune,
+          "dit-high-shift": stage_dit_reshift, "vae-decoder": stage_decoder, "vae-objects": stage_objects,
+          "vae-whole": stage_vae_long,
+          "cache-again": stage_cache_long, "dit-new-latents": stage_dit_long, "dit-objects": stage_dit_objects,
           "export": stage_export,
           "bench": stage_bench, "speed": stage_speed, "curves": stage_curves}
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def _stage_name(name: str) -> str:
+    return OLD_NAMES.get(name, name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -747,8 +736,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of every stage [default: 0]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the training stages")
     p.add_argument("--workers", type=int, default=None, help="dataset writer processes [default: CPU count, at most 16]")
-    p.add_argument("--only", nargs="+", choices=list(STAGES), default=None, help="run only these stages (in order)")
-    p.add_argument("--force", nargs="+", choices=list(STAGES), default=(), help="rerun these stages even if complete")
+    p.add_argument("--only", nargs="+", type=_stage_name, choices=list(STAGES), default=None, help="run only these stages (in order)")
+    p.add_argument("--force", nargs="+", type=_stage_name, choices=list(STAGES), default=(), help="rerun these stages even if complete")
     p.add_argument("--deadline", type=float, default=None, metavar="MIN",
                    help="stop (exit 3, resumable) after this many minutes; for machines that limit command time")
     p.add_argument("--plan", action="store_true", help="print the plan and the state of every stage, run nothing")
@@ -804,7 +793,7 @@ def plan(b: Build, stages: list[str], force) -> list[str]:
         else:
             mark = "run"
             todo.append(name)
-        print(f"  {i:>2}. {name:<11} {mark:<20} {what}")
+        print(f"  {i:>2}. {name:<15} {mark:<20} {what}")
     return todo
 
 
@@ -828,7 +817,12 @@ def main(argv=None) -> int:
     b.log.update(command=[sys.executable, *sys.argv], scale=b.scale_name, recipe=dataclasses.asdict(b.scale),
                  device=b.device, seed=b.seed, export=str(b.export))
     seconds = b.log.setdefault("seconds", {})
+    for old, new in OLD_NAMES.items():  # a build log of the old stage names: its times carry over
+        if old in seconds:
+            seconds[new] = round(seconds.pop(old) + seconds.get(new, 0.0), 1)
     from soraflow.atomic import write_json
+
+    write_json(log_path, b.log)
 
     try:
         for name in todo:

@@ -50,19 +50,19 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     (b.cache / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_run / "checkpoints" / "step_00000002").mkdir(parents=True)  # 2 of 3 steps: must resume
     todo, out = _todo(build, b, capsys)
-    assert todo == ["dit", "dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert todo == ["dit", "dit-pooled-text", "dit-high-shift", "vae-decoder", "vae-objects", "vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     assert "step 2/3" in out
 
     (b.dit_run / "checkpoints" / "step_00000003").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-tune", "dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-pooled-text", "dit-high-shift", "vae-decoder", "vae-objects", "vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     # The last DiT phase that is on is the DiT that ships, and its timestep shift is the sampling default.
     assert b.final_dit == b.dit_objects_runs[-1] == b.work / "dit-objects-2" and b.final_shift == b.scale.dit_reshift
     assert _resolve(build, tmp_path, "--set", "dit_objects_steps=0").final_dit == b.dit_long_run
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0", "dit_objects_steps=0").final_dit == b.dit_reshift_run
     (b.dit_tune_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["dit-shift", "decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["dit-high-shift", "vae-decoder", "vae-objects", "vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     (b.dit_reshift_run / "checkpoints" / "step_00000002").mkdir(parents=True)
-    assert _todo(build, b, capsys)[0] == ["decoder", "objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["vae-decoder", "vae-objects", "vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     off = _resolve(build, tmp_path, "--set", "dit_reshift_steps=0", "vae_long_steps=0", "dit_objects_steps=0")
     assert off.final_dit == off.dit_tune_run and off.final_shift is None  # smoke: no shift in phases 1-2
     assert "off (dit_reshift_steps=0)" in _todo(build, off, capsys)[1]
@@ -77,14 +77,14 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     assert b.decoder_only_vae == b.work / "vae-decoder" / "model"
     b.decoder_only_vae.mkdir(parents=True)
     (b.decoder_only_vae / "config.json").write_text("{}")
-    assert _todo(build, b, capsys)[0] == ["objects", "vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["vae-objects", "vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     (b.objects_run / "model").mkdir(parents=True)
     (b.objects_run / "model" / "config.json").write_text("{}")
     todo, out = _todo(build, b, capsys)
-    assert todo[0] == "objects" and "1/2 rounds of 2 steps" in out  # round 1 of 2 done: the stage goes on
+    assert todo[0] == "vae-objects" and "1/2 rounds of 2 steps" in out  # round 1 of 2 done: the stage goes on
     b.decoder_vae.mkdir(parents=True)
     (b.decoder_vae / "config.json").write_text("{}")
-    assert _todo(build, b, capsys)[0] == ["vae-long", "cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"]
+    assert _todo(build, b, capsys)[0] == ["vae-whole", "cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"]
     off = _resolve(build, tmp_path, "--set", "decoder_steps=0", "objects_steps=0", "vae_long_steps=0")
     assert off.final_vae == off.vae_model and "off (decoder_steps=0)" in _todo(build, off, capsys)[1]
     assert _resolve(build, tmp_path, "--set", "vae_long_steps=0").final_vae == b.decoder_vae
@@ -96,7 +96,7 @@ def test_completed_stages_are_skipped_and_partial_ones_resume(build, tmp_path, c
     b.cache_long.mkdir(parents=True)
     (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 2)}))
     todo, out = _todo(build, b, capsys)
-    assert todo == ["cache-long", "dit-long", "dit-objects", "export", "bench", "speed", "curves"] and f"{n - 2}/{n} clips encoded" in out
+    assert todo == ["cache-again", "dit-new-latents", "dit-objects", "export", "bench", "speed", "curves"] and f"{n - 2}/{n} clips encoded" in out
     (b.cache_long / "index.json").write_text(json.dumps({"entries": [{}] * (n - 1), "skipped": {"bad.mp4": "unreadable"}}))
     (b.dit_long_run / "checkpoints" / "step_00000002").mkdir(parents=True)
     assert _todo(build, b, capsys)[0] == ["dit-objects", "export", "bench", "speed", "curves"]
@@ -152,26 +152,26 @@ def _flag(args: list[str], name: str) -> str | None:
 def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build, tmp_path, monkeypatch):
     # gpu: one DiT phase with the pooled prompt and the timestep shift from step 0.
     gpu = build.resolve(build.parse_args(["--work", str(tmp_path / "g")]))
-    cmd = _commands(build, gpu, monkeypatch, "dit", "dit-tune", "dit-shift")
+    cmd = _commands(build, gpu, monkeypatch, "dit", "dit-pooled-text", "dit-high-shift")
     assert list(cmd) == ["dit"] and "--pooled-text" in cmd["dit"]
     assert (_flag(cmd["dit"], "--timestep-shift"), _flag(cmd["dit"], "--terminal-prob")) == ("4.0", "0.1")
     assert gpu.final_shift == 4.0
     # cpu: phases 1-2 at the size-based shift; the third starts from the second's EMA at shift dit_reshift.
     cpu = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c")]))
-    cmd = _commands(build, cpu, monkeypatch, "dit", "dit-tune", "dit-shift", "decoder")
-    assert "--timestep-shift" not in cmd["dit"] + cmd["dit-tune"] and "--terminal-prob" not in cmd["dit"] + cmd["dit-tune"]
-    assert _flag(cmd["dit-tune"], "--init") == str(cpu.dit_tune_run / "init")
-    shift = cmd["dit-shift"]
+    cmd = _commands(build, cpu, monkeypatch, "dit", "dit-pooled-text", "dit-high-shift", "vae-decoder")
+    assert "--timestep-shift" not in cmd["dit"] + cmd["dit-pooled-text"] and "--terminal-prob" not in cmd["dit"] + cmd["dit-pooled-text"]
+    assert _flag(cmd["dit-pooled-text"], "--init") == str(cpu.dit_tune_run / "init")
+    shift = cmd["dit-high-shift"]
     assert _flag(shift, "--init") == str(cpu.dit_reshift_run / "init") and "--pooled-text" in shift
     assert (_flag(shift, "--timestep-shift"), _flag(shift, "--terminal-prob")) == ("4.0", "0.1")
     assert (_flag(shift, "--steps"), _flag(shift, "--seed")) == ("1200", "2")
     # The decoder trains on whole 33-frame clips (the DiT's window), from the VAE as trained, encoder frozen.
-    dec = cmd["decoder"]
+    dec = cmd["vae-decoder"]
     assert (_flag(dec, "--frames"), _flag(dec, "--batch-size"), _flag(dec, "--image-prob")) == ("33", "2", "0")
     assert _flag(dec, "--init") == str(cpu.vae_model) and "--freeze-encoder" in dec
     assert _flag(_commands(build, cpu, monkeypatch, "vae")["vae"], "--frames") == "9"  # the VAE itself: short crops
     # Then the decoder again, from the decoder stage's, with the object-weighted L1; that VAE ships with the DiT.
-    obj = _commands(build, cpu, monkeypatch, "objects")["objects"]
+    obj = _commands(build, cpu, monkeypatch, "vae-objects")["vae-objects"]
     assert _flag(obj, "--init") == str(cpu.decoder_only_vae) and "--freeze-encoder" in obj
     assert (_flag(obj, "--object-weight"), _flag(obj, "--steps"), _flag(obj, "--frames")) == ("10.0", "800", "33")
     assert (_flag(obj, "--run-dir"), _flag(obj, "--seed")) == (str(cpu.objects_run), "0")
@@ -179,28 +179,30 @@ def test_dit_phases_and_the_decoder_stage_train_with_the_recipes_settings(build,
     # folder; a finished round is not run again. The last round's VAE ships.
     (cpu.objects_run / "model").mkdir(parents=True)
     (cpu.objects_run / "model" / "config.json").write_text("{}")
-    obj = _commands(build, cpu, monkeypatch, "objects")["objects 2"]
+    obj = _commands(build, cpu, monkeypatch, "vae-objects")["vae-objects 2"]
     assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.objects_run / "model"), "1")
     assert _flag(obj, "--run-dir") == str(cpu.work / "vae-objects-2") and "--object-weight" in obj and "--freeze-encoder" in obj
     (cpu.work / "vae-objects-2" / "model").mkdir(parents=True)
     (cpu.work / "vae-objects-2" / "model" / "config.json").write_text("{}")
-    obj = _commands(build, cpu, monkeypatch, "objects")["objects 3"]  # the cpu recipe's third round
+    obj = _commands(build, cpu, monkeypatch, "vae-objects")["vae-objects 3"]  # the cpu recipe's third round
     assert (_flag(obj, "--init"), _flag(obj, "--seed")) == (str(cpu.work / "vae-objects-2" / "model"), "2")
     assert cpu.decoder_vae == cpu.work / "vae-objects-3" / "model"
     # The second round: the whole VAE (encoder too) on whole clips from the decoder stages' VAE, keeping the
     # objects' weighting, at half the objects' lr (lr 1e-4 lost more than it gained); its latents are cached
     # apart; the DiT phase trains on them from dit-shift's EMA at that phase's timestep settings. That VAE ships.
-    cmd = _commands(build, cpu, monkeypatch, "vae-long", "cache-long", "dit-long")
-    vae = cmd["vae-long"]
+    cmd = _commands(build, cpu, monkeypatch, "vae-whole", "cache-again", "dit-new-latents")
+    vae = cmd["vae-whole"]
     assert _flag(vae, "--init") == str(cpu.decoder_vae) and "--freeze-encoder" not in vae
     assert (_flag(vae, "--frames"), _flag(vae, "--steps"), _flag(vae, "--run-dir")) == ("33", "800", str(cpu.vae_long_run))
     assert (_flag(vae, "--object-weight"), _flag(vae, "--lr")) == ("10.0", "5e-05")
     assert cpu.final_vae == cpu.vae_long_run / "model" and cpu.final_dit == cpu.dit_objects_runs[-1]
     # Without the objects stage there is no weighting to keep.
     plain = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "p"), "--set", "objects_steps=0"]))
-    assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-long")["vae-long"]
-    assert cmd["cache-long"][3:6] == [str(cpu.data), str(cpu.final_vae), str(cpu.cache_long)]
-    dit = cmd["dit-long"]
+    assert "--object-weight" not in _commands(build, plain, monkeypatch, "vae-whole")["vae-whole"]
+    cache = cmd["cache-again"]
+    assert cache[3:5] == ["train", "cache-latents"] and (_flag(cache, "--device"), _flag(cache, "--limit")) == ("cpu", "1600")
+    assert (_flag(cache, "--data"), _flag(cache, "--vae"), _flag(cache, "--out")) == (str(cpu.data), str(cpu.final_vae), str(cpu.cache_long))
+    dit = cmd["dit-new-latents"]
     assert (_flag(dit, "--data"), _flag(dit, "--init")) == (str(cpu.cache_long), str(cpu.dit_long_run / "init"))
     assert (_flag(dit, "--timestep-shift"), _flag(dit, "--terminal-prob"), _flag(dit, "--seed")) == ("4.0", "0.1", "3")
     assert "--pooled-text" in dit
@@ -213,7 +215,7 @@ def test_dit_objects_phase_trains_last_with_the_objects_weighted(build, tmp_path
     # From dit-long's EMA, on the shipped VAE's latents, at the late phases' timesteps, with --object-weight.
     b = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "c"), "--set", "dit_objects_steps=5",
                                         "dit_object_weight=7", "dit_objects_rounds=1"]))
-    assert b.final_dit == b.dit_objects_run and [p[0] for p in b.dit_phases][-2:] == ["dit-long", "dit-objects"]
+    assert b.final_dit == b.dit_objects_run and [p[0] for p in b.dit_phases][-2:] == ["dit-new-latents", "dit-objects"]
     dit = _commands(build, b, monkeypatch, "dit-objects")["dit-objects"]
     assert (_flag(dit, "--init"), _flag(dit, "--data")) == (str(b.dit_objects_run / "init"), str(b.cache_long))
     assert (_flag(dit, "--object-weight"), _flag(dit, "--steps"), _flag(dit, "--seed")) == ("7.0", "5", "4")
@@ -226,11 +228,11 @@ def test_dit_objects_phase_trains_last_with_the_objects_weighted(build, tmp_path
     short = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "s"), "--set", "dit_objects_steps=5",
                                             "vae_long_steps=0", "dit_objects_rounds=1"]))
     dit = _commands(build, short, monkeypatch, "dit-objects")["dit-objects"]
-    assert _flag(dit, "--data") == str(short.cache) and [p[0] for p in short.dit_phases][-2:] == ["dit-shift", "dit-objects"]
+    assert _flag(dit, "--data") == str(short.cache) and [p[0] for p in short.dit_phases][-2:] == ["dit-high-shift", "dit-objects"]
     # more rounds: each from the last one's EMA with the next seed; the rounds already done are skipped
     more = build.resolve(build.parse_args(["--scale", "cpu", "--work", str(tmp_path / "r"), "--set", "dit_objects_steps=5",
                                            "dit_objects_rounds=3"]))
-    assert more.final_dit == more.work / "dit-objects-3" and [p[0] for p in more.dit_phases][-4:] == ["dit-long"] + ["dit-objects"] * 3
+    assert more.final_dit == more.work / "dit-objects-3" and [p[0] for p in more.dit_phases][-4:] == ["dit-new-latents"] + ["dit-objects"] * 3
     (more.dit_objects_run / "checkpoints" / "step_00000005").mkdir(parents=True)
     ran = []
     monkeypatch.setattr(more, "run", lambda stage, args: ran.append([str(a) for a in args]), raising=False)
@@ -277,7 +279,7 @@ def test_gpu_scale_exports_into_the_package_and_fits_the_size_budget(build, tmp_
     assert b.export == build.DEFAULT_EXPORT
     # The objects weighted in a decoder round and in a last DiT phase (plain losses train the backgrounds), on
     # the first cache (no second VAE round, so the encoder the DiT learned is the one that ships).
-    assert b.on("objects") and b.on("dit-objects") and not b.on("vae-long") and not b.on("dit-tune")
+    assert b.on("vae-objects") and b.on("dit-objects") and not b.on("vae-whole") and not b.on("dit-pooled-text")
     assert b.final_dit == b.dit_objects_run and b.final_cache == b.cache and b.final_vae == b.objects_run / "model"
     # bf16 bytes of the shipped shapes: DiT "small" width at dit_layers blocks + the "small" VAE.
     from soraflow.models.dit import DiT, dit_config
@@ -388,3 +390,18 @@ def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(bui
     b.deadline = None
     with pytest.raises(SystemExit, match="stage cache failed"):
         b.run("cache", [sys.executable, "-c", "raise SystemExit(4)"])
+
+
+def test_the_old_stage_names_still_select_stages_and_carry_their_times(build, tmp_path, monkeypatch):
+    # --only/--force take the names the stages had before (an old run's notes); the run folders kept theirs.
+    args = build.parse_args(["--scale", "smoke", "--work", str(tmp_path / "w"), "--only", "dit-tune", "objects", "--plan"])
+    assert args.only == ["dit-pooled-text", "vae-objects"]
+    b = build.resolve(args)
+    assert b.dit_tune_run == b.work / "dit-tune" and b.vae_long_run == b.work / "vae-long"
+    # An old build.json's stage times are summed under the new names.
+    b.work.mkdir(parents=True)
+    (b.work / "build.json").write_text(json.dumps({"seconds": {"dit-tune": 10.0, "dit-pooled-text": 5.0}}))
+    monkeypatch.setattr(build, "STAGES", {})
+    monkeypatch.setattr(build, "plan", lambda b, stages, force: [])
+    assert build.main(["--scale", "smoke", "--work", str(b.work)]) == 0
+    assert json.loads((b.work / "build.json").read_text())["seconds"] == {"dit-pooled-text": 15.0}
