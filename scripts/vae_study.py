@@ -32,7 +32,23 @@ CANDIDATES = {
     "small-t2": {"temporal_factor": 2},  # 2x8x8: a fast object spreads over two frames per latent, not four
     "wide": {"base_dim": 32},  # twice the channels at every stage
     "wide-t2": {"base_dim": 32, "temporal_factor": 2},
+    # the same latent numbers per clip as small (16x16x4 = 8x8x16 per 64-px frame), spatially finer
+    "s4-z4": {"spatial_factor": 4, "z_dim": 4},
+    # 4x the latent numbers of small, arranged two ways (the DiT sees 64 tokens of 256 numbers either way,
+    # with a 1x4x4 patch on the first)
+    "s4": {"spatial_factor": 4},
+    "z64": {"z_dim": 64},
 }
+
+
+def parse_clips(text: str) -> dict:
+    """``FRAMESxCROP:PROB`` (e.g. 33x32:0.35) as the trainer's long-clip fields."""
+    try:
+        shape, prob = text.split(":")
+        frames, crop = (int(v) for v in shape.split("x"))
+        return {"long_frames": frames, "long_crop": crop, "long_prob": float(prob)}
+    except ValueError:
+        raise SystemExit(f"vae_study: long clips are FRAMESxCROP:PROB, e.g. 33x32:0.35, not {text!r}")
 
 
 def heldout_clips(folder: Path, frames: int, clips: int):
@@ -143,6 +159,9 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=33, help="frames per held-out clip (4 s at 8 fps) [33]")
     p.add_argument("--threads", type=int, default=1, help="torch threads [1]")
     p.add_argument("--object-weight", type=float, default=4.0, help="the trainer's --object-weight, for every candidate [4]")
+    p.add_argument("--clips", default=None, metavar="FRAMESxCROP:PROB",
+                   help="every candidate also trains on long clips, e.g. 33x32:0.35 (see --long-clips); without them a "
+                        "VAE never learns the steady state of clips longer than its training clips")
     p.add_argument("--long", default=None, metavar="NAME",
                    help="after the study, train candidate NAME on from its study weights in OUT/long-NAME (a fresh "
                         "cosine schedule over --long-steps), with a held-out evaluation every --long-eval-every steps")
@@ -174,7 +193,8 @@ def main(argv=None) -> int:
 
     base = TrainVAEConfig(data=args.data, preset="small", batch_size=4, crop=64, frames=9, image_prob=0.25,
                           lr=1e-4, warmup_steps=50, object_weight=args.object_weight, precision="fp32",
-                          threads=args.threads, progress=False, sample_every=10**9, log_every=10, keep_last=2)
+                          threads=args.threads, progress=False, sample_every=10**9, log_every=10, keep_last=2,
+                          **(parse_clips(args.clips) if args.clips else {}))
     for name in args.candidates.split(","):
         if name not in CANDIDATES:
             raise SystemExit(f"vae_study: unknown candidate {name!r} (choose from {', '.join(CANDIDATES)})")
@@ -201,13 +221,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"vae_study: --long {name}: its study run is not finished")
         extra, tag = {}, name
         if args.long_clips:
-            try:
-                shape, prob = args.long_clips.split(":")
-                frames, crop = (int(v) for v in shape.split("x"))
-                extra = {"long_frames": frames, "long_crop": crop, "long_prob": float(prob)}
-            except ValueError:
-                raise SystemExit(f"vae_study: --long-clips takes FRAMESxCROP:PROB, e.g. 33x32:0.35, not {args.long_clips!r}")
-            tag = f"{name}-{shape}"
+            extra = parse_clips(args.long_clips)
+            tag = f"{name}-{args.long_clips.split(':')[0]}"
         run = study.setdefault("long", {}).setdefault(tag, {"evals": [], "steps": args.long_steps, "of": name, **extra})
         init = args.out / name / "weights"
         if args.long_init and "cpu_offset_s" not in run:

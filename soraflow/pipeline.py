@@ -304,7 +304,7 @@ class SoraPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | str = torch.float32, expander=None) -> "SoraPipeline":
+                        dtype: torch.dtype | str = torch.float32, expander=None, loras=()) -> "SoraPipeline":
         """Load a folder: config.json (:class:`PipelineConfig`), vae/ and dit/ (each config.json + safetensors).
         Without ``directory``, the default model shipped in the package (MODEL_CARD.md).
 
@@ -313,6 +313,10 @@ class SoraPipeline:
         keeps fp32 but runs most of the DiT blocks' linear layers in dynamic int8 (:meth:`DiT.quantize_int8`)
         and the VAE as ``"auto"`` would. ``dtype="auto"`` picks the fastest precision per model for
         ``device`` (:func:`auto_dtypes`; int8 for the DiT on CPUs without AMX, :func:`auto_int8`).
+
+        ``loras``: (path, scale) pairs of LoRA adapters (:mod:`soraflow.lora`) merged into the DiT's
+        weights in float32 before any precision change, so they cost nothing per step. For two-expert
+        folders they go into the high-noise expert, as diffusers' ``load_lora_weights`` does.
         """
         from .models.dit import DiT
         from .models.text import load_text_encoder
@@ -327,6 +331,14 @@ class SoraPipeline:
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
         dit = DiT.from_pretrained(directory / config.dit_folder)
+        if loras:
+            from .lora import merge_lora, read_lora
+
+            stored = dit.proj_out.weight.dtype
+            dit.float()
+            for path, scale in loras:
+                merge_lora(dit, read_lora(path), scale, source=f"LoRA {path}")
+            dit.to(stored)
         low_noise = DiT.from_pretrained(directory / config.low_noise_folder) if config.low_noise_folder else None
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():

@@ -136,6 +136,25 @@ def test_long_clip_steps_mix_lengths_and_crops(clips):
         1 if np.random.default_rng([plain.seed, s, 1]).random() < 0.25 else 5 for s in range(12)]
 
 
+def test_shape_options_build_the_latent_grid_they_name(clips, tmp_path):
+    from soraflow.train.vae import model_config
+
+    for kw, (tf, sf, z) in {(): (4, 8, 16), (("spatial_factor", 4),): (4, 4, 16), (("z_dim", 4), ("spatial_factor", 4)): (4, 4, 4),
+                            (("temporal_factor", 2), ("spatial_factor", 4)): (2, 4, 16)}.items():
+        cfg = model_config(TrainVAEConfig(preset="small", **dict(kw)))
+        vae = VideoVAE(cfg)
+        latent = vae.encode(torch.zeros(1, 3, 9, 32, 32)).mode()
+        assert (vae.temporal_factor, vae.spatial_factor, cfg.z_dim) == (tf, sf, z)
+        assert tuple(latent.shape) == (1, z, 1 + 8 // tf, 32 // sf, 32 // sf)
+    assert model_config(TrainVAEConfig(preset="small", spatial_factor=4)).dim_mult == [1, 2, 4]  # the deepest stage goes
+    with pytest.raises(InputError, match="--spatial-factor 16 needs 4 downsampling stages"):
+        model_config(TrainVAEConfig(preset="small", spatial_factor=16))
+    run = _cfg(clips, tmp_path / "r", spatial_factor=4, z_dim=8, steps=1)
+    assert train_vae(run).step == 1
+    with pytest.raises(InputError, match="holds a run of another model"):  # resuming with another shape
+        train_vae(_cfg(clips, tmp_path / "r", steps=2))
+
+
 def test_bad_training_inputs(clips, tmp_path):
     with pytest.raises(InputError, match="1 \\+ 4k"):
         train_vae(_cfg(clips, tmp_path / "x", frames=4))

@@ -87,6 +87,10 @@ def register(subparsers) -> None:
 
     run_opts = parser.add_argument_group("running")
     run_opts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    run_opts.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                          help="merge a LoRA adapter into the DiT (a .safetensors file or a folder with "
+                               "pytorch_lora_weights.safetensors; diffusers/peft, original Wan/ComfyUI or kohya keys) "
+                               "at SCALE [1]; give it several times to stack adapters")
     run_opts.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
                           help="model precision; auto (default): the fastest for the device (GPU: bfloat16; "
                                "CPU: the VAE in bfloat16, the DiT in bfloat16 with AMX, else int8); int8: the "
@@ -190,7 +194,10 @@ def run(args) -> int:
             expander = get_expander(args.expander, **options)
 
         device = check_device(args.device)
-        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype)
+        from ..lora import parse_lora_arg
+
+        loras = [parse_lora_arg(text) for text in args.lora]
+        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype, loras=loras)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {safe_text(generation.expanded_prompt)}")

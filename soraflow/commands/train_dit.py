@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from . import finite_float, parse_size, positive_int
@@ -76,7 +77,12 @@ def _register_train(subparsers) -> None:
             "same command again resumes exactly from the latest one, with the saved config as the base "
             "and the options given on the command line on top."
         ),
-        epilog="example: soraflow train dit --data cache/ --out runs/dit --preset small --steps 20000",
+        epilog=(
+            "examples:\n  soraflow train dit --data cache/ --out runs/dit --preset small --steps 20000\n"
+            "  # a rank-16 LoRA on the shipped model (only the adapter trains; it goes to runs/lora/lora/):\n"
+            "  soraflow train dit --data cache/ --out runs/lora --init soraflow/assets/default --lora 16 --steps 300 --lr 1e-3"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="JSON config file to start from (options override it)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -117,6 +123,8 @@ def run_train(args) -> int:
 
     if launched_rank() == 0:  # under torchrun: one summary line, not one per rank
         print(f"trained to step {result.step} (last loss {result.loss:.4f}); checkpoint: {result.checkpoint}")
+        if cfg.lora:
+            print(f"LoRA adapter: {result.run_dir / 'lora'} (soraflow generate --lora {result.run_dir / 'lora'} ...)")
     return 0
 
 
@@ -127,8 +135,11 @@ def _register_export(subparsers) -> None:
     p = subparsers.add_parser(
         "export-dit",
         help="write a training run's EMA weights as a standalone DiT model folder",
-        description="Write the EMA (or raw) weights of a DiT training checkpoint as config.json + safetensors for inference.",
-        epilog="example: soraflow train export-dit runs/dit -o models/dit",
+        description="Write the EMA (or raw) weights of a DiT training checkpoint as config.json + safetensors for inference. "
+                    "For a --lora run it writes the adapter (pytorch_lora_weights.safetensors, diffusers' Wan keys) instead.",
+        epilog="examples:\n  soraflow train export-dit runs/dit -o models/dit\n"
+               "  soraflow train export-dit runs/lora -o models/my-lora    # then: soraflow generate --lora models/my-lora ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, help="run folder (its latest checkpoint) or a checkpoint folder")
     p.add_argument("-o", "--out", type=Path, required=True, help="model folder to write")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
@@ -395,6 +396,7 @@ class DiT(nn.Module):
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)  # output shift, scale
         self._rope_cache: dict[tuple, torch.Tensor] = {}
+        self.gradient_checkpointing = False  # training: recompute each block in the backward pass (less memory)
         self.initialize_weights()
 
     # ------------------------------------------------------------------ init
@@ -558,7 +560,10 @@ class DiT(nn.Module):
         # 4. Blocks.
         rope = self.rope_table(grid, x.device)
         for block in self.blocks:
-            h = block(h, ctx, mod, rope, mask, dtype)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(block, h, ctx, mod, rope, mask, dtype, use_reentrant=False)
+            else:
+                h = block(h, ctx, mod, rope, mask, dtype)
 
         # 5. Output modulation, projection, unpatchify.
         shift, scale = (self.scale_shift_table.float() + temb.unsqueeze(2)).unsqueeze(2).unbind(3)  # (B, G, 1, D)

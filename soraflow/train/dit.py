@@ -139,24 +139,44 @@ class DiTTrainer:
         # 2. Model, EMA, optimizer. The weights are initialised from the seed alone (not from the
         # global RNG state at call time) so a run is reproducible from its config.
         latent_channels = self.dataset.latent_channels
-        self.model_config = dit_config(
-            cfg.preset, **cfg.model_overrides(), in_channels=latent_channels, out_channels=latent_channels,
-            text_dim=self.dataset.text_dim,
-        )
-        from ..memory import TRAIN_BYTES_PER_PARAM, check_fits, count_parameters
+        if cfg.lora:  # the adapter's base is --init's DiT as it is: its own shape, not a preset's
+            self.model = DiT.from_pretrained(cfg.init, dtype=torch.float32)
+            self.model_config = self.model.config
+            got = (self.model_config.in_channels, self.model_config.text_dim)
+            if got != (latent_channels, self.dataset.text_dim):
+                raise InputError(f"--init {cfg.init} takes {got[0]} latent channels and {got[1]}-wide text; the cache "
+                                 f"{cfg.data} has {latent_channels} and {self.dataset.text_dim} (another VAE or text encoder?)")
+        else:
+            self.model_config = dit_config(
+                cfg.preset, **cfg.model_overrides(), in_channels=latent_channels, out_channels=latent_channels,
+                text_dim=self.dataset.text_dim,
+            )
+            from ..memory import TRAIN_BYTES_PER_PARAM, check_fits, count_parameters
 
-        params = count_parameters(DiT, self.model_config.num_layers, self.model_config)
-        check_fits(f"training this DiT ({params / 1e6:,.0f} M parameters: weights, gradients, AdamW moments, EMA)",
-                   params * TRAIN_BYTES_PER_PARAM, self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            self.model = DiT(self.model_config)
-        if cfg.init is not None:
-            self._load_init(cfg.init)
+            params = count_parameters(DiT, self.model_config.num_layers, self.model_config)
+            check_fits(f"training this DiT ({params / 1e6:,.0f} M parameters: weights, gradients, AdamW moments, EMA)",
+                       params * TRAIN_BYTES_PER_PARAM, self.device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                self.model = DiT(self.model_config)
+            if cfg.init is not None:
+                self._load_init(cfg.init)
+        self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        # What the optimizer trains and a checkpoint holds: the whole DiT, or with --lora only the
+        # adapters (the frozen base comes from --init again on resume). A LoRA run keeps no EMA: it
+        # is short, and an average over it would mostly be the zero start.
+        self.trained, self.module_name = self.model, "dit"
+        if cfg.lora:
+            from ..lora import LoRAParameters, add_lora
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                add_lora(self.model, cfg.lora, alpha=cfg.lora_alpha, targets=cfg.lora_targets.split(","))
+            self.trained, self.module_name = LoRAParameters(self.model), "lora"
         self.model.to(self.device).train()
-        self.ema = EMA(self.model, cfg.ema_decay, warmup_steps=cfg.ema_warmup_steps)
+        self.ema = EMA(self.model, cfg.ema_decay, warmup_steps=cfg.ema_warmup_steps) if not cfg.lora else None
         self.optimizer = build_adamw(
-            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+            self.trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
         )
         # All training randomness comes from self.generator (its state is saved in every checkpoint):
         # small draws (timesteps, masks, caption dropout) directly; the noise too on a CPU, and on an
@@ -172,6 +192,9 @@ class DiTTrainer:
         self.vae = None
 
     # ------------------------------------------------------------------------------------------
+
+    def _modules(self) -> dict:
+        return {self.module_name: self.trained, **({"ema": self.ema} if self.ema is not None else {})}
 
     def _load_init(self, path: Path) -> None:
         from .checkpoint import load_state_dict_checked
@@ -189,9 +212,7 @@ class DiTTrainer:
         latest = latest_checkpoint(self.run_dir)
         if latest is None:
             return False
-        loaded = load_checkpoint(
-            latest, modules={"dit": self.model, "ema": self.ema}, optimizers={"adamw": self.optimizer}
-        )
+        loaded = load_checkpoint(latest, modules=self._modules(), optimizers={"adamw": self.optimizer})
         extra = loaded.extra
         self.step = loaded.step
         self.epoch = int(extra.get("epoch", 0))
@@ -203,7 +224,8 @@ class DiTTrainer:
                 "the latent cache has %d usable entries, the run had %d when it was saved: the data order changes",
                 len(self.dataset), extra["dataset_size"],
             )
-        self.ema.load_state(extra.get("ema", {}))
+        if self.ema is not None:
+            self.ema.load_state(extra.get("ema", {}))
         self.last_checkpoint = latest
         saved = loaded.config
         for key in ("seed", "batch_tokens", "max_batch_size"):
@@ -215,7 +237,7 @@ class DiTTrainer:
         path = save_checkpoint(
             self.run_dir,
             self.step,
-            modules={"dit": self.model, "ema": self.ema},
+            modules=self._modules(),
             optimizers={"adamw": self.optimizer},
             config=config_to_dict(self.cfg),
             extra={
@@ -223,7 +245,7 @@ class DiTTrainer:
                 "consumed": self.consumed,
                 "generator": _generator_state(self.generator),
                 "dataset_size": len(self.dataset),
-                "ema": self.ema.state(),
+                "ema": self.ema.state() if self.ema is not None else {},
                 "model_config": self.model_config.to_dict(),
                 "text": self.dataset.index.get("text", {}),
                 "vae": self.dataset.index.get("vae", {}),
@@ -280,11 +302,12 @@ class DiTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in self.trained.parameters() if p.requires_grad], max_norm))
         if not math.isfinite(grad_norm):
             raise self._diverged(f"the gradient norm is {grad_norm}", batch)
         self.optimizer.step()
-        self.ema.update(self.model)
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss_value, grad_norm
 
     def _diverged(self, what: str, batch: LatentBatch) -> TrainingError:
@@ -373,6 +396,10 @@ class DiTTrainer:
                     writer.close()
             if self.last_checkpoint is None or self.last_checkpoint.name != f"step_{self.step:08d}":
                 self.save()
+            if cfg.lora:
+                from ..lora import save_lora
+
+                save_lora(self.model, self.run_dir / "lora", metadata={"step": self.step, "rank": cfg.lora, "init": cfg.init})
             return TrainResult(
                 step=self.step, loss=losses[-1] if losses else float("nan"), losses=losses,
                 run_dir=self.run_dir, checkpoint=self.last_checkpoint,
@@ -416,7 +443,7 @@ class DiTTrainer:
         cfg = self.cfg
         out_dir = self.run_dir / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)
-        model = self.ema.module
+        model = self.ema.module if self.ema is not None else self.model  # a LoRA run: the current adapter
         paths = []
         for i in range(min(cfg.sample_count, len(self.dataset))):
             item = self.dataset[i]
@@ -481,6 +508,8 @@ def export_dit(
     from ..atomic import write_json
 
     ckpt = resolve_checkpoint(run_or_checkpoint)
+    if (ckpt / "lora.safetensors").is_file():
+        return export_lora(ckpt, out_dir)
     model, extra = _checkpoint_dit(ckpt, ema)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
@@ -490,6 +519,32 @@ def export_dit(
         {"checkpoint": str(ckpt), "weights": "ema" if ema else "dit", "text": extra.get("text", {}),
          "vae": extra.get("vae", {})},
     )
+    return out_dir
+
+
+def export_lora(run_or_checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the adapter of a ``--lora`` run's checkpoint as OUT/pytorch_lora_weights.safetensors
+    (diffusers' Wan keys, the alpha / rank scaling folded in). Returns the folder."""
+    from safetensors.torch import load_file, save_file
+
+    from ..atomic import atomic_path
+    from ..lora import WEIGHTS_NAME
+
+    ckpt = resolve_checkpoint(run_or_checkpoint)
+    saved = load_json(ckpt / "config.json")
+    rank = int(saved.get("lora") or 0) if isinstance(saved, dict) else 0
+    if not rank:
+        raise InputError(f"{ckpt} is not a checkpoint of a --lora run")
+    scaling = float(saved.get("lora_alpha") or rank) / rank
+    out = {}
+    for key, value in load_file(str(ckpt / "lora.safetensors")).items():
+        name, _, which = key.removeprefix("layers.").rpartition(".")  # blocks__0__attn1__to_q, lora_A
+        value = value.float() * (scaling if which == "lora_B" else 1.0)
+        out[f"transformer.{name.replace('__', '.')}.{which}.weight"] = value.contiguous()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file(out, str(tmp), metadata={"format": "pt", "checkpoint": str(ckpt), "rank": str(rank)})
     return out_dir
 
 
@@ -542,4 +597,4 @@ def export_pipeline(
     return out_dir
 
 
-__all__ = ["DiTTrainer", "export_pipeline", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit"]
+__all__ = ["DiTTrainer", "export_lora", "export_pipeline", "MaskConfig", "TrainDiTConfig", "TrainResult", "TrainingError", "checkpoint_config", "export_dit"]

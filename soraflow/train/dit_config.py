@@ -13,6 +13,9 @@ from ..errors import InputError
 from .config import option
 from .parallel_config import ParallelConfig
 
+# The linears a LoRA trains by default (module-name suffixes): both attentions and the feed-forward.
+LORA_TARGETS = "to_q,to_k,to_v,to_out.0,ffn.net.0.proj,ffn.net.2"
+
 # Conditioning mask strategies, see soraflow.train.masks.
 STRATEGIES = ("none", "first_frame", "first_frames", "last_frames", "both_ends", "random_spans")
 
@@ -52,6 +55,10 @@ class TrainDiTConfig:
     num_attention_heads: int | None = option(None, ge=1)  # override the preset's attention heads
     attention_head_dim: int | None = option(None, ge=6)  # override the preset's head width
     ffn_dim: int | None = option(None, ge=1)  # override the preset's feed-forward width
+    lora: int = option(0, ge=0)  # train a LoRA adapter of this rank on --init's weights instead of the whole DiT (0: full training); the adapter goes to OUT/lora/
+    lora_alpha: float | None = option(None, gt=0)  # LoRA scaling numerator (update = B A x alpha / rank); default: the rank
+    lora_targets: str = LORA_TARGETS  # comma-separated linear-name suffixes the LoRA adapts (attn1.to_q, to_v, ffn.net.2, ...)
+    gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass: less memory, ~30% more time
     pooled_text: bool | None = None  # add the pooled prompt to the timestep embedding (soraflow extension; not Wan-loadable)
     # -- optimisation
     steps: int = option(10000, ge=1)  # optimizer steps of the whole run (the LR schedule spans them)
@@ -101,6 +108,8 @@ class TrainDiTConfig:
             raise InputError(f"--preset {self.preset!r}: choose one of {', '.join(DIT_PRESETS)}")
         if self.data is None:
             raise InputError("--data is required: a latent cache folder (see `soraflow train cache-latents`)")
+        if self.lora and self.init is None:
+            raise InputError("--lora trains an adapter on trained weights: give them with --init DIR")
         if self.stop_at_step is not None and self.stop_at_step > self.steps:
             raise InputError(f"--stop-at-step {self.stop_at_step} is beyond --steps {self.steps}")
 

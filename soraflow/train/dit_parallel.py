@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from .dit import DiTTrainer, TrainResult
 from .distributed import World, all_reduce_mean, distributed_session
 from .optim import param_groups
@@ -45,6 +45,8 @@ class DistributedDiTTrainer(DiTTrainer):
 
     def __init__(self, cfg, *, world: World, progress: bool = True, on_step=None, on_checkpoint=None):
         self.world = world
+        if cfg.lora:
+            raise InputError("--lora trains on one process; run it without torchrun")
         if world.device.type == "cuda":  # every rank on its own GPU, whatever --device said
             cfg = dataclasses.replace(cfg, device=str(world.device))
         super().__init__(cfg, progress=progress and world.is_main, on_step=on_step, on_checkpoint=on_checkpoint)

@@ -36,7 +36,7 @@ from ..memory import check_fits
 from ..validate import check_device
 from ..eval.recon import ssim_loss
 from ..models.vae import VideoVAE, vae_config
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_json, save_checkpoint
 from .config import config_to_dict, validate_config
 from .optim import build_adamw, lr_multiplier, set_lr
 from .vae_config import TrainVAEConfig
@@ -183,13 +183,25 @@ VAE_TRAIN_BYTES = 250
 
 
 def model_config(cfg: TrainVAEConfig):
-    """The VAE a run trains from scratch: ``cfg.preset`` with ``--base-dim`` and ``--temporal-factor``.
-    A factor of 2 halves time in the last downsampling stage only (the cheapest, at the lowest resolution)."""
+    """The VAE a run trains from scratch: ``cfg.preset`` with ``--base-dim``, ``--z-dim``,
+    ``--spatial-factor`` and ``--temporal-factor``. A spatial factor below the preset's drops its
+    deepest stages (the widest, at the lowest resolution); a temporal factor of 2 halves time in the
+    last downsampling stage only (the cheapest, at the lowest resolution)."""
     overrides = {}
     if cfg.base_dim:
         overrides["base_dim"] = cfg.base_dim
+    if cfg.z_dim:
+        overrides["z_dim"] = cfg.z_dim
+    preset = vae_config(cfg.preset)
+    stages = len(preset.dim_mult) - 1
+    if cfg.spatial_factor:
+        wanted = {4: 2, 8: 3, 16: 4}[cfg.spatial_factor]
+        if wanted > stages:
+            raise InputError(f"--spatial-factor {cfg.spatial_factor} needs {wanted} downsampling stages; preset {cfg.preset!r} has {stages}")
+        overrides["dim_mult"] = list(preset.dim_mult[:wanted + 1])
+        overrides["temporal_downsample"] = list(preset.temporal_downsample[stages - wanted:])
+        stages = wanted
     if cfg.temporal_factor:
-        stages = len(vae_config(cfg.preset).dim_mult) - 1
         halvings = {1: 0, 2: 1, 4: 2}[cfg.temporal_factor]
         if halvings > stages:
             raise InputError(f"--temporal-factor {cfg.temporal_factor} needs {halvings} downsampling stages; preset {cfg.preset!r} has {stages}")
@@ -279,8 +291,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     # Every check before the run folder is made: a refused run leaves nothing behind.
     run_dir = check_output_dir(cfg.run_dir, "--run-dir")
     clips = list_clips(cfg.data)
-    if cfg.init and (cfg.base_dim or cfg.temporal_factor):
-        raise InputError("--base-dim and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
+    if cfg.init and (cfg.base_dim or cfg.temporal_factor or cfg.spatial_factor or cfg.z_dim):
+        raise InputError("--base-dim, --z-dim, --spatial-factor and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
     device = check_device(cfg.device)
     shape = VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg)
     shapes = [(cfg.frames, cfg.crop or cfg.size)] + ([(cfg.long_frames, cfg.long_crop)] if cfg.long_prob > 0 else [])
@@ -308,14 +320,17 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     step = 0
     last = latest_checkpoint(run_dir)
     if last is not None:
-        loaded = load_checkpoint(last, modules=modules, optimizers=optimizers)
-        step = loaded.step
-        shape = ("preset", "init", "base_dim", "temporal_factor")
-        saved_model = tuple(loaded.config.get(k, 0 if k in shape[2:] else None) for k in shape)
-        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor)
+        # The model options first: weights of another shape would only say which tensors differ.
+        saved = load_json(last / "config.json") if (last / "config.json").is_file() else {}
+        saved = saved if isinstance(saved, dict) else {}
+        shape = ("preset", "init", "base_dim", "temporal_factor", "spatial_factor", "z_dim")
+        saved_model = tuple(saved.get(k, 0 if k in shape[2:] else None) for k in shape)
+        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim)
         if saved_model != wanted:
             raise InputError(f"{run_dir} holds a run of another model ({', '.join(f'{k} {v!r}' for k, v in zip(shape, saved_model))}); "
                              f"use another --run-dir or the same model options")
+        loaded = load_checkpoint(last, modules=modules, optimizers=optimizers)
+        step = loaded.step
         log.info("resumed %s at step %d", last, step)
     if step >= cfg.steps:
         log.info("%s is already at step %d of %d; exporting the model only", run_dir, step, cfg.steps)

@@ -18,6 +18,8 @@ class TrainVAEConfig:
     preset: str = option("small", choices=("tiny", "small", "wan2.1"))  # VAE size (see soraflow.models.vae.VAE_PRESETS)
     base_dim: int = option(0, ge=0)  # channels of the first stage (every stage scales with it); 0: the preset's
     temporal_factor: int = option(0, choices=(0, 1, 2, 4))  # pixel frames per latent frame after the first (4: Wan's); 0: the preset's
+    spatial_factor: int = option(0, choices=(0, 4, 8, 16))  # pixels per latent pixel along each side (8: Wan's); 4 drops the preset's deepest stage; 0: the preset's
+    z_dim: int = option(0, ge=0)  # latent channels; 0: the preset's
     init: Path | None = None  # start from this VAE folder (config.json + safetensors) instead of random weights
     freeze_encoder: bool = False  # train the decoder only (needs --init): latents, their statistics and any latent cache stay valid
     steps: int = option(2000, ge=1)  # optimizer steps to train for (in total, across resumes)
