@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .commands import eval as eval_cmd
+from .commands import data as data_cmd
 from .commands import generate as generate_cmd
 from .commands import lora as lora_cmd
 from .commands import serve as serve_cmd
@@ -20,7 +21,7 @@ from .commands import world as world_cmd
 from .errors import SoraflowError, UsageError
 from .validate import safe_text
 
-COMMAND_GROUPS = (generate_cmd, serve_cmd, world_cmd, train_cmd, eval_cmd, lora_cmd)
+COMMAND_GROUPS = (generate_cmd, serve_cmd, world_cmd, data_cmd, train_cmd, eval_cmd, lora_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

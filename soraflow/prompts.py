@@ -117,6 +117,34 @@ def few_shot_examples(n: int = 3, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
+def chat_completion(url: str, body: dict, *, api_key: str | None, timeout: float, what: str, hint: str) -> str:
+    """POST ``body`` to an OpenAI-compatible ``/chat/completions`` URL; the first choice's text.
+
+    Every failure is a one-line :class:`SoraflowError` naming ``what`` and the URL (``hint`` says
+    what to try when the server cannot be reached). Shared by the prompt expander and the captioner.
+    """
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            reply = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", "replace")[:200].replace("\n", " ")
+        raise SoraflowError(f"{what} {url} answered HTTP {err.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise SoraflowError(f"cannot reach the {what} at {url}: {reason} ({hint})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SoraflowError(f"{what} {url} did not answer with JSON") from None
+    try:
+        return reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise SoraflowError(f"{what} {url} answered without choices[0].message.content: "
+                            f"{json.dumps(reply)[:200]}") from None
+
+
 class OpenAIExpander:
     """An OpenAI-compatible chat endpoint: ``POST {base_url}/chat/completions``.
 
@@ -162,27 +190,8 @@ class OpenAIExpander:
                 "max_tokens": self.max_tokens}
         if seed is not None:
             body["seed"] = int(seed)  # honoured by llama.cpp, vLLM and OpenAI; ignored by others
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", "replace")[:200].replace("\n", " ")
-            raise SoraflowError(f"prompt expander {self.url} answered HTTP {err.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise SoraflowError(f"cannot reach the prompt expander at {self.url}: {reason} "
-                                "(is the server running? or use --no-expand)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SoraflowError(f"prompt expander {self.url} did not answer with JSON") from None
-        try:
-            caption = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise SoraflowError(f"prompt expander {self.url} answered without choices[0].message.content: "
-                                f"{json.dumps(reply)[:200]}") from None
+        caption = chat_completion(self.url, body, api_key=self.api_key, timeout=self.timeout, what="prompt expander",
+                                  hint="is the server running? or use --no-expand")
         caption = " ".join(str(caption).split())
         if not caption:
             raise SoraflowError(f"prompt expander {self.url} returned an empty caption")

@@ -372,3 +372,17 @@ def test_end_to_end_cache_latents_train_with_sample_videos_and_export(tmp_path, 
     assert (pcfg.height, pcfg.width, pcfg.fps, pcfg.latent_channels, pcfg.text_encoder) == (32, 48, 8, 4, "fake-words")
     assert torch.equal(DiT.from_pretrained(tmp_path / "pipe" / "dit").proj_out.weight, model.proj_out.weight)
     assert VideoVAE.from_pretrained(tmp_path / "pipe" / "vae").config.z_dim == 4
+
+
+def test_gradient_checkpointing_gives_the_same_step(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    results = []
+    for flag in (False, True):
+        trainer = DiTTrainer(tiny_config(cache, tmp_path / f"run{flag}", gradient_checkpointing=flag), progress=False)
+        batch = collate_latents([trainer.dataset[i] for i in range(6)])
+        loss, norm = trainer.train_step(batch)
+        results.append((loss, norm, {k: v.clone() for k, v in trainer.model.state_dict().items()}))
+    (l0, n0, w0), (l1, n1, w1) = results
+    assert l0 == l1 and abs(n0 - n1) <= 1e-5 * n0
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], atol=1e-6, rtol=1e-5)
