@@ -254,7 +254,7 @@ def test_build_latent_cache_encodes_once_skips_bad_clips_and_resumes(tmp_path):
     }
     _write_world(tmp_path / "world", clips)
     enc = FakeTextEncoder()
-    kw = dict(text_encoder=enc, dtype=torch.float32, autocast=False, shard_size=2, progress=False)
+    kw = dict(text_encoder=enc, dtype=torch.float32, precision="fp32", shard_size=2, progress=False)
     with pytest.warns(DataWarning, match="bad.mp4"):
         summary = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", **kw)
     assert (summary.added, summary.skipped, summary.total) == (3, 1, 3)
@@ -299,7 +299,7 @@ def test_build_latent_cache_limit_caps_the_cache_across_resumes(tmp_path):
     VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "vae")
     _write_world(tmp_path / "world", {c: (1, 32, 32, f"a {c} square, still") for c in "abcde"})
     first3 = {it.source for it in discover_clips(tmp_path / "world")[:3]}
-    kw = dict(text_encoder=FakeTextEncoder(), dtype=torch.float32, autocast=False, shard_size=1, progress=False)
+    kw = dict(text_encoder=FakeTextEncoder(), dtype=torch.float32, precision="fp32", shard_size=1, progress=False)
     # An interrupted run: the first clip is cached (shard_size 1 writes each clip at once).
     build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=1, **kw)
     resumed = build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=3, **kw)

@@ -38,7 +38,8 @@ def _register_cache(subparsers) -> None:
     p.add_argument("--shard-size", type=positive_int, default=64, help="clips per shard file [default: 64]")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="storage dtype of latents [default: float16]")
     p.add_argument("--limit", type=positive_int, default=None, help="encode at most this many new clips")
-    p.add_argument("--no-autocast", action="store_true", help="encode in float32 instead of bf16 autocast")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="encode under bf16 autocast or in fp32; auto: bf16 where this device runs it faster (measured once) [auto]")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="torch device of the VAE and text encoder (cpu, cuda) [default: cpu]")
     p.set_defaults(func=run_cache)
@@ -54,7 +55,7 @@ def run_cache(args) -> int:
     summary = build_latent_cache(
         args.data, args.vae, args.out, text_reference=args.text_encoder, size=args.size, fps=args.fps,
         max_frames=args.max_frames, shard_size=args.shard_size, dtype=getattr(torch, args.dtype),
-        autocast=not args.no_autocast, limit=args.limit, device=args.device,
+        precision=args.precision, limit=args.limit, device=args.device,
     )
     shapes = ", ".join(f"{k} ({n})" for k, n in sorted(summary.shapes.items()))
     print(f"{summary.out}: {summary.total} clips cached ({summary.added} new, {summary.skipped} skipped); latent shapes: {shapes}")
