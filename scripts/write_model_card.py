@@ -114,11 +114,13 @@ def compute_lines(build: dict | None, recipe: dict, threads: int) -> list[str]:
         used = f"{total / 60:.0f} GPU minutes ({device})"
     else:
         used = f"{total * threads / 3600:.1f} CPU core-hours ({threads} thread{'s' if threads > 1 else ''}, {total / 3600:.2f} h wall)"
-    command = f"python scripts/build_default_model.py --scale {build.get('scale', 'gpu')}"
+    v1 = "scale" in build  # a build of the first recipe, whose script the declarative one replaced
+    command = "python scripts/build_default_model.py " + (f"--scale {build['scale']}" if v1 else f"--recipe {build.get('recipe_name', 'v2')}")
     command += "" if device == "cpu" else f" --device {device}"
     command += f" --threads {threads}" if "--threads" in build.get("command", []) else ""
+    where = " (scripts/build_default_model.py as of commit b1f615d: `git show b1f615d:scripts/build_default_model.py`)" if v1 else ""
     return [f"Compute: {used}. Wall time per stage, summed over resumes: {stages}.",
-            f"Command (it resumes, so the same command was run again after each stop): `{command}`"]
+            f"Command (it resumes, so the same command was run again after each stop): `{command}`{where}"]
 
 
 def render_samples(model: Path, out: Path, prompts=SAMPLE_PROMPTS, columns: int = 5, seed: int = 0) -> Path:

@@ -60,7 +60,7 @@ def test_card_without_bench_or_speed_says_so(card, tmp_path):
     text = out.read_text()
     assert "The bench has not been run" in text and "Not measured yet" in text
     assert "3.0 CPU core-hours (2 threads, 1.50 h wall)" in text
-    assert "`python scripts/build_default_model.py --scale gpu --threads 2`" in text  # the build's command, not a restricted rerun
+    assert "`python scripts/build_default_model.py --recipe v2 --threads 2`" in text  # the build's command, not a restricted rerun
     assert "7 SoraWorld clips" in text and text.rstrip().endswith("- a note")
 
 

@@ -61,7 +61,7 @@ def latent_salience(z: torch.Tensor, window: int = 5, low: float = 3.0, high: fl
     normalised latent units), so texture does not count as objects. Objects cover a few percent of the
     cells (on the default model's training cache 7% of the cells reach the ramp, 1.4% its top), so a
     plain loss mostly trains the background: the model learns the scene and leaves the objects out
-    (docs/default_model.md, "Objects in the DiT").
+    (docs/default_model.md, "Objects").
     """
     b, c, t, h, w = z.shape
     k = max(1, min(window, 2 * (min(h, w) // 2) + 1))  # odd, and the replicate padding fits the frame

@@ -59,6 +59,7 @@ class TrainDiTConfig:
     lora_alpha: float | None = option(None, gt=0)  # LoRA scaling numerator (update = B A x alpha / rank); default: the rank
     lora_targets: str = LORA_TARGETS  # comma-separated linear-name suffixes the LoRA adapts (attn1.to_q, to_v, ffn.net.2, ...)
     gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass: less memory, ~30% more time
+    patch_size: int | None = option(None, ge=1)  # spatial patch side: a token is 1 x P x P latent cells (default: the preset's, 2); 4 over a VAE of 4x spatial compression gives the tokens of 2 over an 8x one
     pooled_text: bool | None = None  # add the pooled prompt to the timestep embedding (soraflow extension; not Wan-loadable)
     # -- optimisation
     steps: int = option(10000, ge=1)  # optimizer steps of the whole run (the LR schedule spans them)
@@ -115,4 +116,7 @@ class TrainDiTConfig:
 
     def model_overrides(self) -> dict:
         names = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "pooled_text")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        out = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.patch_size is not None:
+            out["patch_size"] = (1, self.patch_size, self.patch_size)
+        return out
