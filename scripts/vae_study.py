@@ -40,6 +40,10 @@ CANDIDATES = {
     "z64": {"z_dim": 64},
     # moving objects are what the 4x temporal factor loses (in the boxes, frames 1+ trail frame 0 by 7 dB)
     "s4-t2": {"spatial_factor": 4, "temporal_factor": 2},
+    # Wan2.2's residual blocks: a shortcut folds each stage's frames and pixels into channels, so a moving
+    # object's every position reaches the latent without the main path having to learn to carry it
+    "small-res": {"residual": True},
+    "s4-res": {"spatial_factor": 4, "residual": True},
 }
 
 

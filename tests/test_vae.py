@@ -61,6 +61,53 @@ def test_matches_diffusers_autoencoder_kl_wan(frames):
     assert out.std() > 1e-3  # a non-trivial output, so agreement means something
 
 
+# Wan2.2's VAE layout (TI2V-5B's shape, shrunk): residual blocks with space/time-to-channel shortcuts and
+# a 2x2 pixel patch, so 16x spatial compression.
+TINY22 = dict(base_dim=8, decoder_base_dim=12, z_dim=6, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+              temporal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12, out_channels=12)
+
+
+@pytest.mark.parametrize("frames", [1, 9, 13])
+def test_wan22_residual_vae_matches_diffusers(frames):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    config = VAEConfig(**TINY22)
+    assert (config.spatial_factor, config.temporal_factor, config.pixel_channels) == (16, 4, 3)
+    ref = _randomize(diffusers.AutoencoderKLWan(**{k: v for k, v in config.to_diffusers().items() if not k.startswith("_")}))
+    ours = VideoVAE(config).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)  # diffusers' module names, one for one
+    x = _video(frames, 32, 48)
+    with torch.no_grad():
+        ref_post = ref.encode(x).latent_dist
+        assert ref_post.mean.shape == (1, 6, 1 + (frames - 1) // 4, 2, 3)
+        for chunk in (None, 4, 8):  # whole clip and causal chunks give diffusers' per-chunk result
+            post = ours.encode(x, chunk_frames=chunk)
+            assert (post.mean - ref_post.mean).abs().max() <= 1e-4, chunk
+        ref_out = ref.decode(ref_post.mean).sample
+        assert ref_out.abs().max() > 0.05
+        for chunk in (None, 1, 2):
+            out = ours.decode(ref_post.mean, chunk_latents=chunk)
+            assert out.shape == x.shape and (out - ref_out).abs().max() <= 1e-4, chunk
+        # the training forward (whole clip, no cache) decodes as diffusers does
+        recon, posterior = ours(x)
+        torch.testing.assert_close(recon.clamp(-1, 1), ref.decode(posterior.mode()).sample, atol=1e-4, rtol=0)  # unclamped for training
+
+
+def test_wan22_vae_folder_loads_both_ways(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(1)
+    ref = _randomize(diffusers.AutoencoderKLWan(**{k: v for k, v in VAEConfig(**TINY22).to_diffusers().items() if not k.startswith("_")}))
+    ref.save_pretrained(tmp_path / "vae")
+    ours = VideoVAE.from_pretrained(tmp_path / "vae")
+    assert ours.config.is_residual and ours.config.patch_size == 2 and ours.spatial_factor == 16
+    ours.save_pretrained(tmp_path / "again")
+    back = diffusers.AutoencoderKLWan.from_pretrained(tmp_path / "again")
+    assert back.config.is_residual and back.config.patch_size == 2
+    x = _video(5, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x).latent_dist.mean, ref.encode(x).latent_dist.mean)
+
+
 def test_wan21_preset_has_the_released_vae_layout():
     diffusers = pytest.importorskip("diffusers")
     with torch.device("meta"):  # shapes only: no 127M-parameter allocation

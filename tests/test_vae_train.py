@@ -140,13 +140,16 @@ def test_shape_options_build_the_latent_grid_they_name(clips, tmp_path):
     from soraflow.train.vae import model_config
 
     for kw, (tf, sf, z) in {(): (4, 8, 16), (("spatial_factor", 4),): (4, 4, 16), (("z_dim", 4), ("spatial_factor", 4)): (4, 4, 4),
-                            (("temporal_factor", 2), ("spatial_factor", 4)): (2, 4, 16)}.items():
+                            (("temporal_factor", 2), ("spatial_factor", 4)): (2, 4, 16), (("residual", True),): (4, 8, 16),
+                            (("residual", True), ("spatial_factor", 4)): (4, 4, 16)}.items():
         cfg = model_config(TrainVAEConfig(preset="small", **dict(kw)))
         vae = VideoVAE(cfg)
         latent = vae.encode(torch.zeros(1, 3, 9, 32, 32)).mode()
         assert (vae.temporal_factor, vae.spatial_factor, cfg.z_dim) == (tf, sf, z)
         assert tuple(latent.shape) == (1, z, 1 + 8 // tf, 32 // sf, 32 // sf)
     assert model_config(TrainVAEConfig(preset="small", spatial_factor=4)).dim_mult == [1, 2, 4]  # the deepest stage goes
+    residual = model_config(TrainVAEConfig(preset="small", residual=True))
+    assert residual.is_residual and residual.dim_mult == [1, 2, 4, 4]  # the last stage cannot widen through its shortcut
     with pytest.raises(InputError, match="--spatial-factor 16 needs 4 downsampling stages"):
         model_config(TrainVAEConfig(preset="small", spatial_factor=16))
     run = _cfg(clips, tmp_path / "r", spatial_factor=4, z_dim=8, steps=1)

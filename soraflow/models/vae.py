@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, InputError
 from ..weights import load_state_dict_checked, read_json_object, read_safetensors
-from .vae_blocks import CausalCache, WanCausalConv3d, WanDecoder3d, WanEncoder3d
+from .vae_blocks import CausalCache, WanCausalConv3d, WanDecoder3d, WanEncoder3d, _format_of
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so folders are interchangeable
 CONFIG_NAME = "config.json"
@@ -53,8 +53,10 @@ class VAEConfig:
     dropout: float = 0.0
     latents_mean: list[float] | None = None  # per-channel mean of latents (normalize subtracts it); None: 0
     latents_std: list[float] | None = None  # per-channel std of latents (normalize divides by it); None: 1
-    in_channels: int = 3
+    in_channels: int = 3  # the encoder's input channels: 3 * patch_size**2 with a patch
     out_channels: int = 3
+    is_residual: bool = False  # Wan2.2: residual down/up blocks with space/time-to-channel shortcuts (AvgDown3D, DupUp3D)
+    patch_size: int | None = None  # Wan2.2: pixels folded into channels (p x p) before the encoder and unfolded after the decoder
 
     def __post_init__(self) -> None:
         self.dim_mult = list(self.dim_mult)
@@ -70,6 +72,9 @@ class VAEConfig:
                 raise InputError(f"{name} has {len(value)} entries, expected z_dim = {self.z_dim}")
         if min(self.base_dim, self.z_dim, *self.dim_mult) <= 0:
             raise InputError("base_dim, z_dim and dim_mult must be positive")
+        p = self.patch_size or 1
+        if p < 1 or self.in_channels % (p * p) or self.out_channels % (p * p):
+            raise InputError(f"in_channels {self.in_channels} and out_channels {self.out_channels} must be multiples of patch_size**2 = {p * p}")
 
     @property
     def temporal_factor(self) -> int:
@@ -77,7 +82,12 @@ class VAEConfig:
 
     @property
     def spatial_factor(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
+        return 2 ** (len(self.dim_mult) - 1) * (self.patch_size or 1)
+
+    @property
+    def pixel_channels(self) -> int:
+        """Channels of the pixels the VAE takes and gives (the encoder's input before any patching)."""
+        return self.in_channels // (self.patch_size or 1) ** 2
 
     # diffusers' AutoencoderKLWan config.json <-> VAEConfig
     def to_diffusers(self) -> dict:
@@ -85,8 +95,6 @@ class VAEConfig:
         d["temperal_downsample"] = d.pop("temporal_downsample")  # diffusers' spelling
         d.update(
             _class_name="AutoencoderKLWan",
-            is_residual=False,
-            patch_size=None,
             scale_factor_temporal=self.temporal_factor,
             scale_factor_spatial=self.spatial_factor,
         )
@@ -97,8 +105,8 @@ class VAEConfig:
         d = {k: v for k, v in d.items() if not k.startswith("_")}
         if "temperal_downsample" in d:
             d["temporal_downsample"] = d.pop("temperal_downsample")
-        if d.pop("is_residual", False) or d.pop("patch_size", None) not in (None, 1):
-            raise CheckpointError(f"{source}: Wan2.2-style VAEs (is_residual / patch_size) are not supported, only Wan2.1")
+        if d.get("patch_size") == 1:
+            d["patch_size"] = None
         d.pop("scale_factor_temporal", None)
         d.pop("scale_factor_spatial", None)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -183,6 +191,7 @@ class VideoVAE(nn.Module):
             attn_scales=config.attn_scales,
             temperal_downsample=config.temporal_downsample,
             dropout=config.dropout,
+            is_residual=config.is_residual,
         )
         self.quant_conv = WanCausalConv3d(config.z_dim * 2, config.z_dim * 2, 1)
         self.post_quant_conv = WanCausalConv3d(config.z_dim, config.z_dim, 1)
@@ -195,6 +204,7 @@ class VideoVAE(nn.Module):
             temperal_upsample=config.temporal_downsample[::-1],
             dropout=config.dropout,
             out_channels=config.out_channels,
+            is_residual=config.is_residual,
         )
         self.tiling = Tiling()
         self.channels_last = False
@@ -257,8 +267,8 @@ class VideoVAE(nn.Module):
             raise InputError(f"expected a video (B, C, T, H, W), got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise InputError(f"expected float pixels in [-1, 1], got dtype {x.dtype}; convert with x.float() / 127.5 - 1")
-        if x.shape[1] != self.config.in_channels:
-            raise InputError(f"expected {self.config.in_channels} channels (B, C, T, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
+        if x.shape[1] != self.config.pixel_channels:
+            raise InputError(f"expected {self.config.pixel_channels} channels (B, C, T, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
         sf = self.spatial_factor
         if x.shape[3] % sf or x.shape[4] % sf:
             raise InputError(f"height and width must be multiples of {sf}, got {x.shape[3]}x{x.shape[4]} (H x W)")
@@ -321,6 +331,7 @@ class VideoVAE(nn.Module):
         return DiagonalGaussian.from_moments(moments)
 
     def _encode_moments(self, x: torch.Tensor, chunk_frames: int | None) -> torch.Tensor:
+        x = self._patchify(x)
         if chunk_frames is None:
             return self.quant_conv(self.encoder(x))  # (B, 2 z_dim, T', H', W')
         tf = self.temporal_factor
@@ -381,7 +392,24 @@ class VideoVAE(nn.Module):
             yield out.clamp(-1.0, 1.0)
 
     def _decode_chunk(self, z: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z), cache)  # (B, 3, t, H, W)
+        return self._unpatchify(self.decoder(self.post_quant_conv(z), cache))  # (B, 3, t, H, W)
+
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C p p, T, H/p, W/p), diffusers' channel order (c, pw, ph)."""
+        p = self.config.patch_size
+        if not p:
+            return x
+        fmt, (b, c, t, h, w) = _format_of(x), x.shape
+        x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+        return x.reshape(b, c * p * p, t, h // p, w // p).contiguous(memory_format=fmt)
+
+    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.config.patch_size
+        if not p:
+            return x
+        fmt, (b, cp, t, h, w) = _format_of(x), x.shape
+        x = x.reshape(b, cp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+        return x.reshape(b, cp // (p * p), t, h * p, w * p).contiguous(memory_format=fmt)
 
     # ------------------------------------------------------------------------------------------
     # Spatial tiles
@@ -433,7 +461,7 @@ class VideoVAE(nn.Module):
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
             posterior = self.encode(x, chunk_frames=None, tiled=False)
         z = posterior.sample(generator) if sample else posterior.mode()
-        recon = self.decoder(self.post_quant_conv(z))[:, :, :frames]  # unclamped: clamping kills gradients
+        recon = self._unpatchify(self.decoder(self.post_quant_conv(z)))[:, :, :frames]  # unclamped: clamping kills gradients
         return recon, posterior
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -237,6 +237,94 @@ class WanMidBlock(nn.Module):
         return x
 
 
+class AvgDown3D(nn.Module):
+    """Shortcut of a Wan2.2 residual down block: time and space folded into channels (the first frame
+    with a zero frame before it, so frames pair as the main path's do), then groups of channels averaged.
+    Each input frame reaches the output through it directly, whatever the main path keeps."""
+
+    def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int = 1) -> None:
+        super().__init__()
+        factor = factor_t * factor_s * factor_s
+        if in_channels * factor % out_channels:
+            raise ValueError(f"in_channels {in_channels} x factor {factor} is not a multiple of out_channels {out_channels}")
+        self.out_channels, self.factor_t, self.factor_s = out_channels, factor_t, factor_s
+        self.group_size = in_channels * factor // out_channels
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        fmt, ft, fs = _format_of(x), self.factor_t, self.factor_s
+        pad_t = (ft - x.shape[2] % ft) % ft  # a chunk that starts the clip is 1 + 2k frames long, later ones 2k
+        x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
+        b, c, t, h, w = x.shape
+        x = x.reshape(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        x = x.reshape(b, self.out_channels, self.group_size, t // ft, h // fs, w // fs).mean(dim=2)
+        return x.contiguous(memory_format=fmt)
+
+
+class DupUp3D(nn.Module):
+    """Shortcut of a Wan2.2 residual up block: channels repeated, then unfolded into time and space;
+    at the start of a clip the frames before the first one are dropped (the main path's frame 0 passes alone)."""
+
+    def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int = 1) -> None:
+        super().__init__()
+        self.out_channels, self.factor_t, self.factor_s = out_channels, factor_t, factor_s
+        factor = factor_t * factor_s * factor_s
+        if out_channels * factor % in_channels:
+            raise ValueError(f"out_channels {out_channels} x factor {factor} is not a multiple of in_channels {in_channels}")
+        self.repeats = out_channels * factor // in_channels
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        fmt, ft, fs = _format_of(x), self.factor_t, self.factor_s
+        first = cache is None or cache.get(self) is None
+        if cache is not None:
+            cache.set(self, True)
+        b, _, t, h, w = x.shape
+        x = x.repeat_interleave(self.repeats, dim=1).reshape(b, self.out_channels, ft, fs, fs, t, h, w)
+        x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_channels, t * ft, h * fs, w * fs)
+        if first:
+            x = x[:, :, ft - 1:]
+        return x.contiguous(memory_format=fmt)
+
+
+class WanResidualDownBlock(nn.Module):
+    """Wan2.2: residual blocks and a downsampler, plus an :class:`AvgDown3D` shortcut around them."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, num_res_blocks: int, temperal_downsample: bool = False,
+                 down_flag: bool = False) -> None:
+        super().__init__()
+        self.avg_shortcut = AvgDown3D(in_dim, out_dim, factor_t=2 if temperal_downsample else 1, factor_s=2 if down_flag else 1)
+        self.resnets = nn.ModuleList([WanResidualBlock(in_dim if j == 0 else out_dim, out_dim, dropout) for j in range(num_res_blocks)])
+        mode = "downsample3d" if temperal_downsample else "downsample2d"
+        self.downsampler = WanResample(out_dim, mode=mode) if down_flag else None
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        shortcut = self.avg_shortcut(x, cache)
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return x + shortcut
+
+
+class WanResidualUpBlock(nn.Module):
+    """Wan2.2: residual blocks and an upsampler, plus a :class:`DupUp3D` shortcut around them."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float = 0.0, temperal_upsample: bool = False,
+                 up_flag: bool = False) -> None:
+        super().__init__()
+        self.avg_shortcut = DupUp3D(in_dim, out_dim, factor_t=2 if temperal_upsample else 1, factor_s=2) if up_flag else None
+        self.resnets = nn.ModuleList([WanResidualBlock(in_dim if j == 0 else out_dim, out_dim, dropout) for j in range(num_res_blocks + 1)])
+        mode = "upsample3d" if temperal_upsample else "upsample2d"
+        self.upsampler = WanResample(out_dim, mode=mode, upsample_out_dim=out_dim) if up_flag else None
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        shortcut = self.avg_shortcut(x, cache) if self.avg_shortcut is not None else None
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsampler is not None:
+            x = self.upsampler(x, cache)
+        return x if shortcut is None else x + shortcut
+
+
 class WanEncoder3d(nn.Module):
     """Pixels (B, 3, T, H, W) -> moments (B, 2*z_dim, 1 + (T-1)/tf, H/sf, W/sf)."""
 
@@ -250,6 +338,7 @@ class WanEncoder3d(nn.Module):
         attn_scales=(),
         temperal_downsample=(False, True, True),
         dropout: float = 0.0,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [dim * u for u in [1, *dim_mult]]
@@ -257,6 +346,11 @@ class WanEncoder3d(nn.Module):
         self.down_blocks = nn.ModuleList()
         scale = 1.0
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            last = i == len(dim_mult) - 1
+            if is_residual:  # Wan2.2: one block per stage, its downsampler inside, a shortcut around it
+                self.down_blocks.append(WanResidualDownBlock(in_dim, out_dim, dropout, num_res_blocks,
+                                                             temperal_downsample=not last and temperal_downsample[i], down_flag=not last))
+                continue
             for _ in range(num_res_blocks):
                 self.down_blocks.append(WanResidualBlock(in_dim, out_dim, dropout))
                 if scale in attn_scales:
@@ -309,6 +403,7 @@ class WanDecoder3d(nn.Module):
         temperal_upsample=(True, True, False),
         dropout: float = 0.0,
         out_channels: int = 3,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
@@ -316,9 +411,13 @@ class WanDecoder3d(nn.Module):
         self.mid_block = WanMidBlock(dims[0], dropout, num_layers=1)
         self.up_blocks = nn.ModuleList()
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            up_flag = i != len(dim_mult) - 1
+            if is_residual:  # Wan2.2: the upsampler keeps the channels, a shortcut goes around the block
+                self.up_blocks.append(WanResidualUpBlock(in_dim, out_dim, num_res_blocks, dropout,
+                                                         temperal_upsample=up_flag and temperal_upsample[i], up_flag=up_flag))
+                continue
             if i > 0:
                 in_dim = in_dim // 2  # Wan2.1: each upsampler halves the channels it hands on
-            up_flag = i != len(dim_mult) - 1
             mode = None
             if up_flag:
                 mode = "upsample3d" if temperal_upsample[i] else "upsample2d"

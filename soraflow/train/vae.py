@@ -201,6 +201,10 @@ def model_config(cfg: TrainVAEConfig):
         overrides["dim_mult"] = list(preset.dim_mult[:wanted + 1])
         overrides["temporal_downsample"] = list(preset.temporal_downsample[stages - wanted:])
         stages = wanted
+    if cfg.residual:
+        mult = list(overrides.get("dim_mult", preset.dim_mult))
+        mult[-1] = min(mult[-1], mult[-2])  # a shortcut that only averages cannot widen: the last stage has no downsampler
+        overrides.update(is_residual=True, dim_mult=mult)
     if cfg.temporal_factor:
         halvings = {1: 0, 2: 1, 4: 2}[cfg.temporal_factor]
         if halvings > stages:
@@ -291,8 +295,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     # Every check before the run folder is made: a refused run leaves nothing behind.
     run_dir = check_output_dir(cfg.run_dir, "--run-dir")
     clips = list_clips(cfg.data)
-    if cfg.init and (cfg.base_dim or cfg.temporal_factor or cfg.spatial_factor or cfg.z_dim):
-        raise InputError("--base-dim, --z-dim, --spatial-factor and --temporal-factor shape a new VAE; --init takes the shape of the VAE it loads")
+    if cfg.init and (cfg.base_dim or cfg.temporal_factor or cfg.spatial_factor or cfg.z_dim or cfg.residual):
+        raise InputError("--base-dim, --z-dim, --spatial-factor, --temporal-factor and --residual shape a new VAE; --init takes the shape of the VAE it loads")
     device = check_device(cfg.device)
     shape = VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg)
     shapes = [(cfg.frames, cfg.crop or cfg.size)] + ([(cfg.long_frames, cfg.long_crop)] if cfg.long_prob > 0 else [])
@@ -323,9 +327,9 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         # The model options first: weights of another shape would only say which tensors differ.
         saved = load_json(last / "config.json") if (last / "config.json").is_file() else {}
         saved = saved if isinstance(saved, dict) else {}
-        shape = ("preset", "init", "base_dim", "temporal_factor", "spatial_factor", "z_dim")
+        shape = ("preset", "init", "base_dim", "temporal_factor", "spatial_factor", "z_dim", "residual")
         saved_model = tuple(saved.get(k, 0 if k in shape[2:] else None) for k in shape)
-        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim)
+        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim, cfg.residual)
         if saved_model != wanted:
             raise InputError(f"{run_dir} holds a run of another model ({', '.join(f'{k} {v!r}' for k, v in zip(shape, saved_model))}); "
                              f"use another --run-dir or the same model options")
