@@ -124,8 +124,6 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     kind = index.get("_class_name")
     if kind not in ("WanPipeline", "WanImageToVideoPipeline"):
         raise CheckpointError(f"{directory}: a {kind} folder; soraflow reads WanPipeline and WanImageToVideoPipeline folders")
-    if index.get("expand_timesteps"):
-        raise CheckpointError(f"{directory}: expand_timesteps (Wan2.2 TI2V-5B image-to-video) is not supported yet")
     for part in ("transformer", "vae", "text_encoder", "tokenizer"):
         if not (directory / part).is_dir():
             raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
@@ -154,16 +152,24 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     from .models.vae import VideoVAE
 
     vae = VideoVAE.config_from_pretrained(directory / "vae")  # CheckpointError for a broken one
-    channels = read_json_object(directory / "transformer" / "config.json").get("in_channels")
-    condition = "channels" if kind == "WanImageToVideoPipeline" else "frames"
+    transformer = read_json_object(directory / "transformer" / "config.json")
+    channels = transformer.get("in_channels")
+    patch = transformer.get("patch_size") or [1, 2, 2]
+    # Wan2.2 TI2V-5B (expand_timesteps) gives the image as latent frame 0 at timestep 0, per token: soraflow's
+    # per-frame timesteps, in either pipeline class; the other image-to-video folders concatenate channels.
+    condition = "channels" if kind == "WanImageToVideoPipeline" and not index.get("expand_timesteps") else "frames"
     want = 2 * vae.z_dim + vae.temporal_factor if condition == "channels" else vae.z_dim
     if channels != want:
         raise CheckpointError(f"{directory}: a {kind} whose transformer takes {channels} input channels; "
                               f"soraflow runs {want} (VAE latents{' + mask + image latents' if condition == 'channels' else ''})")
+    # Wan's own defaults: 81 frames of 832x480 at 16 fps; TI2V-5B (16x VAE) 121 frames of 1280x704 at 24 fps
+    fps, (height, width), frames = (24, (704, 1280), 121) if vae.spatial_factor == 16 else (16, (480, 832), 81)
     return PipelineConfig(
-        fps=16, height=480, width=832, seconds=81 / 16, max_seconds=60.0, latent_channels=vae.z_dim,
+        fps=fps, height=height, width=width, seconds=frames / fps, max_seconds=60.0, latent_channels=vae.z_dim,
+        size_multiple=vae.spatial_factor * int(patch[1]),
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
-        sampler="euler", window_latent_frames=21, overlap_latent_frames=2, dit_folder="transformer",
+        sampler="euler", window_latent_frames=1 + (frames - 1) // vae.temporal_factor, overlap_latent_frames=2,
+        dit_folder="transformer",
         text_tokens=512, schedule=schedules[solver],
         # As diffusers: without a boundary the second transformer never runs.
         low_noise_folder="transformer_2" if boundary is not None else None, boundary_ratio=boundary,

@@ -236,3 +236,55 @@ def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tm
     assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err
     assert "image_encoder" in err and "not supported yet" in err
+
+
+@pytest.fixture(scope="module")
+def wan_ti2v_folder(wan_folder, tmp_path_factory) -> Path:
+    """Wan2.2 TI2V-5B's layout: the residual VAE with a 2x2 pixel patch (16x spatial), a transformer on its
+    latents alone, and expand_timesteps (per-token timesteps: the image as latent frame 0 at t = 0)."""
+    from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+
+    t2v = WanPipeline.from_pretrained(wan_folder)
+    torch.manual_seed(4)
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=12, z_dim=6, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+                           out_channels=12, scale_factor_spatial=16, latents_mean=[0.1, -0.2, 0.05, 0.0, 0.3, -0.1],
+                           latents_std=[1.5, 0.8, 1.2, 1.0, 0.9, 1.1])
+    with torch.no_grad():
+        for p in vae.parameters():  # a random VAE whose frames carry the latents' differences
+            p.add_(torch.randn_like(p) * 0.05)
+    transformer = WanTransformer3DModel.from_config({**t2v.transformer.config, "in_channels": 6, "out_channels": 6})
+    folder = tmp_path_factory.mktemp("wan-ti2v") / "wan"
+    WanPipeline(tokenizer=t2v.tokenizer, text_encoder=t2v.text_encoder, vae=vae, scheduler=t2v.scheduler,
+                transformer=transformer, expand_timesteps=True).save_pretrained(folder)
+    return folder
+
+
+def test_wan22_ti2v_text_and_image_to_video_are_diffusers(wan_ti2v_folder):
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+    from PIL import Image
+
+    from soraflow.pipeline import SoraPipeline
+
+    s = {**SETTINGS, "height": 64, "width": 64}
+    pipe = SoraPipeline.from_pretrained(wan_ti2v_folder)
+    c = pipe.config
+    assert c.image_condition == "frames" and pipe.vae.spatial_factor == 16 and c.size_multiple == 32
+    assert (c.fps, c.width, c.height, round(c.seconds * c.fps), c.window_latent_frames) == (24, 1280, 704, 121, 31)  # one window
+    args = dict(negative_prompt=NEGATIVE, height=s["height"], width=s["width"], num_frames=s["num_frames"],
+                num_inference_steps=s["steps"], guidance_scale=s["guidance_scale"], output_type="np")
+    want = WanPipeline.from_pretrained(wan_ti2v_folder)(PROMPT, generator=torch.Generator().manual_seed(s["seed"]), **args).frames[0]
+    mine = dict(negative_prompt=NEGATIVE, size=(s["height"], s["width"]), num_frames=s["num_frames"], steps=s["steps"],
+                guidance_scale=s["guidance_scale"], seed=s["seed"], progress=False)
+    got = pipe(PROMPT, **mine).frames
+    assert got.shape == (9, 64, 64, 3) and np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
+    # image-to-video: diffusers' WanImageToVideoPipeline with expand_timesteps on the same parts
+    ref = WanPipeline.from_pretrained(wan_ti2v_folder)
+    i2v = WanImageToVideoPipeline(tokenizer=ref.tokenizer, text_encoder=ref.text_encoder, vae=ref.vae, scheduler=ref.scheduler,
+                                  transformer=ref.transformer, expand_timesteps=True)
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.stack([4 * xx, 4 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
+    image[20:40, 24:44] = (230, 30, 30)
+    want = i2v(image=Image.fromarray(image), prompt=PROMPT, generator=torch.Generator().manual_seed(s["seed"]), **args).frames[0]
+    got = pipe(PROMPT, image=image, **mine).frames
+    assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
