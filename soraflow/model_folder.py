@@ -77,6 +77,10 @@ class PipelineConfig:
     image_condition: str = "frames"
     boundary_ratio: float | None = None
     guidance_scale_2: float | None = None
+    # Wan2.1 I2V / FLF2V: the CLIP vision encoder and its processor whose tokens the DiT's image branch reads
+    # (folders, relative: inside the model folder)
+    image_encoder: str | None = None
+    image_processor: str | None = None
 
     def __post_init__(self):
         modes.check_fps(self.fps)
@@ -96,6 +100,10 @@ class PipelineConfig:
             number("boundary_ratio", self.boundary_ratio, lo=0, lo_open=True, hi=1)
         if self.guidance_scale_2 is not None:
             number("guidance_scale_2", self.guidance_scale_2, lo=0, hi=50)
+        if (self.image_encoder is None) != (self.image_processor is None):
+            raise InputError("image_encoder and image_processor go together (a CLIP encoder and its processor)")
+        if self.image_encoder is not None and self.image_condition != "channels":
+            raise InputError("an image_encoder (Wan2.1 I2V's CLIP branch) needs image_condition 'channels'")
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
         modes.plan_windows(1, first_head=0, tail=0, window=self.window_latent_frames,
                            overlap=self.overlap_latent_frames)
@@ -128,8 +136,10 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         if not (directory / part).is_dir():
             raise CheckpointError(f"{directory} is a WanPipeline folder without its {part}/ folder")
     present = lambda k: isinstance(index.get(k), list) and bool(index[k]) and index[k][0] is not None  # noqa: E731
-    if present("image_encoder"):
-        raise CheckpointError(f"{directory}: image_encoder (Wan2.1 I2V's CLIP branch) is not supported yet")
+    clip = present("image_encoder")
+    if clip and not ((directory / "image_encoder").is_dir() and (directory / "image_processor").is_dir()):
+        raise CheckpointError(f"{directory}: model_index.json names an image_encoder, and its image_encoder/ or "
+                              f"image_processor/ folder is missing")
     boundary = index.get("boundary_ratio")
     if boundary is not None and not (present("transformer_2") and (directory / "transformer_2").is_dir()):
         raise CheckpointError(f"{directory}: boundary_ratio {boundary} without its transformer_2/ folder")
@@ -174,6 +184,7 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         # As diffusers: without a boundary the second transformer never runs.
         low_noise_folder="transformer_2" if boundary is not None else None, boundary_ratio=boundary,
         image_condition=condition,
+        image_encoder="image_encoder" if clip else None, image_processor="image_processor" if clip else None,
     )
 
 

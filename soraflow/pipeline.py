@@ -27,6 +27,7 @@ memory of one window.
 
 from __future__ import annotations
 
+import dataclasses
 import collections
 import os
 import secrets
@@ -257,12 +258,13 @@ class SoraPipeline:
     """VAE + DiT + text encoder (+ prompt expander): ``pipe(prompt, ...) -> GenerationResult``."""
 
     def __init__(self, vae, dit, text_encoder, config: PipelineConfig | None = None, *, expander=None,
-                 low_noise_dit=None):
+                 low_noise_dit=None, image_encoder=None):
         self.vae = vae.eval().requires_grad_(False)
         self.dit = dit.eval().requires_grad_(False)
         # Wan2.2 A14B's second expert: it denoises the steps below config.boundary_ratio.
         self.low_noise_dit = None if low_noise_dit is None else low_noise_dit.eval().requires_grad_(False)
         self.text_encoder = text_encoder
+        self.image_encoder = image_encoder  # Wan2.1 I2V: CLIP tokens for the DiT's image branch (soraflow.models.image)
         self.config = config or PipelineConfig()
         self._expander = expander  # built lazily from config.expander
         self.name_or_path: str | None = None  # the folder it was loaded from (stored with every output)
@@ -285,6 +287,13 @@ class SoraPipeline:
                 f"latent channels disagree: VAE {z}, DiT in/out {dcfg.in_channels}/{dcfg.out_channels}, "
                 f"pipeline config {cfg.latent_channels}" + (f", image condition +{extra}" if extra else "")
             )
+        if (dcfg.image_dim is None) != (self.image_encoder is None):
+            raise CheckpointError("the DiT's image branch (image_dim) and a CLIP image encoder go together; give both or neither")
+        if self.image_encoder is not None and self.image_encoder.dim != dcfg.image_dim:
+            raise CheckpointError(f"the image encoder gives {self.image_encoder.dim}-d tokens, the DiT's image branch "
+                                  f"expects {dcfg.image_dim}")
+        if self.image_encoder is not None and cfg.image_condition != "channels":
+            raise CheckpointError("a CLIP image branch needs image_condition 'channels' (Wan2.1 image-to-video)")
         if self.text_encoder.dim != dcfg.text_dim:
             raise CheckpointError(
                 f"text encoder {self.text_encoder.reference!r} gives {self.text_encoder.dim}-d tokens, "
@@ -354,7 +363,13 @@ class SoraPipeline:
             vae_dtype = dtype
         text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
-        pipe = cls(vae, dit, text_encoder, config, expander=expander, low_noise_dit=low_noise)
+        image_encoder = None
+        if config.image_encoder:
+            from .models.image import load_image_encoder
+
+            image_encoder = load_image_encoder(*(Path(f) if Path(f).is_absolute() else directory / f
+                                                 for f in (config.image_encoder, config.image_processor)), device=device)
+        pipe = cls(vae, dit, text_encoder, config, expander=expander, low_noise_dit=low_noise, image_encoder=image_encoder)
         pipe.name_or_path = str(directory)
         pipe.to(device=device, dtype=dtype)
         if vae_dtype != dtype:
@@ -369,7 +384,11 @@ class SoraPipeline:
         reference = self.config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and self.name_or_path:
             reference = str((Path(self.name_or_path) / reference).resolve())  # not copied: point at it
-        return write_model_folder(directory, self.vae, self.dit, self.config, text_encoder=reference,
+        config = self.config
+        if config.image_encoder and self.name_or_path:  # the CLIP encoder too is referenced, not copied
+            config = dataclasses.replace(config, **{k: str((Path(self.name_or_path) / getattr(config, k)).resolve())
+                                                    for k in ("image_encoder", "image_processor")})
+        return write_model_folder(directory, self.vae, self.dit, config, text_encoder=reference,
                                   low_noise_dit=self.low_noise_dit)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SoraPipeline":
@@ -382,6 +401,8 @@ class SoraPipeline:
             for model in self.dits:
                 model.to(device)
             self.text_encoder.to(device)
+            if self.image_encoder is not None:
+                self.image_encoder.to(device)
         if dtype is not None:
             for model in self.dits:
                 model.to(dtype=dtype)
@@ -624,9 +645,12 @@ class SoraPipeline:
         mask = torch.zeros(1, tf, latent_frames, *z.shape[3:], device=z.device)
         mask[:, :, 0] = 1.0
         condition = torch.cat([mask, z], dim=1)
+        tokens = self.image_encoder([image]).to(self.device) if self.image_encoder is not None else None  # (1, L, D)
 
         def conditioned(dit):
             def model(x, t, **kw):
+                if tokens is not None:
+                    kw["image_context"] = tokens.to(x).expand(x.shape[0], -1, -1)
                 return dit(torch.cat([x, condition.to(x).expand(x.shape[0], -1, -1, -1, -1)], dim=1), t, **kw)
             return model
 

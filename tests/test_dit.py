@@ -395,3 +395,31 @@ def test_int8_blocks_stay_close_to_fp32(pair):
     assert 0 < rel < 0.03, rel  # int8 rounding: small but not zero
     with pytest.raises(InputError, match="CPU in float32"):
         DiT(TINY).to(torch.bfloat16).quantize_int8()
+
+
+@pytest.mark.parametrize("flf2v", [False, True], ids=["i2v", "flf2v"])
+@torch.no_grad()
+def test_the_clip_image_branch_matches_diffusers(flf2v):
+    """Wan2.1 I2V / FLF2V: CLIP tokens embedded and attended beside the text in every cross-attention."""
+    cfg = dit_config("tiny", in_channels=12, image_dim=20, added_kv_proj_dim=TINY.dim,
+                     pos_embed_seq_len=2 * 5 if flf2v else None)
+    torch.manual_seed(3)
+    ref = _wan(cfg).eval()
+    for p in ref.parameters():
+        p.normal_(0.0, 0.2)
+    ours = DiT(cfg).eval()
+    ours.load_state_dict(ref.state_dict())  # add_k_proj, add_v_proj, norm_added_k, image_embedder.*: diffusers' keys
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 12, 3, 6, 8, generator=g)
+    ctx = torch.randn(1, 512, cfg.text_dim, generator=g)  # diffusers splits the image tokens off at len - 512
+    images = torch.randn(2 if flf2v else 1, 5, 20, generator=g)  # FLF2V: first and last frame, 5 tokens each
+    t = torch.tensor([0.4])
+    expected = ref(x, t * 1000, ctx, encoder_hidden_states_image=images, return_dict=False)[0]
+    got = ours(x, t, ctx, image_context=images.reshape(1, -1, 20) if flf2v else images)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    other = ours(x, t, ctx, image_context=(images.reshape(1, -1, 20) if flf2v else images) * -1)
+    assert (other - got).abs().max() > 1e-3  # the image tokens matter
+    with pytest.raises(InputError, match="needs the CLIP image tokens"):
+        ours(x, t, ctx)
+    with pytest.raises(InputError, match="no image branch"):
+        DiT(TINY)(torch.randn(1, 4, 1, 4, 4), t, torch.randn(1, 3, 16), image_context=images)

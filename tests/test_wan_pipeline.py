@@ -235,7 +235,7 @@ def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tm
     (broken / "model_index.json").write_text(json.dumps({**index, "image_encoder": ["transformers", "CLIPVisionModel"]}))
     assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err
-    assert "image_encoder" in err and "not supported yet" in err
+    assert "names an image_encoder, and its image_encoder/ or image_processor/ folder is missing" in err
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +288,58 @@ def test_wan22_ti2v_text_and_image_to_video_are_diffusers(wan_ti2v_folder):
     want = i2v(image=Image.fromarray(image), prompt=PROMPT, generator=torch.Generator().manual_seed(s["seed"]), **args).frames[0]
     got = pipe(PROMPT, image=image, **mine).frames
     assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def wan21_i2v_folder(wan_folder, tmp_path_factory) -> Path:
+    """Wan2.1 I2V-14B's layout: a CLIP vision encoder and its processor, a transformer with the image
+    branch (image_dim) reading latents + mask + image latents, one expert."""
+    import transformers
+    from diffusers import WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
+
+    t2v = WanPipeline.from_pretrained(wan_folder)
+    torch.manual_seed(5)
+    clip = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
+        hidden_size=20, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=16))
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    config = {**t2v.transformer.config, "in_channels": 12, "image_dim": 20, "added_kv_proj_dim": 24}
+    transformer = WanTransformer3DModel.from_config(config)
+    with torch.no_grad():
+        for p in transformer.condition_embedder.image_embedder.parameters():
+            p.normal_(0, 0.3)  # the image branch's path is zero nowhere
+    folder = tmp_path_factory.mktemp("wan21-i2v") / "wan"
+    WanImageToVideoPipeline(tokenizer=t2v.tokenizer, text_encoder=t2v.text_encoder, vae=t2v.vae, scheduler=t2v.scheduler,
+                            transformer=transformer, image_encoder=clip, image_processor=processor).save_pretrained(folder)
+    return folder
+
+
+def test_wan21_image_to_video_with_its_clip_encoder_is_diffusers(wan21_i2v_folder, tmp_path):
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    from soraflow.pipeline import SoraPipeline
+
+    s = SETTINGS
+    yy, xx = np.mgrid[0:32, 0:32]
+    image = np.stack([8 * xx, 8 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
+    image[10:20, 12:22] = (230, 30, 30)
+    ref = WanImageToVideoPipeline.from_pretrained(wan21_i2v_folder)
+    want = ref(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=NEGATIVE, height=s["height"],
+               width=s["width"], num_frames=s["num_frames"], num_inference_steps=s["steps"],
+               guidance_scale=s["guidance_scale"], generator=torch.Generator().manual_seed(s["seed"]),
+               output_type="np").frames[0]
+    pipe = SoraPipeline.from_pretrained(wan21_i2v_folder)
+    assert pipe.image_encoder is not None and pipe.config.image_condition == "channels"
+    kw = dict(negative_prompt=NEGATIVE, size=(s["height"], s["width"]), num_frames=s["num_frames"], steps=s["steps"],
+              guidance_scale=s["guidance_scale"], seed=s["seed"], progress=False)
+    got = pipe(PROMPT, image=image, **kw).frames
+    assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
+    # the CLIP tokens matter: without them (zeros) it is another video
+    real = pipe.image_encoder
+    pipe.image_encoder = lambda images: torch.zeros_like(real(images))
+    assert np.abs(pipe(PROMPT, image=image, **kw).frames.astype(np.float32) - got).max() > 8
+    pipe.image_encoder = real
+    # saved as a soraflow folder it references the CLIP encoder and gives the same frames
+    pipe.save_pretrained(tmp_path / "saved")
+    again = SoraPipeline.from_pretrained(tmp_path / "saved")
+    assert np.array_equal(again(PROMPT, image=image, **kw).frames, got)

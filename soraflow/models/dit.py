@@ -9,8 +9,9 @@ rotary, never learned tables.
 Weight compatibility: module and parameter names are exactly those of diffusers' ``WanTransformer3DModel``
 (``blocks.0.attn1.to_q.weight``, ``condition_embedder.time_proj.bias``, ...), so a diffusers folder loads
 with :meth:`DiT.from_pretrained` and our folders load in diffusers; original Wan-AI folders load through
-the key table in :mod:`soraflow.models.convert_dit`. Wan's I2V variant (a CLIP image branch, ``image_dim``)
-is not supported; T2V (Wan2.1/2.2) and TI2V (Wan2.2 5B) layouts are.
+the key table in :mod:`soraflow.models.convert_dit`. Every Wan layout runs: T2V (Wan2.1/2.2), TI2V (Wan2.2 5B)
+and Wan2.1 I2V / FLF2V with their CLIP image branch (``image_dim``: CLIP tokens, embedded, are a second
+set of keys and values in every cross-attention, beside the text's).
 
 Timesteps: flow time t in [0, 1] (0 = clean, 1 = noise), scaled by 1000 inside so Wan weights work as
 trained. ``t`` may be (B,), (B, T) per latent frame or (B, N) per token: a given (clean) frame gets t = 0
@@ -69,6 +70,12 @@ class DiTConfig:
     # modulation: a global path beside cross-attention (SD3 and Flux have one, from a pooled CLIP
     # vector). What it measurably does: docs/dit.md.
     pooled_text: bool = False
+    # Wan2.1 I2V / FLF2V: CLIP image tokens of this width (1280), embedded to the model width, attended in
+    # every cross-attention through their own key/value projections (added_kv_proj_dim: the width they
+    # project from, the model's); FLF2V adds a learned position table over its two images' tokens.
+    image_dim: int | None = None
+    added_kv_proj_dim: int | None = None
+    pos_embed_seq_len: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -113,7 +120,7 @@ class DiTConfig:
         """
         d = self.to_dict()
         del d["rope_theta"]  # diffusers hard-codes 10000
-        d.update(_class_name="WanTransformer3DModel", image_dim=None, added_kv_proj_dim=None, pos_embed_seq_len=None)
+        d.update(_class_name="WanTransformer3DModel")
         if self.pooled_text:
             d["_class_name"] = "DiT"
         else:
@@ -128,11 +135,8 @@ class DiTConfig:
         cls_name = d.get("_class_name")
         if cls_name not in (None, "WanTransformer3DModel", "DiT"):
             raise CheckpointError(f"{source}: _class_name {cls_name!r} is not a WanTransformer3DModel / DiT config")
-        for key in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len"):
-            if d.get(key) is not None:
-                raise CheckpointError(
-                    f"{source}: {key}={d[key]} (Wan I2V image branch) is not supported; use T2V or TI2V weights"
-                )
+        if (d.get("image_dim") is None) != (d.get("added_kv_proj_dim") is None):
+            raise CheckpointError(f"{source}: image_dim and added_kv_proj_dim go together (Wan I2V's image branch)")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
         if "_soraflow_rope_theta" in d:
@@ -220,6 +224,7 @@ class ConditionEmbedder(nn.Module):
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim)
         self.text_embedder = MLP2(cfg.text_dim, cfg.dim, nn.GELU(approximate="tanh"))
         self.text_pooler = MLP2(cfg.text_dim, cfg.dim, nn.SiLU()) if cfg.pooled_text else None
+        self.image_embedder = ImageEmbedding(cfg.image_dim, cfg.dim, cfg.pos_embed_seq_len) if cfg.image_dim else None
 
     # The time path stays in fp32 even under autocast (Wan keeps it so): it is tiny and the
     # modulation multiplies every activation.
@@ -247,10 +252,34 @@ class ConditionEmbedder(nn.Module):
         return mod.unflatten(-1, (6, -1))
 
 
-class Attention(nn.Module):
-    """Multi-head attention with Wan's QK RMSNorm across heads; self-attention (rotary) or cross-attention."""
+class ImageEmbedding(nn.Module):
+    """CLIP image tokens -> model width: LayerNorm, GELU MLP, LayerNorm, in fp32 (diffusers' WanImageEmbedding).
+    With ``pos_embed_seq_len`` (FLF2V), the two images' tokens are one sequence with a learned position table."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, d_in: int, d_out: int, pos_embed_seq_len: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_in)
+        self.ff = FeedForward(d_in, d_in, d_out=d_out, approximate="none")
+        self.norm2 = nn.LayerNorm(d_out)
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_embed_seq_len, d_in)) if pos_embed_seq_len else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d_in) -> (B, L, d_out)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if self.pos_embed is not None:
+                x = x.reshape(-1, self.pos_embed.shape[1], x.shape[-1]) + self.pos_embed.float()
+            x = F.layer_norm(x, x.shape[-1:], self.norm1.weight.float(), self.norm1.bias.float(), self.norm1.eps)
+            p0, p2 = self.ff.net[0].proj, self.ff.net[2]
+            x = F.gelu(F.linear(x, p0.weight.float(), p0.bias.float()))
+            x = F.linear(x, p2.weight.float(), p2.bias.float())
+            return F.layer_norm(x, x.shape[-1:], self.norm2.weight.float(), self.norm2.bias.float(), self.norm2.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with Wan's QK RMSNorm across heads; self-attention (rotary) or cross-attention,
+    the latter optionally also over image tokens with their own keys and values (Wan2.1 I2V)."""
+
+    def __init__(self, cfg: DiTConfig, image: bool = False):
         super().__init__()
         dim = cfg.dim
         self.heads = cfg.num_attention_heads
@@ -260,6 +289,10 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # index 0: diffusers' key is to_out.0
         self.norm_q = nn.RMSNorm(dim, eps=cfg.eps)
         self.norm_k = nn.RMSNorm(dim, eps=cfg.eps)
+        if image:  # diffusers' names: add_k_proj, add_v_proj, norm_added_k
+            self.add_k_proj = nn.Linear(cfg.added_kv_proj_dim, dim)
+            self.add_v_proj = nn.Linear(cfg.added_kv_proj_dim, dim)
+            self.norm_added_k = nn.RMSNorm(dim, eps=cfg.eps)
         # None: local SDPA. soraflow.parallel.ulysses sets a sequence-parallel attention here (same signature).
         self.attention_fn = None
 
@@ -269,6 +302,7 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,  # (B, L, D) for cross-attention
         rope: torch.Tensor | None = None,  # (N, 1, d/2, 2) rotary cos/sin, self-attention only
         mask: torch.Tensor | None = None,  # (B, 1, 1, L) bool, True = attend
+        image: torch.Tensor | None = None,  # (B, L_img, D) embedded image tokens (cross-attention only)
     ) -> torch.Tensor:
         kv_in = x if context is None else context
         q = _rms_norm(self.norm_q, self.to_q(x))  # (B, N, D)
@@ -283,6 +317,10 @@ class Attention(nn.Module):
         attend = self.attention_fn or F.scaled_dot_product_attention
         out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)  # (B, N, D)
+        if image is not None:  # a second attention over the image tokens, added before the output projection
+            ki = _rms_norm(self.norm_added_k, self.add_k_proj(image)).unflatten(-1, (self.heads, -1))
+            vi = self.add_v_proj(image).unflatten(-1, (self.heads, -1))
+            out = out + F.scaled_dot_product_attention(q.transpose(1, 2), ki.transpose(1, 2), vi.transpose(1, 2)).transpose(1, 2).flatten(2)
         return self.to_out[0](out)
 
 
@@ -312,19 +350,20 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
 class GeluProj(nn.Module):
     """Linear then tanh-GELU (diffusers' FeedForward first layer: key ffn.net.0.proj)."""
 
-    def __init__(self, d_in: int, d_out: int):
+    def __init__(self, d_in: int, d_out: int, approximate: str = "tanh"):
         super().__init__()
         self.proj = nn.Linear(d_in, d_out)
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
+        return F.gelu(self.proj(x), approximate=self.approximate)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, *, d_out: int | None = None, approximate: str = "tanh"):
         super().__init__()
         # net.0 / net.2 are diffusers' keys; net.1 was a dropout and holds nothing.
-        self.net = nn.ModuleList([GeluProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim)])
+        self.net = nn.ModuleList([GeluProj(dim, hidden, approximate), nn.Identity(), nn.Linear(hidden, d_out or dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net[2](self.net[0](x))
@@ -336,7 +375,7 @@ class DiTBlock(nn.Module):
         dim = cfg.dim
         self.eps = cfg.eps
         self.attn1 = Attention(cfg)
-        self.attn2 = Attention(cfg)
+        self.attn2 = Attention(cfg, image=cfg.image_dim is not None)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.eps) if cfg.cross_attn_norm else None
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         # Learned offsets of the six modulation vectors (shift, scale, gate) x (attention, FFN).
@@ -350,6 +389,7 @@ class DiTBlock(nn.Module):
         rope: torch.Tensor,  # (N, 1, d/2, 2) rotary cos/sin
         mask: torch.Tensor | None,
         dtype: torch.dtype,  # matmul dtype
+        image: torch.Tensor | None = None,  # (B, L_img, D) embedded image tokens (Wan2.1 I2V)
     ) -> torch.Tensor:
         B, G, S, D = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table.float() + mod).unsqueeze(2).unbind(3)
@@ -360,7 +400,7 @@ class DiTBlock(nn.Module):
         h = x.view(B, G * S, D)
         if self.norm2 is not None:
             h = F.layer_norm(h, (D,), self.norm2.weight.float(), self.norm2.bias.float(), self.eps)
-        x = x + self.attn2(h.to(dtype), context=context, mask=mask).view(B, G, S, D)
+        x = x + self.attn2(h.to(dtype), context=context, mask=mask, image=image).view(B, G, S, D)
 
         h = modulated_norm(x, shift2, scale2, self.eps).to(dtype)
         return torch.addcmul(x, self.ffn(h.view(B, G * S, D)).view(B, G, S, D), gate2)
@@ -518,6 +558,7 @@ class DiT(nn.Module):
         t: torch.Tensor | float,  # (B,) | (B, T) per latent frame | (B, N) per token, flow time in [0, 1]
         context: torch.Tensor,  # (B, L, text_dim) text token features
         context_mask: torch.Tensor | None = None,  # (B, L) bool, True = real token; None attends to all
+        image_context: torch.Tensor | None = None,  # (B, L_img, image_dim) CLIP image tokens (Wan2.1 I2V / FLF2V)
     ) -> torch.Tensor:
         """Predicted velocity (noise - x0), shaped like ``x`` with ``out_channels`` channels.
 
@@ -556,14 +597,15 @@ class DiT(nn.Module):
         # 3. Text tokens -> model width; the mask becomes SDPA's boolean attention mask.
         ctx = self.condition_embedder.text_embedder(context.to(dtype)).to(dtype)  # (B, L, D)
         mask = self._attention_mask(context_mask)  # (B, 1, 1, L) or None
+        image = self._image_tokens(image_context, B, dtype)  # (B, L_img, D) or None
 
         # 4. Blocks.
         rope = self.rope_table(grid, x.device)
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(block, h, ctx, mod, rope, mask, dtype, use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(block, h, ctx, mod, rope, mask, dtype, image, use_reentrant=False)
             else:
-                h = block(h, ctx, mod, rope, mask, dtype)
+                h = block(h, ctx, mod, rope, mask, dtype, image)
 
         # 5. Output modulation, projection, unpatchify.
         shift, scale = (self.scale_shift_table.float() + temb.unsqueeze(2)).unsqueeze(2).unbind(3)  # (B, G, 1, D)
@@ -588,6 +630,21 @@ class DiT(nn.Module):
             )
         if context_mask is not None and tuple(context_mask.shape) != tuple(context.shape[:2]):
             raise InputError(f"context_mask must be (B, L)={tuple(context.shape[:2])}, got {tuple(context_mask.shape)}")
+
+    def _image_tokens(self, image_context: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+        embedder = self.condition_embedder.image_embedder
+        if embedder is None:
+            if image_context is not None:
+                raise InputError("this DiT has no image branch (image_dim); it takes no image_context")
+            return None
+        if image_context is None:
+            raise InputError("this DiT (Wan I2V: image_dim set) needs the CLIP image tokens: pass image_context")
+        if image_context.ndim != 3 or image_context.shape[-1] != self.config.image_dim:
+            raise InputError(f"image_context must be (B, L, image_dim={self.config.image_dim}), got {tuple(image_context.shape)}")
+        tokens = embedder(image_context)
+        if tokens.shape[0] != batch:
+            raise InputError(f"image_context gives {tokens.shape[0]} samples for a batch of {batch}")
+        return tokens.to(dtype)
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         if torch.is_autocast_enabled(device.type):
