@@ -81,6 +81,7 @@ class PipelineConfig:
     # (folders, relative: inside the model folder)
     image_encoder: str | None = None
     image_processor: str | None = None
+    last_frame: bool = False  # Wan FLF2V: the model takes a first and a last frame (mode connect, of two images)
 
     def __post_init__(self):
         modes.check_fps(self.fps)
@@ -102,6 +103,8 @@ class PipelineConfig:
             number("guidance_scale_2", self.guidance_scale_2, lo=0, hi=50)
         if (self.image_encoder is None) != (self.image_processor is None):
             raise InputError("image_encoder and image_processor go together (a CLIP encoder and its processor)")
+        if self.last_frame and self.image_condition != "channels":
+            raise InputError("last_frame (Wan FLF2V) needs image_condition 'channels'")
         if self.image_encoder is not None and self.image_condition != "channels":
             raise InputError("an image_encoder (Wan2.1 I2V's CLIP branch) needs image_condition 'channels'")
         modes.check_size((self.height, self.width), self.size_multiple, self.max_side)
@@ -185,6 +188,7 @@ def diffusers_config(directory: Path) -> PipelineConfig:
         low_noise_folder="transformer_2" if boundary is not None else None, boundary_ratio=boundary,
         image_condition=condition,
         image_encoder="image_encoder" if clip else None, image_processor="image_processor" if clip else None,
+        last_frame=transformer.get("pos_embed_seq_len") is not None,  # FLF2V's two images' token positions
     )
 
 

@@ -300,6 +300,7 @@ class Window:
     source: np.ndarray | None = None  # edit: the frames under the head and new latents, noised to strength
     keep_head: bool = False  # output the decoded head too (image-to-video: its first frame is the image latent)
     image: np.ndarray | None = None  # the image given through the DiT's input channels (image_condition "channels")
+    last_image: np.ndarray | None = None  # and the last frame beside it (Wan FLF2V: connect two images)
 
 
 Run = Generator["Window | np.ndarray", "np.ndarray | None", None]
@@ -490,6 +491,11 @@ class Connect(Mode):
 
     def chains(self, new, given, *, window, overlap):
         a, b = given.clips
+        if given.image_condition == "channels":  # Wan FLF2V: A's last and B's first frame through the channels
+            if new + 1 > window:
+                raise InputError(f"this model takes its first and last frame through its input channels, in one window: "
+                                 f"at most {frames_for(window)} frames, asked for {frames_for(new + 1)}")
+            return [[WindowPlan(0, new + 1, 0)]]
         tail = tail_latents(len(b), overlap)
         if not tail:
             raise InputError(f"clip B has {len(b)} frames; connecting needs at least {tail_frames(1)} to give the "
@@ -499,6 +505,12 @@ class Connect(Mode):
 
     def run(self, chains, given, overlap):
         a, b = given.clips
+        if given.image_condition == "channels":  # the pass makes A's last frame, the transition and B's first
+            frames = yield Window(chains[0][0], image=a[-1], last_image=b[0])
+            yield a[:-1]
+            yield frames
+            yield b[1:]
+            return
         yield a
         yield from forward(chains[0], overlap=overlap, head=a, tail=b)
         yield b

@@ -194,7 +194,10 @@ def prepare_request(config: PipelineConfig, prompt, negative_prompt=None, *, siz
     mode = modes.resolve_mode(mode, has_image=image is not None, videos=len(videos),
                               strength_given=strength is not None, frames=num_frames)
     plan = modes.MODES[mode]
-    if config.image_condition == "channels" and mode != "i2v":
+    if config.image_condition == "channels" and config.last_frame and mode != "connect":
+        raise InputError(f"this model (Wan first-last-frame: both frames enter through the DiT's input channels) runs "
+                         f"mode connect only, not {mode}; give it the first and the last frame (two images or clips)")
+    if config.image_condition == "channels" and not config.last_frame and mode != "i2v":
         raise InputError(f"this model (Wan image-to-video: the image enters through the DiT's input channels) runs "
                          f"mode i2v only, not {mode}; give it an image")
     if plan.strength:
@@ -594,7 +597,7 @@ class SoraPipeline:
         tick = time.perf_counter()
         model, low_noise = self.dit, self._low_noise(req)
         if window.image is not None:  # Wan image-to-video: the image's condition beside the latents, every call
-            model, low_noise = self._image_conditioned(window.image, T, low_noise)
+            model, low_noise = self._image_conditioned(window.image, T, low_noise, last=window.last_image)
         shift = req.shift if req.shift is not None else flow.shift_for(
             flow.latent_tokens((T, h, w), self.dit.config.patch_size))
         window_index = run.windows_done
@@ -634,18 +637,25 @@ class SoraPipeline:
         run.windows_done += 1
         return frames[start:end]
 
-    def _image_conditioned(self, image: np.ndarray, latent_frames: int, low_noise):
+    def _image_conditioned(self, image: np.ndarray, latent_frames: int, low_noise, last: np.ndarray | None = None):
         """The DiT (and the low-noise expert) with Wan image-to-video's condition concatenated to their input:
-        a mask (1 over the image's latent frame, 0 after; one channel per pixel frame of a latent) and the
-        latents of the image followed by zero frames, as diffusers' ``WanImageToVideoPipeline`` builds it."""
-        tf = self.vae.temporal_factor
-        first = video_io.to_tensor(image[None])[None]  # (1, 3, 1, H, W) in [-1, 1]
-        pixels = torch.cat([first, first.new_zeros(1, 3, modes.frames_for(latent_frames) - 1, *first.shape[3:])], dim=2)
+        a mask (1 on the given pixel frames, one channel per pixel frame of a latent) and the latents of the
+        image followed by zero frames (and the last frame, FLF2V), as diffusers' ``WanImageToVideoPipeline``
+        builds it; with a CLIP encoder, the images' CLIP tokens for the DiT's image branch."""
+        tf, frames = self.vae.temporal_factor, modes.frames_for(latent_frames)
+        given = [video_io.to_tensor(im[None])[None] for im in ([image] if last is None else [image, last])]  # (1, 3, 1, H, W)
+        pixels = torch.cat([given[0], given[0].new_zeros(1, 3, frames - len(given), *given[0].shape[3:]), *given[1:]], dim=2)
         z = latents.encode_pixels(self.vae, pixels, frame_policy="error")
-        mask = torch.zeros(1, tf, latent_frames, *z.shape[3:], device=z.device)
-        mask[:, :, 0] = 1.0
-        condition = torch.cat([mask, z], dim=1)
-        tokens = self.image_encoder([image]).to(self.device) if self.image_encoder is not None else None  # (1, L, D)
+        known = torch.zeros(frames)
+        known[0] = 1.0
+        if last is not None:
+            known[-1] = 1.0
+        known = torch.cat([known[:1].repeat(tf), known[1:]])  # frame 0 fills all tf channels of latent 0
+        mask = known.view(latent_frames, tf).T[None, :, :, None, None].expand(1, tf, latent_frames, *z.shape[3:])
+        condition = torch.cat([mask.to(z), z], dim=1)
+        tokens = None
+        if self.image_encoder is not None:  # (1, L, D); FLF2V: both images' tokens as one sequence
+            tokens = self.image_encoder([image] if last is None else [image, last]).to(self.device).reshape(1, -1, self.image_encoder.dim)
 
         def conditioned(dit):
             def model(x, t, **kw):

@@ -343,3 +343,42 @@ def test_wan21_image_to_video_with_its_clip_encoder_is_diffusers(wan21_i2v_folde
     pipe.save_pretrained(tmp_path / "saved")
     again = SoraPipeline.from_pretrained(tmp_path / "saved")
     assert np.array_equal(again(PROMPT, image=image, **kw).frames, got)
+
+
+def test_wan21_first_last_frame_is_connect_of_two_images_and_is_diffusers(wan21_i2v_folder, tmp_path_factory):
+    """FLF2V's layout (the image branch with a position table over both images' tokens): mode connect of
+    two images gives diffusers' WanImageToVideoPipeline(image, last_image) frames."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from PIL import Image
+
+    from soraflow.errors import InputError
+    from soraflow.pipeline import SoraPipeline
+
+    base = WanImageToVideoPipeline.from_pretrained(wan21_i2v_folder)
+    torch.manual_seed(6)
+    transformer = WanTransformer3DModel.from_config({**base.transformer.config, "pos_embed_seq_len": 2 * 5})
+    with torch.no_grad():
+        for p in transformer.condition_embedder.image_embedder.parameters():
+            p.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("wan-flf2v") / "wan"
+    WanImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae, scheduler=base.scheduler,
+                            transformer=transformer, image_encoder=base.image_encoder,
+                            image_processor=base.image_processor).save_pretrained(folder)
+    s = SETTINGS
+    yy, xx = np.mgrid[0:32, 0:32]
+    first = np.stack([8 * xx, 8 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
+    last = first[::-1, ::-1].copy()
+    last[4:12, 4:12] = (20, 200, 40)
+    ref = WanImageToVideoPipeline.from_pretrained(folder)
+    want = ref(image=Image.fromarray(first), last_image=Image.fromarray(last), prompt=PROMPT, negative_prompt=NEGATIVE,
+               height=32, width=32, num_frames=9, num_inference_steps=s["steps"], guidance_scale=s["guidance_scale"],
+               generator=torch.Generator().manual_seed(s["seed"]), output_type="np").frames[0]
+    pipe = SoraPipeline.from_pretrained(folder)
+    assert pipe.config.last_frame
+    kw = dict(negative_prompt=NEGATIVE, size=(32, 32), steps=s["steps"], guidance_scale=s["guidance_scale"],
+              seed=s["seed"], progress=False)
+    got = pipe(PROMPT, video=[first[None], last[None]], num_frames=7, **kw).frames  # 7 between: 9 in all
+    assert got.shape == (9, 32, 32, 3)
+    assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
+    with pytest.raises(InputError, match="runs mode connect only"):
+        pipe(PROMPT, image=first, num_frames=9, **kw)
