@@ -655,7 +655,8 @@ class SoraPipeline:
         condition = torch.cat([mask.to(z), z], dim=1)
         tokens = None
         if self.image_encoder is not None:  # (1, L, D); FLF2V: both images' tokens as one sequence
-            tokens = self.image_encoder([image] if last is None else [image, last]).to(self.device).reshape(1, -1, self.image_encoder.dim)
+            tokens = self.image_encoder([image] if last is None else [image, last]).to(self.device)
+            tokens = tokens.reshape(1, -1, tokens.shape[-1])
 
         def conditioned(dit):
             def model(x, t, **kw):
