@@ -138,51 +138,12 @@ def _last_step(run: Path) -> int:
 
 def draw_curves(b: "Build", out: Path | None = None) -> None:
     """WORK/curves/{vae,dit}_loss.png from the trainers' TensorBoard logs."""
+    from soraflow.train.curves import plot_curve, read_scalars
+
     for name, sub, tag in (("vae", "tb", "loss/total"), ("dit", "tensorboard", "train/loss")):
         points = read_scalars(b.work / name / sub, tag)
         if points:
             print(f"[curves] {plot_curve(points, (out or b.work / 'curves') / f'{name}_loss.png', title=f'{name.upper()} loss ({tag})')}")
-
-
-def read_scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
-    if not logdir.is_dir():
-        return []
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points: dict[int, float] = {}
-    for events in sorted(logdir.rglob("events.out.tfevents.*")):  # one file per resume
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags().get("scalars", []):
-            points.update({e.step: e.value for e in acc.Scalars(tag)})
-    return sorted(points.items())
-
-
-def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from soraflow.atomic import atomic_path
-
-    steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(steps, values, lw=0.8, alpha=0.4, label="logged", marker="o" if len(values) <= 50 else None, ms=3)
-    if len(values) >= 10:
-        k = max(len(values) // 50, 5)
-        ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.6, label=f"mean of {k}")
-    ax.set(xlabel="step", ylabel="loss", yscale="log")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- the runner

@@ -143,8 +143,10 @@ def test_the_v2_model_fits_the_size_budget(build):
     assert 2 * params / 2**20 <= r["export"]["max_mb"]  # bf16
 
 
-def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(build, tmp_path):
+def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
+
+    from soraflow.train.curves import plot_curve, read_scalars
 
     logdir = tmp_path / "tb"
     for start in (0, 20):  # two event files, as after a resume
@@ -152,12 +154,12 @@ def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(build, tmp_path)
         for step in range(start + 1, start + 21):
             writer.add_scalar("train/loss", 1.0 / step, step)
         writer.close()
-    points = build.read_scalars(logdir, "train/loss")
+    points = read_scalars(logdir, "train/loss")
     assert [s for s, _ in points] == list(range(1, 41))
     assert points[-1][1] == pytest.approx(1 / 40)
-    png = build.plot_curve(points, tmp_path / "curves" / "dit_loss.png", title="DiT")
+    png = plot_curve(points, tmp_path / "curves" / "dit_loss.png", title="DiT")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert build.read_scalars(tmp_path / "missing", "train/loss") == []
+    assert read_scalars(tmp_path / "missing", "train/loss") == []
 
 
 def test_from_pretrained_auto_runs_each_model_in_the_precision_the_cpu_measured_fastest(monkeypatch, tmp_path):
