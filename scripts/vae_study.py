@@ -44,6 +44,8 @@ CANDIDATES = {
     # object's every position reaches the latent without the main path having to learn to carry it
     "small-res": {"residual": True},
     "s4-res": {"spatial_factor": 4, "residual": True},
+    # the loss, not the shape: moving pixels (where an object went and where it was) weighted 9x in the L1
+    "s4-motion": {"spatial_factor": 4, "motion_weight": 8.0},
 }
 
 

@@ -66,6 +66,23 @@ def test_salience_marks_objects_not_flat_background():
     assert (s > 0.5).float().mean() < 0.15  # a small part of the frame
 
 
+def test_motion_marks_where_an_object_was_and_went_and_weighs_the_loss():
+    from soraflow.train.vae import motion
+
+    x = -torch.ones(1, 3, 3, 32, 32)
+    x[:, :, 0, 4:10, 4:10] = 1  # a square at the left, then at the right for two frames
+    x[:, :, 1:, 4:10, 14:20] = 1
+    m = motion(x)[0, 0]
+    assert m.shape == (3, 32, 32) and m[0].sum() == 0 and m[2].sum() == 0  # frame 0, and a frame that did not change
+    assert m[1, 6, 6] == 1 and m[1, 6, 16] == 1 and m[1, 25, 25] == 0  # the place it left, the place it went, not the rest
+    ghost = x.clone()
+    ghost[:, :, 1:] = x[:, :, :1]  # a decoder that keeps frame 0's picture
+    elsewhere = x.clone()
+    elsewhere[:, :, :, 20:26, 20:26] = 0.0  # an error of the same size on the static background
+    ratio = lambda w: (weighted_l1(ghost, x, 0.0, w) / weighted_l1(elsewhere, x, 0.0, w)).item()  # noqa: E731
+    assert ratio(8.0) > 2 * ratio(0.0)  # with the weight, carrying the old frame forward costs far more
+
+
 def test_object_weight_makes_object_errors_cost_more():
     x = _square_clip()
     on_object, on_background = x.clone(), x.clone()

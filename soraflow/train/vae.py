@@ -242,13 +242,34 @@ def salience(x: torch.Tensor, window: int = 31, threshold: float = 0.1, dilate: 
     return s.reshape(b, t, 1, h, w).transpose(1, 2)
 
 
-def weighted_l1(recon: torch.Tensor, x: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """Mean |recon - x| with pixels weighted 1 + object_weight * salience(x), normalised by the mean
-    weight (so 0 is the plain L1 and the scale stays comparable across batches)."""
+def motion(x: torch.Tensor, threshold: float = 0.1, dilate: int = 2) -> torch.Tensor:
+    """Where a frame changes from the one before: (B, 1, T, H, W) in [0, 1] for x (B, 3, T, H, W) in [-1, 1].
+
+    1 where the colour changed by 1.5 ``threshold`` or more (mean over channels), 0 below half of it, a
+    ramp between, grown by ``dilate`` pixels; frame 0 (nothing before it) is 0. A moving object marks
+    both its new place and the one it left: a decoder that carries frame 0's picture forward through its
+    causal convolutions (the object left behind, a smear where it went) pays on both.
+    """
+    d = (x[:, :, 1:] - x[:, :, :-1]).detach().abs().float().mean(1, keepdim=True)  # (B, 1, T-1, H, W)
+    m = (d / threshold - 0.5).clamp(0.0, 1.0)
+    if dilate > 0 and m.shape[2]:
+        m = F.max_pool3d(m, (1, 2 * dilate + 1, 2 * dilate + 1), stride=1, padding=(0, dilate, dilate))
+    return torch.cat([m.new_zeros(x.shape[0], 1, 1, *x.shape[3:]), m], dim=2)
+
+
+def weighted_l1(recon: torch.Tensor, x: torch.Tensor, object_weight: float, motion_weight: float = 0.0) -> torch.Tensor:
+    """Mean |recon - x| with pixels weighted 1 + object_weight * salience(x) + motion_weight * motion(x),
+    normalised by the mean weight (so 0, 0 is the plain L1 and the scale stays comparable across batches)."""
     err = (recon - x).abs()
-    if object_weight <= 0:
+    if object_weight <= 0 and motion_weight <= 0:
         return err.mean()
-    w = 1.0 + object_weight * salience(x)
+    w = 1.0
+    if object_weight > 0:
+        w = w + object_weight * salience(x)
+    if motion_weight > 0 and x.shape[2] > 1:
+        w = w + motion_weight * motion(x)
+    if not isinstance(w, torch.Tensor):
+        return err.mean()
     return (w * err).mean() / w.mean()
 
 
@@ -257,7 +278,7 @@ def vae_loss(vae: VideoVAE, x: torch.Tensor, cfg: TrainVAEConfig, generator: tor
     with _autocast(cfg):
         recon, posterior = vae(x, sample=True, generator=generator, encoder_grad=not cfg.freeze_encoder)
     recon = recon.float()
-    l1 = weighted_l1(recon, x, cfg.object_weight)
+    l1 = weighted_l1(recon, x, cfg.object_weight, cfg.motion_weight)
     ss = ssim_loss(recon, x) if cfg.ssim_weight > 0 else recon.new_zeros(())
     kl = posterior.kl().mean()
     total = cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.kl_weight * kl

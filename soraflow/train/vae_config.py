@@ -39,6 +39,7 @@ class TrainVAEConfig:
     l1_weight: float = option(1.0, ge=0)  # weight of the L1 pixel loss
     ssim_weight: float = option(0.2, ge=0)  # weight of the (1 - SSIM) structural loss
     object_weight: float = option(0.0, ge=0)  # extra L1 weight on pixels that stand out from their surroundings (objects, edges); 0: plain L1
+    motion_weight: float = option(0.0, ge=0)  # extra L1 weight on pixels that change from the frame before (a moving object's new place and the one it left); 0: off
     kl_weight: float = option(1e-4, ge=0)  # weight of the KL term (per latent element); small: a near-deterministic AE
     adv_weight: float = option(0.0, ge=0)  # weight of the adversarial (hinge) loss; 0 keeps the discriminator off
     adv_start: int = option(1000, ge=0)  # step at which the adversarial term switches on (when adv_weight > 0)
