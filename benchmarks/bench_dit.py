@@ -61,6 +61,7 @@ def parse_grid(s: str) -> tuple[int, int, int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small", help="DiT preset [small]")
+    p.add_argument("--layers", type=int, default=None, help="blocks of the preset to keep (time per block is what compares) [all]")
     p.add_argument("--grid", default="9x16x16", help="latent grid TxHxW [9x16x16 = 33 frames of 128x128]")
     p.add_argument("--text-len", type=int, default=32, help="text tokens [32]")
     p.add_argument("--batch", type=int, default=1, help="batch for the forward / backward comparison [1]")
@@ -82,7 +83,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = dit_config(args.preset)
+    cfg = dit_config(args.preset, **({"num_layers": args.layers} if args.layers else {}))
     grid = parse_grid(args.grid)
     ref32 = WanTransformer3DModel(**{k: v for k, v in cfg.to_diffusers_dict().items() if not k.startswith("_")})
     ours32 = DiT(cfg)

@@ -28,6 +28,14 @@ IMPLS = {
 }
 
 
+def _size(text: str) -> tuple[int, int]:
+    """'128' (square) or 'WxH' -> (height, width)."""
+    if "x" in str(text):
+        w, h = (int(v) for v in str(text).lower().split("x"))
+        return h, w
+    return int(text), int(text)
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -48,10 +56,11 @@ def worker(args) -> None:
     # fixed-seed random weights of a preset, or a trained model; shared by both libraries
     ours = (VideoVAE.from_pretrained(args.model) if args.model else VideoVAE(vae_config(args.preset))).eval()
     config = ours.config
-    frames, size = args.frames, args.size
+    frames, (height, width) = args.frames, _size(args.size)
+    sf = ours.spatial_factor
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(1, 3, frames, size, size, generator=g) * 2 - 1
-    z = torch.randn(1, config.z_dim, ours.latent_frames(frames), size // 8, size // 8, generator=g)
+    x = torch.rand(1, 3, frames, height, width, generator=g) * 2 - 1
+    z = torch.randn(1, config.z_dim, ours.latent_frames(frames), height // sf, width // sf, generator=g)
     if lib == "diffusers":
         from diffusers import AutoencoderKLWan
 
@@ -92,7 +101,7 @@ def main() -> None:
     p.add_argument("--preset", default="small", help="VAE preset (same config for both libraries)")
     p.add_argument("--model", default=None, help="a trained VAE folder to use instead of random --preset weights")
     p.add_argument("--frames", type=int, default=33, help="pixel frames (1 + 4k)")
-    p.add_argument("--size", type=int, default=128, help="square frame side in pixels")
+    p.add_argument("--size", default="128", help="frame size: a square side (128) or WIDTHxHEIGHT (832x480)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (after one warm-up); the best is reported")
     p.add_argument("--ops", default="encode,decode")
     p.add_argument("--impls", default=",".join(IMPLS))
@@ -123,7 +132,7 @@ def main() -> None:
                 results.append(res)
                 print(f"{op:6s} {impl:15s} {res['time_s']:7.2f} s wall {res['cpu_s']:7.2f} s CPU  peak +{res['peak_mib']:7.0f} MiB", flush=True)
     threads = args.threads or torch.get_num_threads()
-    print(f"\n{args.model or 'preset ' + args.preset}, input 1x3x{args.frames}x{args.size}x{args.size}, torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs")
+    print(f"\n{args.model or 'preset ' + args.preset}, input 1x3x{args.frames}x{_size(args.size)[0]}x{_size(args.size)[1]}, torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs")
     print("| op | implementation | wall (s) | CPU (s) | speed-up vs diffusers fp32 (wall / CPU) | peak RSS above baseline (MiB) | max abs err vs diffusers fp32 |")
     print("|---|---|---|---|---|---|---|")
     rows = []
