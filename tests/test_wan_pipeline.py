@@ -382,3 +382,19 @@ def test_wan21_first_last_frame_is_connect_of_two_images_and_is_diffusers(wan21_
     assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
     with pytest.raises(InputError, match="runs mode connect only"):
         pipe(PROMPT, image=first, num_frames=9, **kw)
+
+
+def test_the_per_frame_timestep_modes_run_on_wan_text_to_video_weights(wan_folder):
+    """Extend, loop and connect hold given latents at t = 0, which Wan's T2V weights never trained on:
+    they run (an approximation, docs/generate.md), keep the given clip's frames and make the asked length."""
+    from soraflow.pipeline import SoraPipeline
+
+    pipe = SoraPipeline.from_pretrained(wan_folder)
+    kw = dict(size=(32, 32), steps=2, guidance_scale=1.0, seed=0, progress=False)
+    clip = pipe(PROMPT, num_frames=9, **kw).frames
+    longer = pipe(PROMPT, video=clip, mode="extend", num_frames=8, **kw).frames
+    assert longer.shape[0] == 17 and np.array_equal(longer[:9], clip)
+    joined = pipe(PROMPT, video=[clip, clip[::-1].copy()], mode="connect", num_frames=7, **kw).frames
+    assert joined.shape[0] == 9 + 7 + 9 and np.array_equal(joined[:9], clip) and np.array_equal(joined[-9:], clip[::-1])
+    loop = pipe(PROMPT, mode="loop", num_frames=9, **kw).frames
+    assert loop.shape == (8, 32, 32, 3)  # a loop is 4k frames: the last leads into the first
