@@ -34,7 +34,7 @@ EXIT_DEADLINE = 3
 # The v2 recipe. The VAE's shape is the one scripts/vae_study.py chose at equal CPU time (BENCHMARKS.md).
 V2 = {
     "data": {"n": 3000, "sizes": "128x128,160x96,96x160", "seconds": "1-5", "fps": 8, "image_fraction": 0.1},
-    "vae": {"preset": "small", "spatial_factor": 4, "steps": 20000, "batch_size": 4, "crop": 64, "frames": 9,
+    "vae": {"preset": "small", "spatial_factor": 4, "residual": True, "steps": 20000, "batch_size": 4, "crop": 64, "frames": 9,
             "long_frames": 33, "long_crop": 32, "long_prob": 0.35, "lr": 1e-4, "object_weight": 4.0, "save_every": 500},
     "cache": {"max_frames": 33},
     "dit": {"preset": "small", "num_layers": 8, "patch_size": 4, "steps": 40000, "batch_tokens": 2048, "lr": 3e-4,

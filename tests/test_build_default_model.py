@@ -138,7 +138,8 @@ def test_the_v2_model_fits_the_size_budget(build):
     d, v = r["dit"], r["vae"]
     with torch.device("meta"):
         dit = DiT(dit_config(d["preset"], num_layers=d["num_layers"]))
-        vae = VideoVAE(model_config(TrainVAEConfig(preset=v["preset"], spatial_factor=v.get("spatial_factor", 0))))
+        vae = VideoVAE(model_config(TrainVAEConfig(preset=v["preset"], spatial_factor=v.get("spatial_factor", 0),
+                                                   residual=v.get("residual", False))))
     params = sum(p.numel() for p in dit.parameters()) + sum(p.numel() for p in vae.parameters())
     assert 2 * params / 2**20 <= r["export"]["max_mb"]  # bf16
 
