@@ -498,8 +498,9 @@ class Connect(Mode):
             return [[WindowPlan(0, new + 1, 0)]]
         tail = tail_latents(len(b), overlap)
         if not tail:
+            still = " (a still image is one frame: only first-last-frame models, Wan FLF2V, connect two images)" if len(b) == 1 else ""
             raise InputError(f"clip B has {len(b)} frames; connecting needs at least {tail_frames(1)} to give the "
-                             f"model its start")
+                             f"model its start{still}")
         return [plan_windows(new, first_head=context_latents(len(a), overlap), tail=tail, window=window,
                              overlap=overlap)]
 

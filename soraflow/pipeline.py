@@ -241,7 +241,9 @@ def _load_image(image, size: tuple[int, int]) -> np.ndarray:
 
 def _load_clip(clip, size: tuple[int, int], fps: int, max_frames: int, name: str) -> np.ndarray:
     """A path or uint8 (T, H, W, 3) array -> uint8 (T, H, W, 3) at ``size`` and ``fps``."""
-    if isinstance(clip, (str, os.PathLike)):
+    if isinstance(clip, (str, os.PathLike)) and Path(clip).suffix.lower() in video_io.IMAGE_SUFFIXES:
+        frames, where = video_io.read_image(clip, size=size, crop="center")[None], str(clip)  # a still: a one-frame clip
+    elif isinstance(clip, (str, os.PathLike)):
         frames = video_io.read_video(clip, fps=fps, size=size, crop="center", max_frames=max_frames + 1)
         where = str(clip)
     else:
