@@ -6,7 +6,7 @@
 The folder is built here with random weights: the Wan2.1 T2V 1.3B transformer (``--layers`` of its
 30 blocks), the Wan2.1 VAE, and a small random UMT5 text encoder (the text encoder is the same
 ``transformers`` model in both, so it is shrunk to keep the comparison on the DiT and the VAE). Each
-library runs in its own subprocess, one after the other, twice (A B A B), so each peak RSS is its own
+library runs in its own subprocess, one after the other, ``--rounds`` times (A B A B), so each peak RSS is its own
 and load hits both alike; the report is the faster of each library's two runs. Nothing is downloaded.
 """
 
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=2, help="runs of each library, alternating [2]")
     p.add_argument("--folder", type=Path, default=None, help="reuse this built folder")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one library, print JSON
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         build_folder(args.folder, args.layers)
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
     results: dict[str, list] = {"diffusers": [], "soraflow": []}
-    for lib in ("diffusers", "soraflow", "diffusers", "soraflow"):
+    for lib in ("diffusers", "soraflow") * args.rounds:
         cmd = [sys.executable, __file__, *forwarded, "--folder", str(args.folder), "--one", lib]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
