@@ -99,7 +99,9 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         args.folder = Path(tmp.name) / "wan"
         build_folder(args.folder, args.layers)
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
+    forwarded = [f"--{k}={v}" for k, v in (("height", args.height), ("width", args.width), ("frames", args.frames),
+                                           ("steps", args.steps), ("cfg", args.cfg), ("dtype", args.dtype), ("device", args.device))]
+    forwarded += [f"--threads={args.threads}"] if args.threads else []
     results: dict[str, list] = {"diffusers": [], "soraflow": []}
     for lib in ("diffusers", "soraflow") * args.rounds:
         cmd = [sys.executable, __file__, *forwarded, "--folder", str(args.folder), "--one", lib]
