@@ -189,7 +189,10 @@ def merge_lora(model: nn.Module, lora: dict[str, LoRAWeights], scale: float = 1.
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise InputError(f"{source} adapts {name}, which this model does not have (an adapter for another model?)") from None
+            try:  # a bare parameter (a block's scale_shift_table: the original layout's "modulation")
+                module = model.get_parameter(name)
+            except AttributeError:
+                raise InputError(f"{source} adapts {name}, which this model does not have (an adapter for another model?)") from None
         weight = module if isinstance(module, nn.Parameter) else getattr(module, "weight", None)
         if isinstance(module, LoRALinear):
             weight = module.base.weight

@@ -134,8 +134,11 @@ def test_diff_and_bias_deltas_and_scale(tmp_path):
     w0 = dit.get_submodule("blocks.0.attn1.to_q").weight.detach().clone()
     b0 = dit.get_submodule("proj_out").bias.detach().clone()
     diff = torch.randn_like(w0)
-    state = {"diffusion_model.blocks.0.self_attn.q.diff": diff, "diffusion_model.head.head.diff_b": torch.ones_like(b0)}
+    table = dit.blocks[1].scale_shift_table.detach().clone()
+    state = {"diffusion_model.blocks.0.self_attn.q.diff": diff, "diffusion_model.head.head.diff_b": torch.ones_like(b0),
+             "diffusion_model.blocks.1.modulation.diff": torch.ones_like(table)}  # a bare parameter too
     merge_lora(dit, parse_lora(state), 0.5)
+    torch.testing.assert_close(dit.blocks[1].scale_shift_table, table + 0.5)
     torch.testing.assert_close(dit.get_submodule("blocks.0.attn1.to_q").weight, w0 + 0.5 * diff)
     torch.testing.assert_close(dit.proj_out.bias, b0 + 0.5)
     before = {k: v.clone() for k, v in dit.state_dict().items()}
