@@ -248,6 +248,25 @@ def cases(f: dict) -> list[list[str]]:
     }.items():
         out += [_mutate(b, flag, x) for x in values]
     out += [["eval", "bench", "--reference", "none", "--out", s(f["out"] / "b")]]
+
+    pr = ["data", "prepare", s(f["world"] / "clips"), s(f["out"] / "pr"), "--no-progress"]
+    for flag, values in {
+        "--fps": numbers + ["0", "61"], "--max-seconds": ["0", "-1", "nan"], "--min-seconds": ["0", "-1", "100"],
+        "--area": ["0x0", "8x8", "abc"], "--buckets": ["abc", "17x16", "0x0"], "--detector": ["foo"],
+        "--caption-url": ["ftp://x", "localhost"], "--cut-threshold": ["nan", "abc"],
+    }.items():
+        out += [_mutate(pr, flag, x) for x in values]
+    out += [pr + ["--recaption"], ["data", "prepare", s(f["tmp"] / "missing"), s(f["out"] / "pr")],
+            ["data", "prepare", s(f["world"]), s(f["world"] / "inside")], ["data", "prepare", s(f["empty"]), s(f["out"] / "pr")],
+            ["data", "prepare", s(f["world"] / "clips"), "/proc/soraflow-pr"], ["data", "prepare"]]
+    lm = ["lora", "merge", s(f["model"])]
+    out += [lm + [s(f["tmp"] / "missing.safetensors"), "-o", s(f["out"] / "lm")], lm + [s(f["text"]), "-o", s(f["out"] / "lm")],
+            lm + [s(f["afile"]), "-o", s(f["out"] / "lm")], ["lora", "merge", s(f["tmp"] / "missing"), s(f["text"]), "-o", s(f["out"] / "lm")],
+            lm + [s(f["text"]), "-o", s(f["model"])], ["lora", "merge", s(f["model"])]]
+    out += [_mutate(g, "--lora", v) for v in (s(f["tmp"] / "missing.safetensors"), s(f["text"]), s(f["afile"]), s(f["empty"]))]
+    out += [_mutate(t, "--lora", v) for v in ("-1", "abc")] + [_mutate(t, "--lora", "4")]  # the last: no --init
+    out += [_mutate(t, "--lora-alpha", v) for v in ("0", "nan")] + [_mutate(_mutate(t, "--lora", "4"), "--init", s(f["null_config"]))]
+    out += [_mutate(v, "--spatial-factor", x) for x in ("3", "16", "abc")] + [_mutate(v, "--z-dim", "-1"), _mutate(v, "--motion-weight", "nan")]
     out += [["bogus"], ["train", "bogus"], ["world", "sample"], ["eval", "vae"], ["train", "dit"], ["--bogus"]]
     return out
 
