@@ -216,6 +216,16 @@ def merge_lora(model: nn.Module, lora: dict[str, LoRAWeights], scale: float = 1.
     return len(plan)
 
 
+def merge_loras(model: nn.Module, loras) -> None:
+    """Merge (path, scale) adapter files into ``model`` in float32, then back to its stored dtype (several
+    adapters add up before one rounding)."""
+    stored = next(model.parameters()).dtype
+    model.float()
+    for path, scale in loras:
+        merge_lora(model, read_lora(path), scale, source=f"LoRA {path}")
+    model.to(stored)
+
+
 def merge_into_folder(model_dir: str | os.PathLike, loras, out_dir: str | os.PathLike) -> Path:
     """Write a copy of a model folder (ours, a diffusers pipeline folder, or a DiT folder alone) with
     the (path, scale) ``loras`` merged into its DiT, in the DiT's stored dtype. The other parts are
@@ -235,11 +245,7 @@ def merge_into_folder(model_dir: str | os.PathLike, loras, out_dir: str | os.Pat
     is_dit = (model_dir / "diffusion_pytorch_model.safetensors").is_file() or (model_dir / "diffusion_pytorch_model.safetensors.index.json").is_file()
     sub = None if is_dit else read_config(model_dir).dit_folder
     dit = DiT.from_pretrained(model_dir if is_dit else model_dir / sub)
-    stored = dit.proj_out.weight.dtype
-    dit.float()
-    for path, scale in loras:
-        merge_lora(dit, read_lora(path), scale, source=f"LoRA {path}")
-    dit.to(stored)
+    merge_loras(dit, loras)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -368,5 +374,5 @@ def unwrap_lora(model: nn.Module, *, merge: bool = True) -> None:
 
 __all__ = [
     "DEFAULT_TARGETS", "LoRAAdapter", "LoRALinear", "LoRAParameters", "LoRAWeights", "WEIGHTS_NAME", "add_lora", "lora_layers",
-    "lora_state_dict", "merge_into_folder", "merge_lora", "parse_lora", "parse_lora_arg", "read_lora", "save_lora", "unwrap_lora",
+    "lora_state_dict", "merge_into_folder", "merge_lora", "merge_loras", "parse_lora", "parse_lora_arg", "read_lora", "save_lora", "unwrap_lora",
 ]

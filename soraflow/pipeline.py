@@ -346,13 +346,9 @@ class SoraPipeline:
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
         dit = DiT.from_pretrained(directory / config.dit_folder)
         if loras:
-            from .lora import merge_lora, read_lora
+            from .lora import merge_loras
 
-            stored = dit.proj_out.weight.dtype
-            dit.float()
-            for path, scale in loras:
-                merge_lora(dit, read_lora(path), scale, source=f"LoRA {path}")
-            dit.to(stored)
+            merge_loras(dit, loras)
         low_noise = DiT.from_pretrained(directory / config.low_noise_folder) if config.low_noise_folder else None
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():

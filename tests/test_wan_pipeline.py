@@ -68,6 +68,14 @@ def _diffusers_frames(folder: Path) -> np.ndarray:
     return out.frames[0]  # (T, H, W, 3) float in [0, 1]
 
 
+def _image(side: int) -> np.ndarray:
+    """A square uint8 test image: a colour ramp with a red block in it."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    image = np.stack([(256 // side) * xx, (256 // side) * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
+    image[side * 10 // 32: side * 20 // 32, side * 12 // 32: side * 22 // 32] = (230, 30, 30)
+    return image
+
+
 def _ours(pipe) -> np.ndarray:
     s = SETTINGS
     return pipe(PROMPT, negative_prompt=NEGATIVE, size=(s["height"], s["width"]), num_frames=s["num_frames"],
@@ -191,9 +199,7 @@ def test_wan_image_to_video_through_channels_is_diffusers(wan_i2v_folder, tmp_pa
     from soraflow.pipeline import SoraPipeline
 
     s = SETTINGS
-    yy, xx = np.mgrid[0:32, 0:32]
-    image = np.stack([8 * xx, 8 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
-    image[10:20, 12:22] = (230, 30, 30)
+    image = _image(32)
     ref = WanImageToVideoPipeline.from_pretrained(wan_i2v_folder)
     want = ref(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=NEGATIVE, height=s["height"],
                width=s["width"], num_frames=s["num_frames"], num_inference_steps=s["steps"],
@@ -282,9 +288,7 @@ def test_wan22_ti2v_text_and_image_to_video_are_diffusers(wan_ti2v_folder):
     ref = WanPipeline.from_pretrained(wan_ti2v_folder)
     i2v = WanImageToVideoPipeline(tokenizer=ref.tokenizer, text_encoder=ref.text_encoder, vae=ref.vae, scheduler=ref.scheduler,
                                   transformer=ref.transformer, expand_timesteps=True)
-    yy, xx = np.mgrid[0:64, 0:64]
-    image = np.stack([4 * xx, 4 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
-    image[20:40, 24:44] = (230, 30, 30)
+    image = _image(64)
     want = i2v(image=Image.fromarray(image), prompt=PROMPT, generator=torch.Generator().manual_seed(s["seed"]), **args).frames[0]
     got = pipe(PROMPT, image=image, **mine).frames
     assert np.abs(got.astype(np.float32) - np.round(want * 255)).max() <= 1
@@ -320,9 +324,7 @@ def test_wan21_image_to_video_with_its_clip_encoder_is_diffusers(wan21_i2v_folde
     from soraflow.pipeline import SoraPipeline
 
     s = SETTINGS
-    yy, xx = np.mgrid[0:32, 0:32]
-    image = np.stack([8 * xx, 8 * yy, np.full_like(xx, 90)], -1).astype(np.uint8)
-    image[10:20, 12:22] = (230, 30, 30)
+    image = _image(32)
     ref = WanImageToVideoPipeline.from_pretrained(wan21_i2v_folder)
     want = ref(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=NEGATIVE, height=s["height"],
                width=s["width"], num_frames=s["num_frames"], num_inference_steps=s["steps"],
