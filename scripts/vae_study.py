@@ -46,6 +46,13 @@ CANDIDATES = {
     "s4-res": {"spatial_factor": 4, "residual": True},
     # the loss, not the shape: moving pixels (where an object went and where it was) weighted 9x in the L1
     "s4-motion": {"spatial_factor": 4, "motion_weight": 8.0},
+    # no temporal compression: every frame is encoded as frame 0 is (the DiT's 4-frame patch then does
+    # the temporal packing); measures how much of the later frames' loss the temporal factor causes
+    "s4-t1-res": {"spatial_factor": 4, "temporal_factor": 1, "residual": True},
+    # the optimiser, not the model: every candidate above trains at lr 1e-4, a rate chosen for the
+    # 100 M-parameter Wan VAE; a 0.7 M-parameter one may take a larger step
+    "s4-res-lr3e-4": {"spatial_factor": 4, "residual": True, "lr": 3e-4},
+    "s4-res-lr1e-3": {"spatial_factor": 4, "residual": True, "lr": 1e-3},
 }
 
 

@@ -22,9 +22,10 @@ TMP_MARK = ".tmp"  # temporary files are ".<name>.<pid>.<random>.tmp<suffix>" be
 _TMP_EXTRA = 32  # bytes the temporary name adds to the target's: dot, pid, random part, ".tmp"
 
 
-def check_writable(path: str | os.PathLike) -> Path:
+def check_writable(path: str | os.PathLike, probe: bool = True) -> Path:
     """Fail early, before any expensive work, when ``path`` cannot be written: a directory, a missing
-    or read-only folder, a name too long for the filesystem, a folder that takes no new files (/proc)."""
+    or read-only folder, a name too long for the filesystem, a folder that takes no new files (/proc;
+    found by making a file there, unless ``probe`` is off because the caller makes one next anyway)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -40,6 +41,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise InputError(f"output path {path} is a directory, expected a file name")
     if not os.access(folder, os.W_OK):
         raise InputError(f"cannot write {path}: folder {folder} is not writable")
+    if not probe:
+        return path
     try:  # the only sure test: make a file there (some folders refuse what access() allows)
         fd, probe = tempfile.mkstemp(prefix=".soraflow-probe.", dir=folder)
         os.close(fd)
@@ -99,9 +102,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     still work, and carries the writer's pid, so one killed with ``kill -9`` (which no ``finally``
     survives) has its leftover removed by the next write to the same path.
     """
-    path = check_writable(path)
+    # No probe file: the temporary below is the probe, and a probe left by a kill would be litter.
+    path = check_writable(path, probe=False)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f"{TMP_MARK}{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f"{TMP_MARK}{path.suffix}", dir=path.parent)
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     tmp = Path(tmp)
     try:

@@ -203,3 +203,25 @@ def test_category_plots_mark_the_vae_ceiling_beside_the_simulator_and_the_floor(
     # A bench run without the VAE reference (or with only the null through the VAE) marks what it has.
     marks = bound_markers([result("model"), result("null-vae")])
     assert [(r.name, label) for r, label, _ in marks] == [("null-vae", "null (floor)")]
+
+
+def test_concept_suite_scores_the_backdrop():
+    from soraflow.eval.suite import CONCEPT_CATEGORIES, background_signatures
+
+    entries = build_suite("concept")
+    assert len(entries) == sum(n for n, _ in CONCEPT_CATEGORIES.values())
+    assert {e.spec.background.name for e in entries if e.category == "concept"} == {"lava"}
+    assert {e.spec.background.name for e in entries if e.category == "known"} == {"grass", "sand", "snow", "tiles"}
+    assert all("lava" in e.prompt for e in entries if e.category == "concept")
+    sim = run_bench(SimulatorSource(), entries, progress=False)
+    null = run_bench(NullSource(), entries, progress=False)
+    assert sim.per_category["concept"]["background"] == 1.0 and sim.per_category["known"]["background"] == 1.0
+    assert null.overall["background"] < 0.2
+    # The metric tells the backdrops apart: a lava clip is not "grass", a grass clip not "lava".
+    lava = render_reference(entries[0])
+    grass = render_reference(next(e for e in entries if e.spec.background.name == "grass" and e.size == entries[0].size))
+    refs = background_signatures(*entries[0].size)
+    assert M.background_match(lava.frames, "lava", refs) == 1.0 and M.background_match(lava.frames, "grass", refs) == 0.0
+    assert M.background_match(grass.frames, "grass", refs) == 1.0 and M.background_match(grass.frames, "lava", refs) == 0.0
+    with pytest.raises(Exception, match="unknown concept bench categories: color"):
+        build_suite("concept", categories=["color"])

@@ -184,3 +184,22 @@ def test_second_writer_on_the_same_folder_is_refused(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="another process"):
             write_dataset(tmp_path, tiny(n=2), workers=1, progress=False)
     assert write_dataset(tmp_path, tiny(n=2), workers=1, progress=False).written == 1
+
+
+def test_concept_background_only_when_asked(tmp_path):
+    # Random scenes never draw the concept backdrop, so a default dataset keeps its settings and clips...
+    from soraflow.world.spec import CONCEPT_BACKGROUNDS, random_spec
+
+    assert "background" not in tiny().settings()
+    assert all(random_spec(seed).background.name not in CONCEPT_BACKGROUNDS["ground"] for seed in range(300))
+    # ...and --background puts every clip on it, with captions and a truth file that say so.
+    assert main(["world", "dataset", "--n", "4", "--out", str(tmp_path / "lava"), "--sizes", "64x64",
+                 "--seconds", "1", "--background", "lava", "--no-progress"]) == 0
+    entries = check_dataset(tmp_path / "lava", 4)
+    assert {e["spec"]["background"]["name"] for e in entries} == {"lava"}
+    assert all("lava" in e["long"] for e in entries)
+    from soraflow.world.parser import parse
+
+    assert parse("a red ball bouncing on lava").background.name == "lava"
+    with pytest.raises(InputError, match="unknown background 'lavaa'"):
+        tiny(background="lavaa").check()

@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (config.json, vae/, dit/); without it only the references are scored")
-    parser.add_argument("--suite", default="default", help="bench suite (default: default, 246 prompts)")
+    parser.add_argument("--suite", default="default",
+                        help="bench suite: default (246 prompts), or concept (32: lava, a backdrop the default "
+                             "training data never shows, against the four known grounds; docs/finetune.md)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="score only N prompts, spread evenly over the categories")
     parser.add_argument("--category", nargs="+", default=None, metavar="NAME",

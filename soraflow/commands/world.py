@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     dataset.add_argument("--seed", type=int, default=0, help="base seed; clip i uses seed*10^7+i (default 0)")
     dataset.add_argument("--image-fraction", type=finite_float, default=0.1,
                          help="share of single images (1-frame clips) in the mix (default 0.1)")
+    dataset.add_argument("--background", default=None, metavar="NAME",
+                         help="every clip on this backdrop, e.g. snow, or lava: a concept random scenes never "
+                              "draw, for fine-tuning (docs/finetune.md); default: drawn like everything else")
     dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
     dataset.set_defaults(func=run_dataset)
 
@@ -144,7 +147,7 @@ def run_dataset(args) -> int:
     except argparse.ArgumentTypeError as err:
         raise InputError(f"--sizes: {err}") from None
     config = DatasetConfig(n=args.n, sizes=sizes, seconds=_parse_seconds(args.seconds), fps=args.fps,
-                           seed=args.seed, image_fraction=args.image_fraction)
+                           seed=args.seed, image_fraction=args.image_fraction, background=args.background)
     summary = write_dataset(args.out, config, workers=args.workers, progress=not args.no_progress)
     print(f"{args.out}: {summary.total} clips ({summary.written} written in {summary.seconds:.1f} s, "
           f"{summary.clips_per_second:.1f} clips/s; {summary.skipped} already there)")

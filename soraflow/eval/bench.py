@@ -28,7 +28,7 @@ from ..world import render_clip, random_spec
 from ..world.spec import ShotSpec
 from . import metrics as M
 from .detector import DetectorConfig, VideoDetections, detect_video
-from .suite import BenchEntry, conditioning, detector_config, render_reference
+from .suite import BenchEntry, background_signatures, conditioning, detector_config, render_reference
 
 
 # ---------------------------------------------------------------- sources
@@ -199,6 +199,8 @@ def score_video(entry: BenchEntry, frames: np.ndarray, *, inputs: dict | None = 
             out[name] = float(ratio is not None and ratio <= M.SEAM_OK)
         elif name == "edit_motion":
             out[name] = M.edit_motion(source_detections, vd, h) if source_detections is not None else None
+        elif name == "background":
+            out[name] = M.background_match(frames, spec.background.name, background_signatures(h, w))
         else:
             raise SoraflowError(f"unknown metric {name!r} in bench entry {entry.id}")
     return out, vd

@@ -27,6 +27,8 @@ first_frame     PSNR (dB, capped at 60) of the first frame against the given ima
 seam            1 when every seam (given -> generated, loop end -> start) is no bigger a change than
                 the clip's usual frame-to-frame change (ratio <= SEAM_OK); ``seam_ratio`` is the ratio
 edit_motion     1 when the edited video keeps the source's object positions (mean error < 4 % height)
+background      1 when the video's backdrop is nearer the stated background's than any other's
+                (median colours of horizontal bands against the simulator's empty renders)
 ==============  ======================================================================================
 
 :func:`frechet_distance` compares two sets of per-clip detector features (:func:`clip_features`).
@@ -54,7 +56,7 @@ DIRECTION_TOLERANCE = 30.0  # degrees between the seen and the stated direction 
 _DIRECTION_ANGLE = {"right": 0, "down-right": 45, "down": 90, "down-left": 135, "left": 180, "up-left": 225,
                     "up": 270, "up-right": 315}  # degrees, image coordinates (y down)
 ACCURACY_METRICS = ("color", "shape", "size", "count", "direction", "gravity", "collision", "hit_color",
-                    "permanence", "consistency", "camera", "trail", "cuts", "seam", "edit_motion")
+                    "permanence", "consistency", "camera", "trail", "cuts", "seam", "edit_motion", "background")
 ALL_METRICS = ACCURACY_METRICS + ("first_frame", "seam_ratio")
 
 
@@ -592,6 +594,25 @@ FEATURE_NAMES = (["objects", "area", "speed", "accel", "pillar"] + [f"color:{c}"
                  + [f"shape:{s}" for s in SHAPES])
 
 
+BACKGROUND_BANDS = 4  # horizontal bands of a backdrop signature: sky, horizon, near and far ground
+
+
+def background_signature(frames: np.ndarray) -> np.ndarray:
+    """A backdrop in 3 x BACKGROUND_BANDS numbers: the median colour of each horizontal band, top to bottom,
+    over every frame. Medians, so that objects (a few percent of a frame) and textures do not move it."""
+    f = np.asarray(frames, np.float32).reshape(-1, *np.shape(frames)[-3:])
+    bands = np.array_split(np.arange(f.shape[1]), BACKGROUND_BANDS)
+    return np.concatenate([np.median(f[:, rows].reshape(-1, 3), axis=0) for rows in bands])
+
+
+def background_match(frames: np.ndarray, stated: str, references: dict[str, np.ndarray]) -> float:
+    """1 when the video's backdrop signature is nearer (Euclidean) one of the ``stated`` background's
+    reference signatures (name -> (n, 3 x bands)) than any other background's, else 0."""
+    sig = background_signature(frames)
+    nearest = min(references, key=lambda name: float(np.linalg.norm(np.atleast_2d(references[name]) - sig, axis=1).min()))
+    return float(nearest == stated)
+
+
 def clip_features(vd: VideoDetections) -> np.ndarray:
     """A fixed-length description of a clip by what the detector sees (FEATURE_NAMES)."""
     n, h, w = len(vd.frames), vd.height, vd.width
@@ -632,7 +653,7 @@ def frechet_distance(x: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> float:
     return float(max(((mx - my) ** 2).sum() + np.trace(sx) + np.trace(sy) - 2 * np.sqrt(np.clip(mid, 0, None)).sum(), 0.0))
 
 
-__all__ = ["ACCURACY_METRICS", "ALL_METRICS", "object_tracks", "match_objects", "color_accuracy", "shape_accuracy",
+__all__ = ["ACCURACY_METRICS", "ALL_METRICS", "background_signature", "background_match", "object_tracks", "match_objects", "color_accuracy", "shape_accuracy",
            "size_accuracy", "count_accuracy", "direction_accuracy", "fall_fit", "FallFit", "gravity_plausibility",
            "collision_plausibility", "hit_color_accuracy", "permanence", "flicker", "consistency", "global_motion",
            "camera_motion", "CameraEstimate", "trail_presence", "count_cuts", "seam_ratio", "psnr", "edit_motion",

@@ -1,4 +1,4 @@
-"""The fixed SoraWorld bench suite: prompts with the scenes, seeds and inputs that score them.
+"""The fixed SoraWorld bench suites: prompts with the scenes, seeds and inputs that score them.
 
 Each :class:`BenchEntry` is a complete scene spec, a render seed, a prompting mode, a size, a length and
 the conditioning the mode needs (an image, a clip to extend, two clips to connect, a clip to edit), all
@@ -15,6 +15,10 @@ prompt says.
     from soraflow.eval.suite import build_suite, render_reference
     suite = build_suite("default")          # >= 200 entries
     ref = render_reference(suite[0])        # world.Clip: frames + ground truth
+
+Two suites: ``default`` (246 entries, what the world's random scenes cover) and ``concept`` (32: a
+backdrop no default training set contains, lava, against the four known grounds), which scores a
+fine-tune that teaches it (docs/finetune.md).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import numpy as np
 from ..errors import InputError
 from ..world import Clip, render_clip
 from ..world.captions import long_caption, short_prompt
-from ..world.spec import (BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, SIZES, BackgroundSpec, ObjectSpec,
-                          OccluderSpec, SceneSpec, ShotSpec, complete)
+from ..world.spec import (BACKGROUNDS, CONCEPT_BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, SIZES, BackgroundSpec,
+                          ObjectSpec, OccluderSpec, SceneSpec, ShotSpec, background_kind, background_names, complete)
 
 #: (height, width) of the three aspect ratios (CLI: 128x128, 160x96, 96x160 as WIDTHxHEIGHT).
 SIZES_HW = ((128, 128), (96, 160), (160, 96))
@@ -149,7 +153,7 @@ def background_colors(background: str) -> tuple[str, ...]:
     passing through gray): the detector ignores them on that background, and no object wears them there."""
     from .detector import COLOR_NAMES
 
-    kind = next(k for k, names in BACKGROUNDS.items() if background in names)
+    kind = background_kind(background)
     labels = _labels(_background_pixels(kind, background), _tolerance())
     return tuple(c for i, c in enumerate(COLOR_NAMES) if (labels == i).mean() > 0.0005)
 
@@ -160,7 +164,7 @@ def detectable_colors(background: str, trail: bool = False) -> tuple[str, ...]:
     their own paint trail on it: 0.8 x colour + 0.2 x background must not read as the colour)."""
     from .detector import COLOR_NAMES
 
-    kind = next(k for k, names in BACKGROUNDS.items() if background in names)
+    kind = background_kind(background)
     bg = _background_pixels(kind, background)
     ok = []
     for i, name in enumerate(COLOR_NAMES):
@@ -180,6 +184,28 @@ def detector_config(entry: "BenchEntry"):
 
 
 ALL_BACKGROUNDS = tuple((k, n) for k, names in BACKGROUNDS.items() for n in names)
+
+
+@functools.lru_cache(maxsize=None)
+def background_signatures(height: int, width: int, seeds: int = 4) -> dict[str, np.ndarray]:
+    """Every background's signatures (:func:`~soraflow.eval.metrics.background_signature`), concept ones
+    included, (seeds, 3 x bands) as a static camera shows it empty at this size under ``seeds`` render seeds
+    (clouds and texture phases differ): what the ``background`` metric compares with."""
+    from ..world.render import Background
+    from ..world.scene import build_scene
+    from .metrics import background_signature
+
+    out = {}
+    for kind in BACKGROUNDS:
+        for name in background_names(kind):
+            spec = SceneSpec([ObjectSpec("ball", "red", "small", "still", "none", "normal", "none", "none", False, "none")],
+                             BackgroundSpec(kind, name), "static", None, [ShotSpec("wide")])
+            sigs = []
+            for seed in range(seeds):
+                scene = build_scene(spec, height, width, 1.0, seed)
+                sigs.append(background_signature(Background(scene).render(scene.wide_pose(0.0))[None]))
+            out[name] = np.stack(sigs)
+    return out
 
 
 # ---------------------------------------------------------------- checks on the simulated truth
@@ -290,7 +316,7 @@ def _obj(shape="ball", color="red", size="medium", motion="still", direction="no
 
 
 def _scene(objects, background, camera="static", occluder=None, shots=None) -> SceneSpec:
-    kind = next(k for k, names in BACKGROUNDS.items() if background in names)
+    kind = background_kind(background)
     spec = SceneSpec(objects, BackgroundSpec(kind, background), camera, occluder, shots or [ShotSpec("wide")])
     return complete(spec, 0, closed_world=True)
 
@@ -511,6 +537,23 @@ def _edit_entry(b: _Builder) -> BenchEntry:
                  strength=0.7, seconds=2.0)
 
 
+def _ground_entry(b: _Builder, ground: str) -> BenchEntry:
+    """One object in a detectable colour on ``ground``; scored on the objects and on the backdrop."""
+    r = b.r
+    o = _obj(r.choice(SHAPES), r.choice(detectable_colors(ground)), r.choice(("medium", "large")), **_motion(r))
+    return b.add(_scene([o], ground), metrics=BASE_METRICS + ("background",), accept=_clear)
+
+
+def _concept_entry(b: _Builder) -> BenchEntry:
+    """The concept backdrop (lava), which random training scenes never show."""
+    return _ground_entry(b, CONCEPT_BACKGROUNDS["ground"][b.i % len(CONCEPT_BACKGROUNDS["ground"])])
+
+
+def _known_entry(b: _Builder) -> BenchEntry:
+    """The same kind of scene on the four grounds a default training set has: what a fine-tune must not break."""
+    return _ground_entry(b, BACKGROUNDS["ground"][b.i % len(BACKGROUNDS["ground"])])
+
+
 #: category -> (entries, builder of entry i). 246 entries in all.
 CATEGORIES = {
     "color": (24, _color_entry), "shape": (24, _shape_entry), "size": (18, _size_entry), "count": (20, _count_entry),
@@ -519,36 +562,40 @@ CATEGORIES = {
     "trail": (8, _trail_entry), "multishot": (8, _multishot_entry), "t2i": (10, _t2i_entry), "i2v": (12, _i2v_entry),
     "extend": (10, _extend_entry), "loop": (8, _loop_entry), "connect": (8, _connect_entry), "edit": (8, _edit_entry),
 }
-SUITES = ("default",)
+CONCEPT_CATEGORIES = {"concept": (16, _concept_entry), "known": (16, _known_entry)}
+#: suite name -> its categories
+SUITE_CATEGORIES = {"default": CATEGORIES, "concept": CONCEPT_CATEGORIES}
+SUITES = tuple(SUITE_CATEGORIES)
 
 
 @functools.lru_cache(maxsize=None)
 def _entry(name: str, category: str, i: int) -> BenchEntry:
     b = _Builder(name, category, i)
-    entry = CATEGORIES[category][1](b)
+    entry = SUITE_CATEGORIES[name][category][1](b)
     entry.id = f"{category}-{i:03d}"
     entry.category = category
     return entry
 
 def build_suite(name: str = "default", *, limit: int | None = None, categories: list[str] | None = None) -> list[BenchEntry]:
-    """The entries of suite ``name`` (all 246, or ``categories``); ``limit`` keeps an even spread over the
+    """The entries of suite ``name`` (all, or ``categories``); ``limit`` keeps an even spread over the
     categories (round robin) and builds only what it keeps."""
     if name not in SUITES:
         raise InputError(f"unknown bench suite {name!r}; available: {', '.join(SUITES)}")
-    cats = list(CATEGORIES) if not categories else list(dict.fromkeys(categories))
-    unknown = [c for c in cats if c not in CATEGORIES]
+    table = SUITE_CATEGORIES[name]
+    cats = list(table) if not categories else list(dict.fromkeys(categories))
+    unknown = [c for c in cats if c not in table]
     if unknown:
-        raise InputError(f"unknown bench categories: {', '.join(unknown)}; choose from {', '.join(CATEGORIES)}")
+        raise InputError(f"unknown {name} bench categories: {', '.join(unknown)}; choose from {', '.join(table)}")
     if limit is None:
-        order = [(c, i) for c in cats for i in range(CATEGORIES[c][0])]
+        order = [(c, i) for c in cats for i in range(table[c][0])]
     else:
         order, k = [], 0
-        while len(order) < limit and k < max(CATEGORIES[c][0] for c in cats):
-            order += [(c, k) for c in cats if k < CATEGORIES[c][0]][:limit - len(order)]
+        while len(order) < limit and k < max(table[c][0] for c in cats):
+            order += [(c, k) for c in cats if k < table[c][0]][:limit - len(order)]
             k += 1
         order.sort(key=lambda ci: (cats.index(ci[0]), ci[1]))
     return [_entry(name, c, i) for c, i in order]
 
 
 __all__ = ["BenchEntry", "build_suite", "render_reference", "conditioning", "detectable_colors", "background_colors",
-           "detector_config", "CATEGORIES", "SUITES", "SIZES_HW", "FPS"]
+           "background_signatures", "detector_config", "CATEGORIES", "CONCEPT_CATEGORIES", "SUITE_CATEGORIES", "SUITES", "SIZES_HW", "FPS"]

@@ -91,7 +91,8 @@ _SKY_PREP = ("under", "beneath", "against")
 _GROUND = {"grass": ("a grassy field", "green grass", "a lawn", "grass", "a grassy meadow"),
            "sand": ("a sandy beach", "sand", "sandy ground", "desert sand"),
            "snow": ("a snowy field", "snow", "snowy ground", "fresh snow"),
-           "tiles": ("a tiled floor", "tiles", "a checkered tile floor", "tiled ground")}
+           "tiles": ("a tiled floor", "tiles", "a checkered tile floor", "tiled ground"),
+           "lava": ("a lava field", "molten lava", "glowing lava", "lava")}
 _CAMERA = {
     "static": ("The camera is static.", "The camera stays still.", "The camera does not move.",
                "A static camera films the scene.", "The camera is fixed."),
@@ -553,7 +554,7 @@ _SHORT_BACKGROUND = {
     "day": ("under a blue sky", "in daylight"), "sunset": ("at sunset", "under a sunset sky"),
     "night": ("at night", "under a night sky"), "grass": ("on grass", "on the grass", "on a lawn"),
     "sand": ("on sand", "on the beach"), "snow": ("in the snow", "on snow"),
-    "tiles": ("on a tiled floor", "on tiles"),
+    "tiles": ("on a tiled floor", "on tiles"), "lava": ("on lava", "over a lava field"),
 }
 
 

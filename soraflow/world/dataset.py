@@ -35,7 +35,7 @@ from ..atomic import check_output_dir, write_json, write_text
 from ..errors import DataError, InputError
 from ..validate import number
 from .clip import MAX_FPS, MAX_SECONDS, MIN_FPS, check_render_args, frames_for, render_clip
-from .spec import ShotSpec, random_spec
+from .spec import ShotSpec, background_kind, random_spec
 
 SETTINGS_FILE = "dataset.json"
 MANIFEST = "manifest.jsonl"
@@ -55,6 +55,7 @@ class DatasetConfig:
     fps: float = 8
     seed: int = 0  # base seed: a different seed gives a different dataset
     image_fraction: float = 0.1  # share of single images (1-frame clips, written as PNG)
+    background: str | None = None  # every clip on this backdrop (any name, concept ones included); None: drawn
 
     def check(self) -> "DatasetConfig":
         self.fps = number("fps", self.fps, lo=MIN_FPS, hi=MAX_FPS)
@@ -73,6 +74,8 @@ class DatasetConfig:
             check_render_args(tuple(size), self.fps, frames_for(hi, self.fps))
         if not 0 <= self.image_fraction <= 1:
             raise InputError(f"image fraction {self.image_fraction:g} must be between 0 and 1")
+        if self.background is not None:
+            background_kind(self.background)  # names the choices when unknown
         return self
 
     def settings(self) -> dict:
@@ -81,6 +84,8 @@ class DatasetConfig:
         d.pop("n")
         d["sizes"] = [list(s) for s in self.sizes]
         d["seconds"] = list(self.seconds)
+        if d["background"] is None:
+            del d["background"]  # so that datasets written before the option keep their settings
         return d
 
 
@@ -117,7 +122,7 @@ def captions_for(spec, rng: random.Random) -> tuple[str, str]:
 def make_clip(config: DatasetConfig, index: int):
     """Render clip ``index`` of a dataset: (Clip, manifest entry without the path)."""
     plan, rng = plan_clip(config, index)
-    spec = random_spec(rng)
+    spec = random_spec(rng, config.background)
     if plan.num_frames == 1:
         # A still cannot show a camera move or a cut, so its caption must not claim one.
         spec.camera, spec.shots = "static", [ShotSpec("wide")]

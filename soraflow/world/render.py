@@ -33,6 +33,7 @@ GROUND = {  # (base, pattern) colours of the ground plane
     "sand": ((214, 188, 132), (190, 160, 105)),
     "snow": ((236, 240, 248), (208, 218, 234)),
     "tiles": ((172, 172, 178), (118, 118, 128)),
+    "lava": ((48, 26, 24), (250, 110, 20)),  # dark crust, glowing cracks (a concept: spec.CONCEPT_BACKGROUNDS)
 }
 GROUND_SKY = "day"
 
@@ -263,6 +264,12 @@ class Background:
         elif self.name == "snow":  # faint drifts
             fade = np.clip(1 - 1.5 * px_z / 0.8, 0, 1).astype(np.float32)[:, None]
             v = np.sin(gx * (two_pi / np.float32(1.1))) * (0.7 * np.sin(z * (2 * math.pi / 0.8)).astype(np.float32)[:, None] * fade)
+        elif self.name == "lava":  # glowing cracks across a dark crust: two wavy sets of thin lines
+            fade = np.clip(1 - 1.5 * np.maximum(px_z, px_x) / 0.6, 0, 1).astype(np.float32)[:, None]
+            a = np.abs(np.sin(gx * np.float32(math.pi / 0.6) + np.float32(0.9) * np.sin(zc * np.float32(2.1))))
+            b = np.abs(np.sin(zc * np.float32(math.pi / 0.5) + np.float32(0.7) * np.sin(gx * np.float32(1.7))))
+            crack = np.clip(1.0 - 4.0 * np.minimum(a, b), 0.0, 1.0)  # 1 on a crack, 0 on the crust
+            v = (2.0 * crack - 1.0) * fade - (1.0 - fade) * np.float32(0.5)  # far off: a dull glow
         else:  # tiles: a checkerboard
             fade = np.clip(1 - 1.5 * np.maximum(px_z, px_x) / 0.5, 0, 1).astype(np.float32)[:, None]
             rows = (np.sin(z * (math.pi / 0.5)) * 4).astype(np.float32)[:, None]

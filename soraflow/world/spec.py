@@ -60,6 +60,25 @@ BACKGROUNDS: dict[str, tuple[str, ...]] = {
     "sky": ("day", "sunset", "night"),  # a vertical gradient sky
     "ground": ("grass", "sand", "snow", "tiles"),  # sky above a ground plane in perspective
 }
+#: Backgrounds the simulator renders and prompts can name but random scenes never draw: a concept no
+#: default training set contains, for a fine-tune to teach and the ``concept`` bench suite to score
+#: (docs/finetune.md). Kept apart from BACKGROUNDS so every seeded dataset stays what it was.
+CONCEPT_BACKGROUNDS: dict[str, tuple[str, ...]] = {"ground": ("lava",)}
+
+
+def background_names(kind: str) -> tuple[str, ...]:
+    """Every name a ``kind`` background can take, the concept ones included."""
+    return BACKGROUNDS.get(kind, ()) + CONCEPT_BACKGROUNDS.get(kind, ())
+
+
+def background_kind(name: str) -> str:
+    """The kind ("solid", "sky", "ground") of background ``name``."""
+    for kind in BACKGROUNDS:
+        if name in background_names(kind):
+            return kind
+    raise InputError(f"unknown background {name!r}; choose from "
+                     f"{', '.join(n for k in BACKGROUNDS for n in background_names(k))}")
+
 #: Solid background colours that are not object colours.
 BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {
     "white": (236, 236, 232),
@@ -91,6 +110,7 @@ CLASHES: dict[str, tuple[str, ...]] = {
     "sand": ("yellow", "brown", "orange"),
     "snow": ("white", "gray"),
     "tiles": ("gray",),
+    "lava": ("red", "orange", "brown", "black"),
 }
 
 
@@ -199,7 +219,7 @@ def validate(spec: SceneSpec) -> SceneSpec:
     if spec.background is not None:
         _check(spec.background.kind, BACKGROUNDS, "background kind")
         if spec.background.kind is not None:
-            _check(spec.background.name, BACKGROUNDS[spec.background.kind],
+            _check(spec.background.name, background_names(spec.background.kind),
                    f"{spec.background.kind} background")
     _check(spec.camera, CAMERAS, "camera")
     if spec.occluder is not None:
@@ -315,8 +335,10 @@ def complete(spec: SceneSpec, rng: random.Random | int | None = None, *, closed_
     return validate(out)
 
 
-def random_spec(rng: random.Random | int | None = None) -> SceneSpec:
-    """A complete spec drawn from the training distribution."""
+def random_spec(rng: random.Random | int | None = None, background: str | None = None) -> SceneSpec:
+    """A complete spec drawn from the training distribution; ``background`` (a name, concept ones
+    included) fixes the backdrop and draws the rest."""
     rng = rng if isinstance(rng, random.Random) else random.Random(rng)
     n = rng.choices(range(1, MAX_OBJECTS + 1), weights=P_OBJECTS)[0]
-    return complete(SceneSpec(objects=[ObjectSpec() for _ in range(n)]), rng)
+    bg = BackgroundSpec(background_kind(background), background) if background else None
+    return complete(SceneSpec(objects=[ObjectSpec() for _ in range(n)], background=bg), rng)

@@ -275,7 +275,8 @@ for _name, _ws in {"grass": ("grass", "grassy", "lawn", "meadow", "turf", "pastu
                    "sand": ("sand", "sandy", "beach", "desert", "dunes", "dune"),
                    "snow": ("snow", "snowy", "snowfield", "snow covered", "ice", "icy"),
                    "tiles": ("tiles", "tiled", "tile", "tiling", "checkered", "checkerboard",
-                             "chequered")}.items():
+                             "chequered"),
+                   "lava": ("lava", "molten lava", "magma", "lava field", "volcanic ground")}.items():
     for _w in _ws:
         _add(_w, "ground", _name)
 for _w in ("ground", "floor", "field", "ground plane", "terrain", "landscape", "plane"):
