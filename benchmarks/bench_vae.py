@@ -23,7 +23,9 @@ IMPLS = {
     # name: (library, dtype, description)
     "diffusers-fp32": ("diffusers", "fp32", "diffusers AutoencoderKLWan, fp32 (its default)"),
     "diffusers-bf16": ("diffusers", "bf16", "diffusers AutoencoderKLWan, model.to(bfloat16)"),
-    "soraflow-fp32": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 4-latent chunks"),
+    "soraflow-fp32": ("soraflow", "fp32", "soraflow VideoVAE, fp32, its default decode chunks"),
+    "soraflow-fp32-c1": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 1-latent decode chunks (diffusers' size)"),
+    "soraflow-fp32-c4": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 4-latent decode chunks"),
     "soraflow-fast": ("soraflow", "bf16", "soraflow VideoVAE.to_fast(): bf16 + channels_last_3d"),
 }
 
@@ -76,7 +78,8 @@ def worker(args) -> None:
         }[args.op]
     else:
         model = ours.to_fast() if dtype == "bf16" else ours
-        run = {"encode": lambda: model.encode(x).mean, "decode": lambda: model.decode(z)}[args.op]
+        chunk = {"soraflow-fp32-c1": {"chunk_latents": 1}, "soraflow-fp32-c4": {"chunk_latents": 4}}.get(args.impl, {})
+        run = {"encode": lambda: model.encode(x).mean, "decode": lambda: model.decode(z, **chunk)}[args.op]
     times, cpu = [], []
     with torch.inference_mode():
         base = _rss_mib()
@@ -87,7 +90,9 @@ def worker(args) -> None:
             cpu.append(_cpu_s() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     save_file({"out": out.float().contiguous()}, args.out)
-    print(json.dumps({"impl": args.impl, "op": args.op, "time_s": min(times[1:]), "cpu_s": min(cpu[1:]), "times": times, "peak_mib": peak}))
+    timed = slice(1, None) if args.repeats else slice(None)  # --repeats 0: the one cold run
+    print(json.dumps({"impl": args.impl, "op": args.op, "time_s": min(times[timed]), "cpu_s": min(cpu[timed]), "times": times,
+                      "peak_mib": peak}))
 
 
 def _cpu_s() -> float:
@@ -102,7 +107,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="a trained VAE folder to use instead of random --preset weights")
     p.add_argument("--frames", type=int, default=33, help="pixel frames (1 + 4k)")
     p.add_argument("--size", default="128", help="frame size: a square side (128) or WIDTHxHEIGHT (832x480)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (after one warm-up); the best is reported")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed runs per measurement (after one warm-up); the best is reported (0: one cold run, no warm-up)")
     p.add_argument("--ops", default="encode,decode")
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--json", help="also write the results here")

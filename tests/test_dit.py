@@ -423,3 +423,23 @@ def test_the_clip_image_branch_matches_diffusers(flf2v):
         ours(x, t, ctx)
     with pytest.raises(InputError, match="no image branch"):
         DiT(TINY)(torch.randn(1, 4, 1, 4, 4), t, torch.randn(1, 3, 16), image_context=images)
+
+
+@torch.no_grad()
+def test_temporal_patch_pads_frame_zero_in_front():
+    # A 1 + k pt clip: frame 0 repeated pt - 1 times fills its own patch; the repeats leave the output.
+    import dataclasses
+
+    torch.manual_seed(0)
+    dit = DiT(dataclasses.replace(TINY, patch_size=(2, 2, 2))).eval()
+    x, ctx, g = _inputs((5, 4, 4), batch=1)
+    padded = torch.cat([x[:, :, :1], x], dim=2)
+    out = dit(x, torch.tensor([0.4]), ctx)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, dit(padded, torch.tensor([0.4]), ctx)[:, :, 1:], rtol=0, atol=0)
+    # Per-frame times: frame 0's (a given image, t = 0) goes to its repeat; within a patch they must agree.
+    t = torch.tensor([[0.0, 0.7, 0.7, 0.3, 0.3]])
+    torch.testing.assert_close(dit(x, t, ctx), dit(padded, torch.cat([t[:, :1], t], 1), ctx)[:, :, 1:], rtol=0, atol=0)
+    with pytest.raises(InputError, match="equal within each temporal patch"):
+        dit(x, torch.tensor([[0.0, 0.7, 0.6, 0.3, 0.3]]), ctx)
+    assert dit.flops((5, 4, 4), 7) == dit.flops((6, 4, 4), 7)

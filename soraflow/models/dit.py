@@ -4,7 +4,10 @@ A latent video (B, C, T, H, W) is cut into ``patch_size`` = (pt, ph, pw) spaceti
 a token. Blocks: AdaLN-modulated self-attention with QK RMSNorm and 3D rotary positions over (t, h, w),
 cross-attention to text tokens, a GELU feed-forward. The last layer maps tokens back onto the latent grid.
 Any grid (resolution, aspect ratio, duration, a single frame) runs through the same weights: positions are
-rotary, never learned tables.
+rotary, never learned tables. With a temporal patch (pt > 1) a latent clip of 1 + k pt frames has frame 0
+repeated in front to fill a patch of its own (as a causal VAE gives frame 0 a latent frame of its own), and
+the repeats are dropped from the output, so a VAE without temporal compression can leave the packing of
+frames into tokens to the DiT.
 
 Weight compatibility: module and parameter names are exactly those of diffusers' ``WanTransformer3DModel``
 (``blocks.0.attn1.to_q.weight``, ``condition_embedder.time_proj.bias``, ...), so a diffusers folder loads
@@ -534,7 +537,7 @@ class DiT(nn.Module):
         cfg = self.config
         pt, ph, pw = cfg.patch_size
         T, H, W = grid
-        N, L, D, Fd = (T // pt) * (H // ph) * (W // pw), text_len, cfg.dim, cfg.ffn_dim
+        N, L, D, Fd = -(-T // pt) * (H // ph) * (W // pw), text_len, cfg.dim, cfg.ffn_dim  # T: padded (forward)
         patch = math.prod(cfg.patch_size)
         macs = N * cfg.in_channels * patch * D  # patch embedding
         macs += L * (cfg.text_dim * D + D * D)  # text projection
@@ -568,6 +571,12 @@ class DiT(nn.Module):
         cfg = self.config
         pt, ph, pw = cfg.patch_size
         self._check_inputs(x, context, context_mask)
+        pad = (-x.shape[2]) % pt  # frame 0 repeated in front until the frames fill whole temporal patches
+        if pad:
+            x = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1, -1), x], dim=2)
+            t = torch.as_tensor(t)
+            if t.ndim == 2 and t.shape[1] == x.shape[2] - pad:  # per latent frame: frame 0's time for its repeats
+                t = torch.cat([t[:, :1].expand(-1, pad), t], dim=1)
         B, _, T, H, W = x.shape
         grid = (T // pt, H // ph, W // pw)  # token grid (T', H', W')
         N = math.prod(grid)
@@ -615,14 +624,14 @@ class DiT(nn.Module):
             out, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
             t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw,
         )
-        return out.to(x.dtype)
+        return out[:, :, pad:].to(x.dtype)
 
     def _check_inputs(self, x, context, context_mask):
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise InputError(f"DiT input must be (B, {cfg.in_channels}, T, H, W) latents, got {tuple(x.shape)}")
         for size, p, axis in zip(x.shape[2:], cfg.patch_size, "THW"):
-            if size % p:
+            if axis != "T" and size % p:  # (T is padded: forward)
                 raise InputError(f"latent {axis}={size} is not a multiple of the patch size {p} (patch {cfg.patch_size})")
         if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != cfg.text_dim:
             raise InputError(
