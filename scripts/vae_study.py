@@ -49,11 +49,16 @@ CANDIDATES = {
     # no temporal compression: every frame is encoded as frame 0 is (the DiT's 4-frame patch then does
     # the temporal packing); measures how much of the later frames' loss the temporal factor causes
     "s4-t1-res": {"spatial_factor": 4, "temporal_factor": 1, "residual": True},
-    # the optimiser, not the model: every candidate above trains at lr 1e-4, a rate chosen for the
-    # 100 M-parameter Wan VAE; a 0.7 M-parameter one may take a larger step
-    "s4-res-lr3e-4": {"spatial_factor": 4, "residual": True, "lr": 3e-4},
+    # the optimiser, not the model: lr 1e-3 on the v2 shape (docs/vae.md measured 3e-4 and 1e-3 on small)
     "s4-res-lr1e-3": {"spatial_factor": 4, "residual": True, "lr": 1e-3},
+    # frame-wise latents: s4-res run frame by frame (its first-frame path) and four frames stacked per latent
+    # frame; trains on single frames, 16 a batch (0.44x the pixels of a 4 x 9-frame batch)
+    "s4-res-frames": {"spatial_factor": 4, "residual": True, "frame_pack": 4, "image_prob": 1.0, "long_prob": 0.0,
+                      "batch_size": 16},
 }
+
+
+SHAPE_KEYS = ("base_dim", "temporal_factor", "spatial_factor", "z_dim", "residual")  # what --init fixes
 
 
 def parse_clips(text: str) -> dict:
@@ -115,10 +120,12 @@ def evaluate(vae, clips) -> dict:
 def load_run_vae(run_dir: Path, cfg):
     from soraflow.models.vae import VideoVAE
     from soraflow.train.checkpoint import latest_checkpoint, load_checkpoint
-    from soraflow.train.vae import model_config
+    from soraflow.train.vae import model_config, set_frame_pack
 
     vae = VideoVAE(VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg))
     load_checkpoint(latest_checkpoint(run_dir), modules={"vae": vae}, restore_rng=False)
+    if cfg.frame_pack and vae.config.frame_pack != cfg.frame_pack:
+        set_frame_pack(vae, cfg.frame_pack)
     return vae
 
 
@@ -260,8 +267,10 @@ def main(argv=None) -> int:
         elif not (init / "config.json").is_file():  # the study run's last checkpoint as a model folder
             study_cfg = replace(base, **CANDIDATES[name], run_dir=args.out / name / "run")
             load_run_vae(study_cfg.run_dir, study_cfg).save_pretrained(init)
+        # the candidate's training settings (not its shape: that comes from the init weights)
+        training = {k: v for k, v in CANDIDATES[name].items() if k not in SHAPE_KEYS}
         cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{tag}" / "run",
-                      save_every=args.long_eval_every, keep_last=3, **extra)
+                      save_every=args.long_eval_every, keep_last=3, **{**extra, **training})
         train_with_evals(f"long-{tag}", run, cfg, args.long_eval_every, clips, save)
     return 0
 

@@ -171,14 +171,14 @@ def diffusers_config(directory: Path) -> PipelineConfig:
     # Wan2.2 TI2V-5B (expand_timesteps) gives the image as latent frame 0 at timestep 0, per token: soraflow's
     # per-frame timesteps, in either pipeline class; the other image-to-video folders concatenate channels.
     condition = "channels" if kind == "WanImageToVideoPipeline" and not index.get("expand_timesteps") else "frames"
-    want = 2 * vae.z_dim + vae.temporal_factor if condition == "channels" else vae.z_dim
+    want = 2 * vae.latent_channels + vae.temporal_factor if condition == "channels" else vae.latent_channels
     if channels != want:
         raise CheckpointError(f"{directory}: a {kind} whose transformer takes {channels} input channels; "
                               f"soraflow runs {want} (VAE latents{' + mask + image latents' if condition == 'channels' else ''})")
     # Wan's own defaults: 81 frames of 832x480 at 16 fps; TI2V-5B (16x VAE) 121 frames of 1280x704 at 24 fps
     fps, (height, width), frames = (24, (704, 1280), 121) if vae.spatial_factor == 16 else (16, (480, 832), 81)
     return PipelineConfig(
-        fps=fps, height=height, width=width, seconds=frames / fps, max_seconds=60.0, latent_channels=vae.z_dim,
+        fps=fps, height=height, width=width, seconds=frames / fps, max_seconds=60.0, latent_channels=vae.latent_channels,
         size_multiple=vae.spatial_factor * int(patch[1]),
         text_encoder=".", expander="none", negative_prompt="", steps=50, guidance_scale=5.0, shift=shift,
         sampler="euler", window_latent_frames=1 + (frames - 1) // vae.temporal_factor, overlap_latent_frames=2,

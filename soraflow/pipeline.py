@@ -284,7 +284,7 @@ class SoraPipeline:
             pairs = [(k, getattr(dcfg, k), getattr(other, k)) for k in ("in_channels", "out_channels", "text_dim", "patch_size")]
             if any(a != b for _, a, b in pairs):
                 raise CheckpointError("the two experts disagree: " + ", ".join(f"{k} {a} vs {b}" for k, a, b in pairs if a != b))
-        z = self.vae.config.z_dim
+        z = self.vae.config.latent_channels
         # Wan image-to-video's DiT also reads a mask (one channel per frame of a latent) and the image's latents.
         extra = z + self.vae.temporal_factor if cfg.image_condition == "channels" else 0
         if not (z == dcfg.in_channels - extra == dcfg.out_channels == cfg.latent_channels):

@@ -352,3 +352,27 @@ def test_frame_psnr_script_inverting_the_decoder_beats_the_encoders_latents():
     assert encoded.shape == inverted.shape == frames.shape
     assert weighted(inverted) < 0.8 * weighted(encoded)
     assert not any(p.grad is not None for p in vae.parameters())  # the decoder stayed frozen
+
+
+@torch.no_grad()
+def test_frame_wise_latents_are_per_frame_images_stacked():
+    # frame_pack 4: each frame encoded alone, four stacked per latent frame; decode unstacks them.
+    from soraflow.models.vae import VideoVAE, vae_config
+    from soraflow.models.vae_blocks import CausalCache
+
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("tiny", frame_pack=4)).eval()
+    assert (vae.temporal_factor, vae.config.latent_channels) == (4, 16)
+    x = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    mean = vae.encode(x).mean
+    assert mean.shape == (2, 16, 3, 4, 4)
+    one = lambda b, t: vae._encode_moments(x[b:b + 1, :, t:t + 1], None)[0, :4, 0]  # noqa: E731
+    for slot in range(4):
+        torch.testing.assert_close(mean[1, 4 * slot:4 * slot + 4, 0], one(1, 0))  # frame 0, four copies
+        torch.testing.assert_close(mean[0, 4 * slot:4 * slot + 4, 2], one(0, 5 + slot))  # frames 5-8
+    out = vae.decode(mean)
+    ref = vae._decode_chunk(mean[:1, 0:4, 2:3], CausalCache()).clamp(-1, 1)[:, :, 0]
+    torch.testing.assert_close(out[:1, :, 5], ref)
+    recon, _ = vae(x)
+    torch.testing.assert_close(recon.clamp(-1, 1), out)
+    assert vae.decode(mean, num_frames=7).shape[2] == 7

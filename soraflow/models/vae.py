@@ -10,6 +10,13 @@ by default). The first frame is encoded on its own, so an image is a one-frame v
   ``decode_iter`` streams pixel frames so a long clip is never held at once.
 - Fast CPU path: ``vae.to_fast()`` (bf16 weights, channels_last_3d), see docs/vae.md.
 
+Frame-wise latents (``frame_pack = k``, a soraflow extension): every frame is encoded on its own, as an
+image (the network's first-frame path), and the latents of k consecutive frames are stacked in channels,
+so the rest of the system sees a VAE of temporal factor k with ``z_dim * k`` latent channels (frame 0
+fills its latent frame with k copies). A small causal VAE carries frame 0's picture forward and loses
+moving objects; the same weights run frame by frame keep every frame as well as the first
+(BENCHMARKS.md, "Default model v2"), and the DiT's patches still pack four frames into one token.
+
 Frame counts that are not 1 + 4k (``frame_policy``): "pad" (default) repeats the last frame up to the
 next 1 + 4k; pass ``num_frames=T`` to ``decode`` to trim the padding back off. "trim" drops the extra
 trailing frames; "error" raises :class:`InputError`.
@@ -57,6 +64,7 @@ class VAEConfig:
     out_channels: int = 3
     is_residual: bool = False  # Wan2.2: residual down/up blocks with space/time-to-channel shortcuts (AvgDown3D, DupUp3D)
     patch_size: int | None = None  # Wan2.2: pixels folded into channels (p x p) before the encoder and unfolded after the decoder
+    frame_pack: int | None = None  # soraflow: frames encoded one by one, this many stacked per latent frame (module docstring)
 
     def __post_init__(self) -> None:
         self.dim_mult = list(self.dim_mult)
@@ -66,10 +74,12 @@ class VAEConfig:
             raise InputError(
                 f"temporal_downsample has {len(self.temporal_downsample)} entries, expected len(dim_mult) - 1 = {len(self.dim_mult) - 1}"
             )
+        if self.frame_pack is not None and self.frame_pack < 1:
+            raise InputError(f"frame_pack must be a positive number of frames, got {self.frame_pack}")
         for name in ("latents_mean", "latents_std"):
             value = getattr(self, name)
-            if value is not None and len(value) != self.z_dim:
-                raise InputError(f"{name} has {len(value)} entries, expected z_dim = {self.z_dim}")
+            if value is not None and len(value) != self.latent_channels:
+                raise InputError(f"{name} has {len(value)} entries, expected one per latent channel ({self.latent_channels})")
         if min(self.base_dim, self.z_dim, *self.dim_mult) <= 0:
             raise InputError("base_dim, z_dim and dim_mult must be positive")
         p = self.patch_size or 1
@@ -78,7 +88,13 @@ class VAEConfig:
 
     @property
     def temporal_factor(self) -> int:
-        return 2 ** sum(bool(v) for v in self.temporal_downsample)
+        """Pixel frames per latent frame, as the rest of the system sees it."""
+        return self.frame_pack or 2 ** sum(bool(v) for v in self.temporal_downsample)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a latent frame: z_dim, times frame_pack for frame-wise latents."""
+        return self.z_dim * (self.frame_pack or 1)
 
     @property
     def spatial_factor(self) -> int:
@@ -93,6 +109,8 @@ class VAEConfig:
     def to_diffusers(self) -> dict:
         d = dataclasses.asdict(self)
         d["temperal_downsample"] = d.pop("temporal_downsample")  # diffusers' spelling
+        if d["frame_pack"] is None:
+            del d["frame_pack"]  # a soraflow extension: a folder without it is diffusers' own
         d.update(
             _class_name="AutoencoderKLWan",
             scale_factor_temporal=self.temporal_factor,
@@ -292,8 +310,8 @@ class VideoVAE(nn.Module):
             raise InputError(f"expected latents (B, C, T, H, W), got {getattr(z, 'shape', type(z).__name__)}")
         if not z.is_floating_point():
             raise InputError(f"expected float latents, got dtype {z.dtype}")
-        if z.shape[1] != self.config.z_dim:
-            raise InputError(f"expected {self.config.z_dim} latent channels, got {z.shape[1]} in shape {tuple(z.shape)}")
+        if z.shape[1] != self.config.latent_channels:
+            raise InputError(f"expected {self.config.latent_channels} latent channels, got {z.shape[1]} in shape {tuple(z.shape)}")
 
     def _param_dtype(self) -> torch.dtype:
         return self.quant_conv.weight.dtype
@@ -323,12 +341,32 @@ class VideoVAE(nn.Module):
         """
         x = self._check_pixels(x, frame_policy)
         x = self._prepare(x)
+        if self.config.frame_pack:
+            return self._encode_framewise(x, tiled)
         sf = self.spatial_factor
         if self._use_tiles(x.shape[3] // sf, x.shape[4] // sf, tiled):
             moments = self._tiled(x, sf, lambda tile: self._encode_moments(tile, chunk_frames), down=True)
         else:
             moments = self._encode_moments(x, chunk_frames)
         return DiagonalGaussian.from_moments(moments)
+
+    FRAMES_PER_BATCH = 16  # frame-wise latents: frames encoded or decoded in one network call
+
+    def _encode_framewise(self, x: torch.Tensor, tiled: bool | None) -> DiagonalGaussian:
+        """Every frame as an image, FRAMES_PER_BATCH at a time, stacked frame_pack per latent frame."""
+        b, c, t, h, w = x.shape
+        sf, k = self.spatial_factor, self.config.frame_pack
+        images = x.transpose(1, 2).reshape(b * t, c, 1, h, w)
+        parts = []
+        for s in range(0, b * t, self.FRAMES_PER_BATCH):
+            part = images[s : s + self.FRAMES_PER_BATCH]
+            if self._use_tiles(h // sf, w // sf, tiled):
+                parts.append(self._tiled(part, sf, lambda tile: self._encode_moments(tile, None), down=True))
+            else:
+                parts.append(self._encode_moments(part, None))
+        moments = torch.cat(parts).reshape(b, t, -1, h // sf, w // sf)  # (B, T, 2 z, h, w)
+        mean, logvar = (m.transpose(1, 2) for m in moments.chunk(2, dim=2))  # (B, z, T, h, w) each
+        return DiagonalGaussian(*(_pack(m, k) for m in (mean, logvar)))
 
     def _encode_moments(self, x: torch.Tensor, chunk_frames: int | None) -> torch.Tensor:
         x = self._patchify(x)
@@ -369,7 +407,24 @@ class VideoVAE(nn.Module):
         if chunk_latents is not None and chunk_latents <= 0:
             raise InputError(f"chunk_latents must be positive, got {chunk_latents}")
         # Checked above, run lazily below: a bad argument fails at the call, not at the first frame.
+        if self.config.frame_pack:
+            return self._decode_framewise(self._prepare(z), tiled, num_frames)
         return self._decode_chunks(self._prepare(z), chunk_latents, tiled, num_frames)
+
+    def _decode_framewise(self, z: torch.Tensor, tiled: bool | None, num_frames: int | None) -> Iterator[torch.Tensor]:
+        """Frame-wise latents: unstacked, then every frame decoded as an image, FRAMES_PER_BATCH at a time."""
+        frames = _unpack(z, self.config.frame_pack)  # (B, z, T, h, w)
+        b, c, t, h, w = frames.shape
+        t = min(t, num_frames) if num_frames is not None else t
+        per = max(self.FRAMES_PER_BATCH // b, 1)  # frames of every sample per call, so output stays in time order
+        for s in range(0, t, per):
+            part = frames[:, :, s : min(s + per, t)].transpose(1, 2).reshape(-1, c, 1, h, w)
+            if self._use_tiles(h, w, tiled):
+                out = self._tiled(part, 1, lambda tile, key: self._decode_chunk(tile, CausalCache()), down=False, sf=self.spatial_factor)
+            else:
+                out = self._decode_chunk(part, CausalCache())
+            n = out.shape[0] // b
+            yield out.reshape(b, n, *out.shape[1:]).squeeze(3).transpose(1, 2).clamp(-1.0, 1.0)  # (B, 3, n, H, W)
 
     def _decode_chunks(self, z: torch.Tensor, chunk_latents: int | None, tiled: bool | None, num_frames: int | None) -> Iterator[torch.Tensor]:
         t_lat = z.shape[2]
@@ -456,18 +511,31 @@ class VideoVAE(nn.Module):
     def forward(self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None,
                 encoder_grad: bool = True):
         """Reconstruct x (training path: whole clip at once, no chunks). Returns (recon, posterior).
-        ``encoder_grad=False`` encodes without autograd (decoder fine-tuning: about a third cheaper)."""
+        ``encoder_grad=False`` encodes without autograd (decoder fine-tuning: about a third cheaper).
+        Frame-wise latents (``frame_pack``) train the frames as a batch of images; the posterior is then
+        per image, (B T, z_dim, 1, h, w)."""
         frames = x.shape[2]
+        images = None
+        if self.config.frame_pack:
+            x = self._check_pixels(x, "pad")
+            images = x.shape[:3]  # (B, C, T) after the padding
+            x = x.transpose(1, 2).reshape(-1, x.shape[1], 1, *x.shape[3:])
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
-            posterior = self.encode(x, chunk_frames=None, tiled=False)
+            if images is None:
+                posterior = self.encode(x, chunk_frames=None, tiled=False)
+            else:
+                posterior = DiagonalGaussian.from_moments(self._encode_moments(self._prepare(x), None))
         z = posterior.sample(generator) if sample else posterior.mode()
-        recon = self._unpatchify(self.decoder(self.post_quant_conv(z)))[:, :, :frames]  # unclamped: clamping kills gradients
-        return recon, posterior
+        recon = self._unpatchify(self.decoder(self.post_quant_conv(z)))  # unclamped: clamping kills gradients
+        if images is not None:
+            recon = recon.reshape(images[0], images[2], *recon.shape[1:]).squeeze(3).transpose(1, 2)
+        return recon[:, :, :frames], posterior
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        mean = torch.tensor(c.latents_mean, dtype=z.dtype, device=z.device) if c.latents_mean else torch.zeros(c.z_dim, dtype=z.dtype, device=z.device)
-        std = torch.tensor(c.latents_std, dtype=z.dtype, device=z.device) if c.latents_std else torch.ones(c.z_dim, dtype=z.dtype, device=z.device)
+        n = c.latent_channels
+        mean = torch.tensor(c.latents_mean, dtype=z.dtype, device=z.device) if c.latents_mean else torch.zeros(n, dtype=z.dtype, device=z.device)
+        std = torch.tensor(c.latents_std, dtype=z.dtype, device=z.device) if c.latents_std else torch.ones(n, dtype=z.dtype, device=z.device)
         return mean.view(1, -1, 1, 1, 1), std.view(1, -1, 1, 1, 1)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
@@ -547,6 +615,21 @@ def _vae_folder(directory: str | os.PathLike) -> Path:
     if not (directory / CONFIG_NAME).is_file():
         raise CheckpointError(f"{directory} is not a VAE folder: {CONFIG_NAME} missing")
     return directory
+
+
+def _pack(m: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-frame latents (B, z, 1 + k n, h, w) -> (B, k z, 1 + n, h, w): frame 0 takes a latent frame of its
+    own (k copies), then every k frames one latent frame, slot-major channels (slot * z + channel)."""
+    b, z, _, h, w = m.shape
+    m = torch.cat([m[:, :, :1].expand(-1, -1, k, -1, -1), m[:, :, 1:]], dim=2)
+    return m.reshape(b, z, -1, k, h, w).permute(0, 3, 1, 2, 4, 5).reshape(b, k * z, -1, h, w)
+
+
+def _unpack(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`_pack`; frame 0 is the mean of its k copies (equal when encoded, close when generated)."""
+    b, kz, n, h, w = packed.shape
+    m = packed.reshape(b, k, kz // k, n, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, kz // k, n * k, h, w)
+    return torch.cat([m[:, :, :k].mean(dim=2, keepdim=True), m[:, :, k:]], dim=2)
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -429,9 +429,9 @@ class DiTTrainer:
         from ..models.vae import VideoVAE
 
         self.vae = VideoVAE.from_pretrained(self.cfg.vae).to(self.device).eval()
-        if self.vae.config.z_dim != self.dataset.latent_channels:
+        if self.vae.config.latent_channels != self.dataset.latent_channels:
             raise InputError(
-                f"--vae {self.cfg.vae} has {self.vae.config.z_dim} latent channels, the cache has {self.dataset.latent_channels}"
+                f"--vae {self.cfg.vae} has {self.vae.config.latent_channels} latent channels, the cache has {self.dataset.latent_channels}"
             )
 
     @torch.no_grad()

@@ -182,6 +182,18 @@ class VAETrainResult:
 VAE_TRAIN_BYTES = 250
 
 
+def set_frame_pack(vae: VideoVAE, frame_pack: int) -> VideoVAE:
+    """Run ``vae`` frame-wise, ``frame_pack`` frames per latent frame (same weights): its latent statistics
+    become the per-frame ones repeated for every slot (re-measured when the run exports)."""
+    c = vae.config
+    # slot-major channels: the first z_dim entries are a frame's, packed or not
+    mean = (c.latents_mean or [0.0] * c.latent_channels)[:c.z_dim]
+    std = (c.latents_std or [1.0] * c.latent_channels)[:c.z_dim]
+    c.frame_pack = frame_pack
+    c.latents_mean, c.latents_std = mean * frame_pack, std * frame_pack
+    return vae
+
+
 def model_config(cfg: TrainVAEConfig):
     """The VAE a run trains from scratch: ``cfg.preset`` with ``--base-dim``, ``--z-dim``,
     ``--spatial-factor`` and ``--temporal-factor``. A spatial factor below the preset's drops its
@@ -328,6 +340,8 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
 
     torch.manual_seed(cfg.seed)
     vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(shape)
+    if cfg.frame_pack and vae.config.frame_pack != cfg.frame_pack:
+        set_frame_pack(vae, cfg.frame_pack)
     vae.to(device).train()
     if cfg.freeze_encoder:  # only the decoder side learns; the encoder's latents stay what they were
         for module in (vae.encoder, vae.quant_conv):

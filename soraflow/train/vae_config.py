@@ -21,6 +21,7 @@ class TrainVAEConfig:
     spatial_factor: int = option(0, choices=(0, 4, 8, 16))  # pixels per latent pixel along each side (8: Wan's); 4 drops the preset's deepest stage; 0: the preset's
     z_dim: int = option(0, ge=0)  # latent channels; 0: the preset's
     residual: bool = False  # Wan2.2's residual blocks: space/time folded into channels on a shortcut around each down/up stage, so every frame reaches the latents directly (the last stage keeps the width of the one before)
+    frame_pack: int = option(0, ge=0)  # frame-wise latents: every frame encoded alone (as an image), this many stacked per latent frame (4 keeps the system's temporal factor); 0: a video VAE. Works with --init (the weights are the same; latent statistics are re-measured)
     init: Path | None = None  # start from this VAE folder (config.json + safetensors) instead of random weights
     freeze_encoder: bool = False  # train the decoder only (needs --init): latents, their statistics and any latent cache stay valid
     steps: int = option(2000, ge=1)  # optimizer steps to train for (in total, across resumes)
