@@ -151,7 +151,8 @@ def read_lora(path: str | os.PathLike) -> dict[str, LoRAWeights]:
 
     path = Path(path)
     if path.is_dir():
-        files = [path / WEIGHTS_NAME] if (path / WEIGHTS_NAME).is_file() else sorted(path.glob("*.safetensors"))
+        files = [path / WEIGHTS_NAME] if (path / WEIGHTS_NAME).is_file() else sorted(
+            p for p in path.glob("*.safetensors") if not p.name.startswith("."))  # not temporaries
         if len(files) != 1:
             raise InputError(f"LoRA folder {path}: expected {WEIGHTS_NAME} or exactly one .safetensors file, found {len(files)}")
         path = files[0]

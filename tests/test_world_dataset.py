@@ -62,6 +62,11 @@ def test_dataset_writes_valid_manifest_and_lossless_clips(tmp_path):
     assert (again.written, again.skipped) == (0, 8)
 
 
+def _finished_clips(out):
+    """The clips' sidecars, without the hidden temporaries a kill can leave beside them."""
+    return [p for p in (out / "clips").glob("*.json") if not p.name.startswith(".")]
+
+
 def test_dataset_resumes_after_kill_9(tmp_path):
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "soraflow.cli", "world", "dataset", "--n", "40", "--out", str(out),
@@ -69,17 +74,17 @@ def test_dataset_resumes_after_kill_9(tmp_path):
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and len(list((out / "clips").glob("*.json"))) < 6:
+        while time.time() < deadline and len(_finished_clips(out)) < 6:
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole group we started: writer and its workers
         proc.wait()
-    finished = len(list((out / "clips").glob("*.json")))
+    finished = len(_finished_clips(out))
     assert 6 <= finished < 40, "the kill must land mid-run"
     # A clip written by another process is byte-identical to one rendered here (no hidden global state).
     from soraflow.video import read_image, read_video
 
-    e = json.loads(next((out / "clips").glob("*.json")).read_text())["entry"]
+    e = json.loads(_finished_clips(out)[0].read_text())["entry"]
     clip, entry = make_clip(tiny(n=40, image_fraction=0.2), int(e["id"]))
     stored = read_image(out / e["path"])[None] if e["frames"] == 1 else read_video(out / e["path"])
     assert entry["long"] == e["long"] and np.array_equal(stored, clip.frames)

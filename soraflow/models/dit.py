@@ -828,7 +828,7 @@ def _weight_files(directory: Path) -> list[Path]:
     elif (directory / WEIGHTS_NAME).is_file():
         files = [directory / WEIGHTS_NAME]
     else:
-        found = sorted(p.name for p in directory.glob("*.safetensors"))
+        found = sorted(p.name for p in directory.glob("*.safetensors") if not p.name.startswith("."))  # not temporaries
         if len(found) != 1:
             raise CheckpointError(
                 f"{directory}: no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}"
