@@ -14,6 +14,11 @@ latest=$(ls -d $src/$long/run/checkpoints/step_* 2>/dev/null | tail -1)
 rm -rf "$dest"
 mkdir -p "$dest/$cand" "$dest/$long/run/checkpoints"
 cp $src/study.json "$dest/"
-if [ -d $src/$cand/weights ]; then cp -r $src/$cand/weights "$dest/$cand/"; fi
+if [ -d $src/$cand/weights ]; then
+  cp -r $src/$cand/weights "$dest/$cand/"
+else  # the study has not exported the candidate yet: keep its newest study checkpoint instead
+  ck=$(ls -d $src/$cand/run/checkpoints/step_* 2>/dev/null | tail -1)
+  if [ -n "$ck" ]; then mkdir -p "$dest/$cand/run/checkpoints" && cp -r "$ck" "$dest/$cand/run/checkpoints/"; fi
+fi
 if [ -n "$latest" ]; then cp -r "$latest" "$dest/$long/run/checkpoints/"; fi
 echo "saved ${latest:-no long-run checkpoint yet} into $dest"
