@@ -21,4 +21,5 @@ else  # the study has not exported the candidate yet: keep its newest study chec
   if [ -n "$ck" ]; then mkdir -p "$dest/$cand/run/checkpoints" && cp -r "$ck" "$dest/$cand/run/checkpoints/"; fi
 fi
 if [ -n "$latest" ]; then cp -r "$latest" "$dest/$long/run/checkpoints/"; fi
+if [ -d $src/$long/init ]; then cp -r $src/$long/init "$dest/$long/"; fi  # the long run's start weights
 echo "saved ${latest:-no long-run checkpoint yet} into $dest"
