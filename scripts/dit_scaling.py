@@ -17,7 +17,6 @@ OUT/scaling.json and OUT/scaling.png (held-out loss against CPU minutes, one lin
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -145,12 +144,12 @@ def main(argv=None) -> int:
     import torch
 
     from soraflow.atomic import write_json
+    from vae_study import open_study
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "scaling.json"
-    study = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    study["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    study = open_study(path, args)
     study["heldout_times"] = list(HELDOUT_TIMES)
 
     def save():

@@ -129,6 +129,13 @@ def load_run_vae(run_dir: Path, cfg):
     return vae
 
 
+def open_study(path: Path, args: argparse.Namespace) -> dict:
+    """The study record at ``path`` (a new one if there is none yet), with this invocation's settings."""
+    study = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    study["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return study
+
+
 def long_offset(study: dict, tag: str) -> float:
     """CPU seconds of training behind a long run's first step (its candidate's study run, and the run it
     started from when given ``--long-init``), so that its curve continues theirs."""
@@ -205,8 +212,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     study_path = args.out / "study.json"
-    study = json.loads(study_path.read_text()) if study_path.is_file() else {"runs": {}}
-    study["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    study = open_study(study_path, args)
     clips = heldout_clips(args.heldout, args.frames, args.heldout_clips)
 
     def save():
