@@ -23,9 +23,11 @@ IMPLS = {
     # name: (library, dtype, description)
     "diffusers-fp32": ("diffusers", "fp32", "diffusers AutoencoderKLWan, fp32 (its default)"),
     "diffusers-bf16": ("diffusers", "bf16", "diffusers AutoencoderKLWan, model.to(bfloat16)"),
-    "soraflow-fp32": ("soraflow", "fp32", "soraflow VideoVAE, fp32, its default decode chunks"),
+    "soraflow-fp32": ("soraflow", "fp32", "soraflow VideoVAE, fp32, its defaults (chunks by pixel budget, whole frames to 720p)"),
     "soraflow-fp32-c1": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 1-latent decode chunks (diffusers' size)"),
     "soraflow-fp32-c4": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 4-latent decode chunks"),
+    "soraflow-fp32-c1-tiled": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 1-latent chunks, 256-px tiles"),
+    "soraflow-fp32-c4-tiled": ("soraflow", "fp32", "soraflow VideoVAE, fp32, 4-latent chunks, 256-px tiles"),
     "soraflow-fast": ("soraflow", "bf16", "soraflow VideoVAE.to_fast(): bf16 + channels_last_3d"),
 }
 
@@ -78,7 +80,9 @@ def worker(args) -> None:
         }[args.op]
     else:
         model = ours.to_fast() if dtype == "bf16" else ours
-        chunk = {"soraflow-fp32-c1": {"chunk_latents": 1}, "soraflow-fp32-c4": {"chunk_latents": 4}}.get(args.impl, {})
+        chunk = {"soraflow-fp32-c1": {"chunk_latents": 1}, "soraflow-fp32-c4": {"chunk_latents": 4},
+                 "soraflow-fp32-c1-tiled": {"chunk_latents": 1, "tiled": True},
+                 "soraflow-fp32-c4-tiled": {"chunk_latents": 4, "tiled": True}}.get(args.impl, {})
         run = {"encode": lambda: model.encode(x).mean, "decode": lambda: model.decode(z, **chunk)}[args.op]
     times, cpu = [], []
     with torch.inference_mode():

@@ -168,6 +168,47 @@ def test_chunked_equals_whole_clip(tiny):
     assert (torch.cat(streamed, 2) - whole).abs().max() <= 1e-5
 
 
+def test_auto_chunks_follow_the_pixel_budget(tiny, monkeypatch):
+    import soraflow.models.vae as vae_module
+
+    z = torch.randn(1, 4, 9, 4, 4, generator=torch.Generator().manual_seed(5))  # 33 frames of 32x32
+    with torch.no_grad():
+        whole = tiny.decode(z, chunk_latents=None)
+        # the default budget: 4 latent frames (16 pixel frames) a chunk at this size
+        assert [f.shape[2] for f in tiny.decode_iter(z)] == [1, 16, 16]
+        # a budget of two latent frames' pixels (2 x 4 x 32 x 32): chunks of 2, the same frames
+        monkeypatch.setattr(vae_module, "CHUNK_PIXELS", 2 * 4 * 32 * 32)
+        streamed = list(tiny.decode_iter(z))
+        assert [f.shape[2] for f in streamed] == [1, 8, 8, 8, 8]
+        assert (torch.cat(streamed, 2) - whole).abs().max() <= 1e-5
+        # below one latent frame's pixels: 1 (diffusers' granularity), never 0
+        monkeypatch.setattr(vae_module, "CHUNK_PIXELS", 100)
+        assert [f.shape[2] for f in tiny.decode_iter(z)] == [1] + [4] * 8
+        x = _video(17, 32, 32)
+        ref = tiny.encode(x, chunk_frames=4).mean
+        assert torch.equal(tiny.encode(x).mean, ref)  # encode follows the same budget: 4-frame chunks
+    with pytest.raises(InputError, match="chunk_latents"):
+        tiny.decode_iter(z, chunk_latents="4")
+    with pytest.raises(InputError, match="chunk_frames"):
+        tiny.encode(x, chunk_frames="many")
+
+
+def test_frames_up_to_720p_are_not_tiled_unless_asked(tiny):
+    # tiled=None tiles by pixels per frame (diffusers never tiles unless asked, and tiles change the
+    # frames at the seams); lower the threshold to see the same call tile.
+    z = torch.randn(1, 4, 1, 16, 16, generator=torch.Generator().manual_seed(6))  # 128x128 frames
+    tiny.tiling.tile, tiny.tiling.overlap = 8, 2
+    try:
+        with torch.no_grad():
+            whole, tiled = tiny.decode(z, tiled=False), tiny.decode(z, tiled=True)
+            assert (whole - tiled).abs().max() > 1e-3  # the seams differ
+            assert torch.equal(tiny.decode(z), whole)  # 128x128 <= 720p: whole frames
+            tiny.tiling.max_pixels = 64 * 64
+            assert torch.equal(tiny.decode(z), tiled)
+    finally:
+        tiny.tiling.tile, tiny.tiling.overlap, tiny.tiling.max_pixels = 32, 8, 1280 * 720
+
+
 def test_tile_blending_is_exact_for_a_pointwise_map(tiny):
     # With a per-pixel map (no receptive field across tiles) tiles + blend must reproduce the whole.
     z = torch.randn(1, 4, 2, 20, 28)

@@ -188,10 +188,22 @@ class DiagonalGaussian:
 
 @dataclass
 class Tiling:
-    """Spatial tiling of large frames, in latent pixels (multiply by the spatial factor for pixels)."""
+    """Spatial tiling of large frames: tile and overlap in latent pixels (multiply by the spatial factor
+    for pixels), the size above which ``tiled=None`` tiles in pixels per frame."""
 
-    tile: int = 32  # latent tile side (256 px at sf = 8); frames at most this large are not tiled
+    tile: int = 32  # latent tile side (256 px at sf = 8)
     overlap: int = 8  # latent overlap between neighbouring tiles, blended linearly (64 px at sf = 8)
+    # Frames up to 720p are not tiled, as diffusers' AutoencoderKLWan does not tile unless asked: the
+    # frames then equal diffusers' (tiles change them at the seams), and a 1-latent chunk of a 720p
+    # frame fits the memory diffusers' own decode takes. Larger frames are tiled.
+    max_pixels: int = 1280 * 720
+
+
+# Pixels (frames x height x width) of one encode or decode chunk, at most, unless one latent frame
+# alone is larger: 4 latent frames (16 pixel frames) a chunk at small sizes, where fewer, larger
+# convolutions are faster, and 1 (diffusers' granularity) at 480p and above, where the activations
+# of 16 full-size frames would be gigabytes.
+CHUNK_PIXELS = 4 * 832 * 480
 
 
 class VideoVAE(nn.Module):
@@ -330,21 +342,25 @@ class VideoVAE(nn.Module):
         x: torch.Tensor,
         *,
         frame_policy: str = "pad",
-        chunk_frames: int | None = 16,
+        chunk_frames: int | None | str = "auto",
         tiled: bool | None = None,
     ) -> DiagonalGaussian:
         """x (B, 3, T, H, W) in [-1, 1] -> posterior over latents (B, z_dim, 1 + (T-1)/4, H/8, W/8).
 
         ``chunk_frames``: pixel frames per causal chunk after the first frame (a multiple of 4; None:
-        the whole clip at once, what training uses). ``tiled``: None tiles only frames larger than
-        ``self.tiling.tile`` latents.
+        the whole clip at once, what training uses; "auto": 16, fewer where 16 frames (or tiles) would
+        exceed ``CHUNK_PIXELS``). ``tiled``: None tiles only frames of more than
+        ``self.tiling.max_pixels`` pixels.
         """
         x = self._check_pixels(x, frame_policy)
         x = self._prepare(x)
         if self.config.frame_pack:
             return self._encode_framewise(x, tiled)
         sf = self.spatial_factor
-        if self._use_tiles(x.shape[3] // sf, x.shape[4] // sf, tiled):
+        use_tiles = self._use_tiles(x.shape[3] // sf, x.shape[4] // sf, tiled)
+        if chunk_frames == "auto":
+            chunk_frames = self.temporal_factor * self._auto_chunk(x.shape[3] // sf, x.shape[4] // sf, use_tiles)
+        if use_tiles:
             moments = self._tiled(x, sf, lambda tile: self._encode_moments(tile, chunk_frames), down=True)
         else:
             moments = self._encode_moments(x, chunk_frames)
@@ -373,8 +389,8 @@ class VideoVAE(nn.Module):
         if chunk_frames is None:
             return self.quant_conv(self.encoder(x))  # (B, 2 z_dim, T', H', W')
         tf = self.temporal_factor
-        if chunk_frames <= 0 or chunk_frames % tf:
-            raise InputError(f"chunk_frames must be a positive multiple of {tf}, got {chunk_frames}")
+        if not isinstance(chunk_frames, int) or chunk_frames <= 0 or chunk_frames % tf:
+            raise InputError(f"chunk_frames must be a positive multiple of {tf}, None or 'auto', got {chunk_frames!r}")
         cache = CausalCache()
         outs = [self.encoder(x[:, :, :1], cache)]  # the first frame alone
         for s in range(1, x.shape[2], chunk_frames):
@@ -384,17 +400,21 @@ class VideoVAE(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Decode
 
-    def decode(self, z: torch.Tensor, *, num_frames: int | None = None, chunk_latents: int | None = 4, tiled: bool | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, *, num_frames: int | None = None, chunk_latents: int | None | str = "auto",
+               tiled: bool | None = None) -> torch.Tensor:
         """z (B, z_dim, T', H', W') -> pixels (B, 3, 1 + 4 (T'-1), 8 H', 8 W') clamped to [-1, 1].
 
         ``num_frames`` trims the output to that many frames (undoing ``frame_policy="pad"``).
-        ``chunk_latents``: latent frames per causal chunk (None: all at once).
+        ``chunk_latents``: latent frames per causal chunk (None: all at once; "auto": 4, down to 1
+        where 4 would exceed ``CHUNK_PIXELS``). ``tiled``: None tiles only frames of more than
+        ``self.tiling.max_pixels`` pixels.
         """
         frames = list(self.decode_iter(z, chunk_latents=chunk_latents, tiled=tiled, num_frames=num_frames))
         return torch.cat(frames, dim=2)
 
     def decode_iter(
-        self, z: torch.Tensor, *, chunk_latents: int | None = 4, tiled: bool | None = None, num_frames: int | None = None
+        self, z: torch.Tensor, *, chunk_latents: int | None | str = "auto", tiled: bool | None = None,
+        num_frames: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Decode chunk by chunk, yielding pixel frames (B, 3, t, H, W) as they are ready.
 
@@ -404,8 +424,8 @@ class VideoVAE(nn.Module):
         self._check_latents(z)
         if num_frames is not None and not 1 <= num_frames <= self.pixel_frames(z.shape[2]):
             raise InputError(f"num_frames={num_frames} outside 1..{self.pixel_frames(z.shape[2])} for {z.shape[2]} latent frames")
-        if chunk_latents is not None and chunk_latents <= 0:
-            raise InputError(f"chunk_latents must be positive, got {chunk_latents}")
+        if chunk_latents != "auto" and chunk_latents is not None and (not isinstance(chunk_latents, int) or chunk_latents <= 0):
+            raise InputError(f"chunk_latents must be a positive integer, None or 'auto', got {chunk_latents!r}")
         # Checked above, run lazily below: a bad argument fails at the call, not at the first frame.
         if self.config.frame_pack:
             return self._decode_framewise(self._prepare(z), tiled, num_frames)
@@ -426,12 +446,15 @@ class VideoVAE(nn.Module):
             n = out.shape[0] // b
             yield out.reshape(b, n, *out.shape[1:]).squeeze(3).transpose(1, 2).clamp(-1.0, 1.0)  # (B, 3, n, H, W)
 
-    def _decode_chunks(self, z: torch.Tensor, chunk_latents: int | None, tiled: bool | None, num_frames: int | None) -> Iterator[torch.Tensor]:
+    def _decode_chunks(self, z: torch.Tensor, chunk_latents: int | None | str, tiled: bool | None,
+                       num_frames: int | None) -> Iterator[torch.Tensor]:
         t_lat = z.shape[2]
+        use_tiles = self._use_tiles(z.shape[3], z.shape[4], tiled)
+        if chunk_latents == "auto":
+            chunk_latents = self._auto_chunk(z.shape[3], z.shape[4], use_tiles)
         step = t_lat if chunk_latents is None else chunk_latents
         # First chunk: latent 0 alone (one pixel frame), unless decoding all at once.
         bounds = [(0, t_lat)] if chunk_latents is None else [(0, 1)] + [(s, min(s + step, t_lat)) for s in range(1, t_lat, step)]
-        use_tiles = self._use_tiles(z.shape[3], z.shape[4], tiled)
         caches: dict = {}
         left = num_frames if num_frames is not None else self.pixel_frames(t_lat)
         for s, e in bounds:
@@ -471,8 +494,15 @@ class VideoVAE(nn.Module):
 
     def _use_tiles(self, h_lat: int, w_lat: int, tiled: bool | None) -> bool:
         if tiled is None:
-            return max(h_lat, w_lat) > self.tiling.tile
+            return h_lat * w_lat * self.spatial_factor**2 > self.tiling.max_pixels and max(h_lat, w_lat) > self.tiling.tile
         return tiled
+
+    def _auto_chunk(self, h_lat: int, w_lat: int, tiled: bool) -> int:
+        """Latent frames per chunk: 4 where they fit CHUNK_PIXELS, else fewer, at least 1."""
+        if tiled:
+            h_lat, w_lat = min(h_lat, self.tiling.tile), min(w_lat, self.tiling.tile)
+        pixels = self.temporal_factor * h_lat * w_lat * self.spatial_factor**2  # one latent frame's pixel frames
+        return max(1, min(4, CHUNK_PIXELS // pixels))
 
     def _tiled(self, x: torch.Tensor, step: int, fn, *, down: bool, sf: int | None = None) -> torch.Tensor:
         """Run ``fn`` on overlapping spatial tiles of ``x`` and blend the results linearly.
