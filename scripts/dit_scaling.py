@@ -5,7 +5,8 @@
 
 Every (size, budget) run is its own training run whose cosine schedule ends on its budget: the
 steps a budget buys come from a short calibration of the size's CPU seconds per step (as in
-scripts/vae_study.py), so a small model takes more steps for the same compute. Each run is scored on
+scripts/vae_study.py), once per size for the whole study, so a small model takes more steps for the
+same compute and a study resumed on another machine keeps one compute scale. Each run is scored on
 held-out latents (a cache of clips never trained on) with the flow-matching loss at fixed timesteps
 and fixed noise, so two runs differ only by their weights. The recipe otherwise is the v2 build's
 (`V2["dit"]` in scripts/build_default_model.py: 4x4 patches, pooled text, shift 4).
@@ -164,6 +165,12 @@ def main(argv=None) -> int:
                 raise SystemExit(f"dit_scaling: unknown size {size!r} (choose from {', '.join(SIZES)})")
             name = f"{size}-{budget:g}min"
             record = study["runs"].setdefault(name, {"size": size, "budget_min": budget, **SIZES[size]})
+            # One calibration per size for the whole study: every budget of a size buys steps at the same
+            # rate, so a study resumed on another machine (or under other load) keeps one compute scale.
+            rates = [r["cpu_s_per_step"] for r in study["runs"].values() if r["size"] == size and "cpu_s_per_step" in r]
+            if "cpu_s_per_step" not in record and rates:
+                record["cpu_s_per_step"] = rates[0]
+                record["steps"] = max(int(budget * 60 / rates[0]), 20)
             run_one(name, replace(base, **SIZES[size]), record, args, save)
     best = {}
     for budget in budgets:
