@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             # One calibration per size for the whole study: every budget of a size buys steps at the same
             # rate, so a study resumed on another machine (or under other load) keeps one compute scale.
             rates = [r["cpu_s_per_step"] for r in study["runs"].values() if r["size"] == size and "cpu_s_per_step" in r]
-            if "cpu_s_per_step" not in record and rates:
+            if not record.get("done") and rates and record.get("cpu_s_per_step") != rates[0]:
                 record["cpu_s_per_step"] = rates[0]
                 record["steps"] = max(int(budget * 60 / rates[0]), 20)
             run_one(name, replace(base, **SIZES[size]), record, args, save)
