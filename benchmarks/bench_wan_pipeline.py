@@ -7,7 +7,8 @@ The folder is built here with random weights: the Wan2.1 T2V 1.3B transformer (`
 30 blocks), the Wan2.1 VAE, and a small random UMT5 text encoder (the text encoder is the same
 ``transformers`` model in both, so it is shrunk to keep the comparison on the DiT and the VAE). Each
 library runs in its own subprocess, one after the other, ``--rounds`` times (A B A B), so each peak RSS is its own
-and load hits both alike; the report is the faster of each library's two runs. Nothing is downloaded.
+and load hits both alike; the report is the faster of each library's two runs, with resident memory
+sampled every 50 ms so the peak is split at the start of the VAE decode. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +48,24 @@ def build_folder(folder: Path, layers: int) -> None:
     pipe.save_pretrained(folder)
 
 
+class RSSSampler(threading.Thread):
+    """Resident memory every 50 ms, so a peak can be placed in a stage (before or after the decode)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while not self.stop.wait(0.05):
+            with open("/proc/self/statm") as f:
+                self.samples.append((time.perf_counter(), int(f.read().split()[1]) * page))
+
+    def peak(self, start: float, end: float) -> float:
+        return max((rss for t, rss in self.samples if start <= t <= end), default=float("nan"))
+
+
 def run_one(lib: str, folder: str, args) -> dict:
     import torch
 
@@ -53,25 +73,35 @@ def run_one(lib: str, folder: str, args) -> dict:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     h, w = args.height, args.width
+    sampler = RSSSampler()
+    sampler.start()
     start = time.perf_counter()
     if lib == "diffusers":
         from diffusers import WanPipeline
 
         pipe = WanPipeline.from_pretrained(folder, torch_dtype=dtype).to(args.device)
         loaded = time.perf_counter()
+        marks = []
         pipe("a red ball bouncing on grass", height=h, width=w, num_frames=args.frames, num_inference_steps=args.steps,
-             guidance_scale=args.cfg, generator=torch.Generator().manual_seed(0), output_type="np")
+             guidance_scale=args.cfg, generator=torch.Generator().manual_seed(0), output_type="np",
+             callback_on_step_end=lambda *a: marks.append(time.perf_counter()) or {})
+        decode_start = marks[-1]  # after the last denoising step: the VAE decode
     else:
         from soraflow.pipeline import SoraPipeline
 
         pipe = SoraPipeline.from_pretrained(folder, device=args.device, dtype=dtype)
         loaded = time.perf_counter()
-        pipe("a red ball bouncing on grass", size=(h, w), num_frames=args.frames, steps=args.steps, guidance_scale=args.cfg,
-             seed=0, progress=False)
+        result = pipe("a red ball bouncing on grass", size=(h, w), num_frames=args.frames, steps=args.steps,
+                      guidance_scale=args.cfg, seed=0, progress=False)
+        decode_start = time.perf_counter() - result.timings["decode"]
     done = time.perf_counter()
+    sampler.stop.set()
+    sampler.join()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
-    return {"lib": lib, "load_s": loaded - start, "generate_s": done - loaded, "peak_rss_mib": peak_mib, "peak_cuda_mib": gpu}
+    return {"lib": lib, "load_s": loaded - start, "generate_s": done - loaded, "decode_s": done - decode_start,
+            "peak_rss_mib": peak_mib, "peak_before_decode_mib": sampler.peak(start, decode_start),
+            "peak_decode_mib": sampler.peak(decode_start, done), "peak_cuda_mib": gpu}
 
 
 def main(argv=None) -> int:
@@ -113,10 +143,12 @@ def main(argv=None) -> int:
     best = {lib: min(runs, key=lambda r: r["generate_s"]) for lib, runs in results.items()}
     print(f"Wan2.1 1.3B layout, {args.layers} of 30 blocks, {args.width}x{args.height}, {args.frames} frames, {args.steps} "
           f"step(s), cfg {args.cfg}, {args.dtype}, {args.device}, load average {os.getloadavg()[0]:.1f}")
-    print("| library | generate s | load s | peak RSS MiB | peak CUDA MiB |\n|---|---:|---:|---:|---:|")
+    print("| library | generate s | of which decode s | load s | peak RSS MiB | before the decode | in the decode | peak CUDA MiB |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
     for lib, r in best.items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else ""
-        print(f"| {lib} | {r['generate_s']:.1f} | {r['load_s']:.1f} | {r['peak_rss_mib']:.0f} | {cuda} |")
+        print(f"| {lib} | {r['generate_s']:.1f} | {r['decode_s']:.1f} | {r['load_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+              f"{r['peak_before_decode_mib']:.0f} | {r['peak_decode_mib']:.0f} | {cuda} |")
     d, s = best["diffusers"], best["soraflow"]
     print(f"soraflow / diffusers: time {s['generate_s'] / d['generate_s']:.2f}x, peak RSS {s['peak_rss_mib'] / d['peak_rss_mib']:.2f}x")
     if args.json:

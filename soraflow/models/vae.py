@@ -200,10 +200,10 @@ class Tiling:
 
 
 # Pixels (frames x height x width) of one encode or decode chunk, at most, unless one latent frame
-# alone is larger: 4 latent frames (16 pixel frames) a chunk at small sizes, where fewer, larger
-# convolutions are faster, and 1 (diffusers' granularity) at 480p and above, where the activations
-# of 16 full-size frames would be gigabytes.
-CHUNK_PIXELS = 4 * 832 * 480
+# alone is larger: 4 latent frames (16 pixel frames) a chunk up to 256x256, where fewer, larger
+# convolutions are faster; 2 at 416x240; 1 (diffusers' granularity) at 480p and above, where 16
+# full-size frames would hold 5-10 GB of the Wan2.1 VAE's activations (BENCHMARKS.md).
+CHUNK_PIXELS = 16 * 256 * 256
 
 
 class VideoVAE(nn.Module):
