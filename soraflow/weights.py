@@ -31,12 +31,17 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
 
 
-def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict: bool = True, source: str = "weights"):
+def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict: bool = True, source: str = "weights",
+                            assign: bool = False):
     """``module.load_state_dict`` with a one-line :class:`CheckpointError` on any mismatch.
 
     Missing keys, unexpected keys and shape mismatches are reported together. ``strict=False``
     tolerates missing and unexpected keys (not shape mismatches) and loads what matches.
+    ``assign=True`` (strict only: a module on the meta device has nothing to fall back on) makes the
+    state's tensors the module's parameters instead of copying them.
     """
+    if assign and not strict:
+        raise ValueError("load_state_dict_checked: assign=True needs strict=True")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -55,7 +60,11 @@ def load_state_dict_checked(module, state: Mapping[str, torch.Tensor], *, strict
     if shapes or (strict and problems):
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
     check_finite(state, source)
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    kept = {k: v for k, v in state.items() if k in own}
+    if assign:
+        module.load_state_dict(kept, strict=False, assign=True)
+    else:  # also objects with a load_state_dict of their own (an EMA)
+        module.load_state_dict(kept, strict=False)
 
 
 def read_json_object(path: str | os.PathLike) -> dict:

@@ -618,8 +618,10 @@ class VideoVAE(nn.Module):
         A diffusers model repo (with a ``vae/`` subfolder) also works.
         """
         directory = _vae_folder(directory)
-        model = cls(cls.config_from_pretrained(directory))
-        model.load_weights(directory / WEIGHTS_NAME)
+        config = cls.config_from_pretrained(directory)
+        with torch.device("meta"):  # no random init to overwrite: the parameters are the file's tensors
+            model = cls(config)
+        model.load_weights(directory / WEIGHTS_NAME, assign=True)
         return model.to(dtype=dtype)
 
     @staticmethod
@@ -631,10 +633,14 @@ class VideoVAE(nn.Module):
             raise CheckpointError(f"{config_path} describes a {raw['_class_name']}, not an AutoencoderKLWan")
         return VAEConfig.from_dict(raw, source=str(config_path))
 
-    def load_weights(self, path: str | os.PathLike) -> None:
-        """Load a safetensors state dict strictly; mismatches raise CheckpointError listing the keys."""
+    def load_weights(self, path: str | os.PathLike, *, assign: bool = False) -> None:
+        """Load a safetensors state dict strictly; mismatches raise CheckpointError listing the keys.
+
+        ``assign``: the parameters become the file's (memory-mapped) tensors instead of copies, so a
+        page of weights is read only when used (a text-to-video run never reads the encoder), as
+        diffusers loads; what :meth:`from_pretrained` does on a model built on the meta device."""
         state = read_safetensors(path)
-        load_state_dict_checked(self, state, source=str(path))
+        load_state_dict_checked(self, state, source=str(path), assign=assign)
 
 
 def _vae_folder(directory: str | os.PathLike) -> Path:
