@@ -88,6 +88,47 @@ def test_non_finite_weights_are_refused_at_load_and_never_become_the_latest_chec
         DiT.from_pretrained(tmp_path / "dit")
 
 
+def test_the_file_scan_finds_a_non_finite_value_anywhere(tmp_path, monkeypatch):
+    import soraflow.weights as weights
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(weights, "_SCAN_BYTES", 64)  # many pieces per tensor, so a value at any offset is read
+    g = torch.Generator().manual_seed(0)
+    state = {"a": torch.randn(50, generator=g), "b": torch.randn(7, 9, generator=g).to(torch.bfloat16),
+             "c": torch.arange(10), "empty": torch.zeros(0)}
+    save_file(state, str(tmp_path / "ok.safetensors"))
+    weights.check_finite_file(tmp_path / "ok.safetensors")
+    for key, index, value in [("a", 49, float("inf")), ("b", (6, 8), float("nan")), ("a", 17, float("-inf"))]:
+        bad = {k: v.clone() for k, v in state.items()}
+        bad[key][index] = value
+        save_file(bad, str(tmp_path / "bad.safetensors"))
+        with pytest.raises(CheckpointError, match=f"non-finite.*1 tensor.*\\({key}\\)"):
+            weights.check_finite_file(tmp_path / "bad.safetensors")
+
+
+def test_loading_a_vae_maps_no_weight_page_it_does_not_use(tmp_path):
+    # The parameters are the file's memory-mapped tensors and the finite check reads the file apart
+    # from them, so loading faults in (almost) none of the file: unused weights (the encoder, in
+    # text-to-video) are never resident, as with diffusers.
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    VideoVAE(vae_config("small")).save_pretrained(tmp_path / "vae")
+    VideoVAE(vae_config("tiny")).save_pretrained(tmp_path / "warm")
+    size_mib = (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+    VideoVAE.from_pretrained(tmp_path / "warm")  # the libraries a load maps (safetensors') are mapped before the count
+
+    def rss_file_mib() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssFile:"))
+        return int(line.split()[1]) / 1024
+
+    before = rss_file_mib()
+    vae = VideoVAE.from_pretrained(tmp_path / "vae")
+    assert size_mib > 20
+    assert rss_file_mib() - before < 0.2 * size_mib
+    with torch.no_grad():  # and the weights are there when used
+        assert torch.isfinite(vae.decode(torch.zeros(1, 16, 1, 4, 4))).all()
+
+
 def test_a_cache_run_with_bad_arguments_loses_no_clip(tmp_path):
     sys.path.insert(0, str(SCRIPTS))
     from make_random_model import make_random_pipeline

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import CheckpointError, InputError
-from ..weights import check_finite, read_json_object
+from ..weights import check_finite_file, read_json_object
 from .convert_dit import config_from_original_wan, is_original_wan_config, original_wan_to_ours
 
 # Wan trains with timesteps in [0, 1000]; our flow time lives in [0, 1].
@@ -793,7 +793,8 @@ class DiT(nn.Module):
                 f"{directory}: weights do not match config.json: {len(missing)} missing (e.g. {missing[:3]}), "
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
-        check_finite(state, str(directory))
+        for f in files:  # read apart from the memory map, so unused pages stay unread (weights.check_finite_file)
+            check_finite_file(f, f"{directory}: {f.name}")
         for k, v in state.items():
             if v.shape != expected[k].shape:
                 raise CheckpointError(f"{directory}: {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}")

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, InputError
-from ..weights import load_state_dict_checked, read_json_object, read_safetensors
+from ..weights import check_finite_file, load_state_dict_checked, read_json_object, read_safetensors
 from .vae_blocks import CausalCache, WanCausalConv3d, WanDecoder3d, WanEncoder3d, _format_of
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so folders are interchangeable
@@ -640,7 +640,9 @@ class VideoVAE(nn.Module):
         page of weights is read only when used (a text-to-video run never reads the encoder), as
         diffusers loads; what :meth:`from_pretrained` does on a model built on the meta device."""
         state = read_safetensors(path)
-        load_state_dict_checked(self, state, source=str(path), assign=assign)
+        if assign:
+            check_finite_file(path)
+        load_state_dict_checked(self, state, source=str(path), assign=assign, finite_checked=assign)
 
 
 def _vae_folder(directory: str | os.PathLike) -> Path:
