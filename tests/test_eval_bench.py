@@ -139,6 +139,32 @@ def test_cli_bench_on_a_tiny_random_model(random_model, tmp_path, capsys):
     assert "score" in capsys.readouterr().out
 
 
+def test_cli_bench_scores_a_vae_alone(random_model, tmp_path):
+    # --vae: the simulator's renders through that VAE, with no model; the model's own VAE gives the same
+    # ceiling as that VAE given by itself.
+    out = tmp_path / "bench"
+    assert main(["eval", "bench", "--vae", str(random_model / "vae"), "--reference", "simulator", "--limit", "2",
+                 "--category", "color", "--out", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    results = {r["name"]: r for r in data["results"]}
+    assert set(results) == {"simulator", "vae"}
+    assert results["vae"]["overall"]["color"] < results["simulator"]["overall"]["color"] == 1.0
+    assert data["command"].startswith(f"soraflow eval bench --vae {random_model / 'vae'} --limit 2")
+    both = tmp_path / "both"
+    assert main(["eval", "bench", "--model", str(random_model), "--reference", "simulator", "--limit", "2",
+                 "--category", "color", "--steps", "1", "--dtype", "float32", "--out", str(both), "--no-progress"]) == 0
+    again = {r["name"]: r for r in json.loads((both / "bench.json").read_text())["results"]}
+    assert again["vae"]["overall"] == results["vae"]["overall"]
+
+
+def test_cli_bench_vae_errors_are_one_line(random_model, tmp_path, capsys):
+    assert main(["eval", "bench", "--vae", str(random_model / "vae"), "--reference", "null", "--out", str(tmp_path / "a")]) == 2
+    assert main(["eval", "bench", "--vae", str(tmp_path), "--reference", "simulator", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--reference both or simulator" in err[0] and "not a VAE folder" in err[1]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_cli_bench_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "bench", "--reference", "none", "--out", str(tmp_path)]) == 2
     assert main(["eval", "bench", "--category", "juggling", "--reference", "simulator", "--out", str(tmp_path)]) == 2

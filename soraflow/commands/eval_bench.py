@@ -16,6 +16,7 @@ examples:
   soraflow eval bench --model model/ --limit 20 --steps 10           (a quick subset, spread over categories)
   soraflow eval bench --reference simulator --out bench-upper/       (the upper bound alone, no model)
   soraflow eval bench --model model/ --category gravity occlusion    (some categories)
+  soraflow eval bench --vae runs/vae/model --reference simulator     (a VAE's ceiling: the simulator through it)
 Writes OUT/bench.json, bench.md, categories.png, metrics.png, trajectories.png, contact_sheet.png;
 see docs/bench.md.
 """
@@ -33,6 +34,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (config.json, vae/, dit/); without it only the references are scored")
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="a VAE folder whose ceiling is scored (the simulator's renders through it, in float32) "
+                             "instead of the model's VAE; without --model, a VAE is judged before any DiT is trained "
+                             "on it")
     parser.add_argument("--suite", default="default",
                         help="bench suite: default (246 prompts), or concept (32: lava, a backdrop the default "
                              "training data never shows, against the four known grounds; docs/finetune.md)")
@@ -63,6 +68,8 @@ def _command_line(args) -> str:
     parts = ["soraflow", "eval", "bench"]
     if args.model is not None:
         parts += ["--model", str(args.model)]
+    if args.vae is not None:
+        parts += ["--vae", str(args.vae)]
     for flag, value, default in (("--suite", args.suite, "default"), ("--limit", args.limit, None),
                                  ("--out", args.out, None), ("--reference", args.reference, "both"),
                                  ("--steps", args.steps, None), ("--cfg", args.guidance_scale, None),
@@ -86,6 +93,8 @@ def run(args) -> int:
         raise InputError(f"unknown bench suite {args.suite!r}; available: {', '.join(SUITES)}")
     if args.model is None and args.reference == "none":
         raise InputError("nothing to score: give --model, or a --reference other than none")
+    if args.vae is not None and args.reference not in ("both", "simulator"):
+        raise InputError("--vae scores the simulator's renders through that VAE: use it with --reference both or simulator")
     check_output_dir(args.out, "--out")
     entries = build_suite(args.suite, limit=args.limit, categories=args.category)
     sources = []
@@ -96,9 +105,16 @@ def run(args) -> int:
         pipe = SoraPipeline.from_pretrained(args.model, device=check_device(args.device), dtype=args.dtype)
         sources.append(PipelineSource(pipe, steps=args.steps, guidance_scale=args.guidance_scale,
                                       name=args.model.name or "model"))
+    vae = None
+    if args.vae is not None:
+        from ..models.vae import VideoVAE
+
+        vae = VideoVAE.from_pretrained(args.vae).eval()  # a CheckpointError names a folder that is not a VAE
     if args.reference in ("both", "simulator"):
         sources.append(SimulatorSource())
-        if pipe is not None:
+        if vae is not None:
+            sources.append(VAESource.of_vae(vae))
+        elif pipe is not None:
             sources.append(VAESource(pipe))  # the simulator's renders through the model's VAE: its ceiling
     if args.reference in ("both", "null"):
         sources.append(NullSource())  # the prompt removed: an unrelated simulated scene

@@ -89,7 +89,17 @@ class VAESource:
     name = "vae"
 
     def __init__(self, pipeline):
-        self.pipeline = pipeline
+        self.pipeline = pipeline  # anything with a pipeline's encode_frames / decode_latents
+
+    @classmethod
+    def of_vae(cls, vae) -> "VAESource":
+        """The ceiling of a VideoVAE on its own, before any DiT is trained on its latents."""
+        from types import SimpleNamespace
+
+        from .. import latents
+
+        return cls(SimpleNamespace(encode_frames=lambda frames: latents.encode_frames(vae, frames, frame_policy="error"),
+                                   decode_latents=lambda z: latents.decode_latents(vae, z)))
 
     def __call__(self, entry: BenchEntry, reference) -> np.ndarray:
         from ..modes import pad_to_vae_length
