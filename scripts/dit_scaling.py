@@ -12,7 +12,9 @@ and fixed noise, so two runs differ only by their weights. The recipe otherwise 
 (`V2["dit"]` in scripts/build_default_model.py: 4x4 patches, pooled text, shift 4).
 
 Resumable: a finished run is skipped, an interrupted one resumes from its checkpoint. Writes
-OUT/scaling.json and OUT/scaling.png (held-out loss against CPU minutes, one line per size).
+OUT/scaling.json and OUT/scaling.png (held-out loss against CPU minutes, one line per size), with a
+power law fitted per size (loss = a * minutes^-b) and the budgets where those fits cross: where a
+larger size would start to beat a smaller one.
 """
 
 from __future__ import annotations
@@ -108,19 +110,54 @@ def run_one(name: str, cfg, record: dict, args, save) -> None:
     print(f"{name}: {steps} steps, {record['params'] / 1e6:.1f} M parameters, held-out {record['heldout_loss']:.4f}", flush=True)
 
 
+def power_fits(study: dict) -> dict:
+    """Per size with two or more finished budgets: held-out loss = a * minutes^-b, least squares in log-log.
+    No irreducible term, so it overstates how far more compute goes: read a crossover as a lower bound
+    on the budget where the larger size starts to pay."""
+    import numpy as np
+
+    fits = {}
+    for size in SIZES:
+        runs = [r for r in study["runs"].values() if r["size"] == size and r.get("done")]
+        if len({r["budget_min"] for r in runs}) >= 2:
+            slope, intercept = np.polyfit(np.log([r["budget_min"] for r in runs]), np.log([r["heldout_loss"] for r in runs]), 1)
+            fits[size] = {"a": float(np.exp(intercept)), "b": float(-slope)}
+    return fits
+
+
+def crossovers(fits: dict) -> dict:
+    """For each pair of fitted sizes (smaller first), the budget in CPU minutes from which the larger one's
+    fitted loss is lower, where the fits cross at all."""
+    out = {}
+    names = [s for s in SIZES if s in fits]
+    for i, small in enumerate(names):
+        for large in names[i + 1:]:
+            fs, fl = fits[small], fits[large]
+            if fl["b"] > fs["b"]:
+                out[f"{small}->{large}"] = math.exp(math.log(fl["a"] / fs["a"]) / (fl["b"] - fs["b"]))
+    return out
+
+
 def plot(study: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    fits = study.get("fits", {})
     for size in SIZES:
         runs = sorted((r for r in study["runs"].values() if r["size"] == size and r.get("done")), key=lambda r: r["budget_min"])
         if runs:
-            ax.plot([r["budget_min"] for r in runs], [r["heldout_loss"] for r in runs], "o-",
-                    label=f"{size} ({runs[0]['params'] / 1e6:.1f} M parameters)")
+            line, = ax.plot([r["budget_min"] for r in runs], [r["heldout_loss"] for r in runs], "o-",
+                            label=f"{size} ({runs[0]['params'] / 1e6:.1f} M parameters)")
+            if size in fits:  # the power-law fit, carried to the build's budget (40 core-hours)
+                x = np.geomspace(runs[0]["budget_min"], 2400, 50)
+                ax.plot(x, fits[size]["a"] * x ** -fits[size]["b"], "--", color=line.get_color(), alpha=0.5, lw=1)
     ax.set_xscale("log")
+    if fits:
+        ax.set_title("dashed: power-law fits per size, carried to 40 core-hours", fontsize=9)
     ax.set_xlabel("training budget (CPU minutes, one thread)")
     ax.set_ylabel("held-out flow-matching loss")
     ax.grid(alpha=0.3)
@@ -178,8 +215,12 @@ def main(argv=None) -> int:
         if done:
             best[f"{budget:g}"] = min(done, key=lambda r: r["heldout_loss"])["size"]
     study["best_size_per_budget"] = best
+    study["fits"] = power_fits(study)
+    study["crossover_min"] = crossovers(study["fits"])
     save()
     print(f"{path}: best size per budget {best}")
+    for pair, minutes in study["crossover_min"].items():
+        print(f"  power-law fits cross at {minutes:,.0f} CPU minutes: {pair}")
     return 0 if math.isfinite(sum(r.get("heldout_loss", 0) for r in study["runs"].values())) else 1
 
 
