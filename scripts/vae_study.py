@@ -199,6 +199,9 @@ def main(argv=None) -> int:
     p.add_argument("--long-init", type=Path, default=None, metavar="DIR",
                    help="start the long run from this VAE folder (or run folder: its latest checkpoint) instead of "
                         "the candidate's study weights")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="after the long run, write its latest weights to DIR as a VAE model folder, with latent "
+                        "statistics measured on --data (what a latent cache and the DiT need)")
     p.add_argument("--long-clips", default=None, metavar="FRAMESxCROP:PROB",
                    help="the long run also trains on long clips at a smaller crop, e.g. 33x32:0.35 (the trainer's "
                         "--long-frames, --long-crop, --long-prob); its folder is then OUT/long-NAME-FRAMESxCROP")
@@ -278,6 +281,12 @@ def main(argv=None) -> int:
         cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{tag}" / "run",
                       save_every=args.long_eval_every, keep_last=3, **{**extra, **training})
         train_with_evals(f"long-{tag}", run, cfg, args.long_eval_every, clips, save)
+        if args.export:
+            from soraflow.train.vae import ClipReader, export_model, list_clips
+
+            vae = load_run_vae(cfg.run_dir, cfg)
+            export_model(vae, ClipReader(list_clips(args.data), cfg.size, cfg.cache_mb), cfg, args.export)
+            print(f"long-{tag}: step {run['evals'][-1]['step']} written to {args.export} (latent statistics measured)", flush=True)
     return 0
 
 
