@@ -134,7 +134,9 @@ def crossovers(fits: dict) -> dict:
         for large in names[i + 1:]:
             fs, fl = fits[small], fits[large]
             if fl["b"] > fs["b"]:
-                out[f"{small}->{large}"] = math.exp(math.log(fl["a"] / fs["a"]) / (fl["b"] - fs["b"]))
+                log_minutes = math.log(fl["a"] / fs["a"]) / (fl["b"] - fs["b"])
+                if log_minutes < math.log(1e7):  # beyond that (19 core-years) the fits are parallel, not crossing
+                    out[f"{small}->{large}"] = math.exp(log_minutes)
     return out
 
 
@@ -221,6 +223,8 @@ def main(argv=None) -> int:
     print(f"{path}: best size per budget {best}")
     for pair, minutes in study["crossover_min"].items():
         print(f"  power-law fits cross at {minutes:,.0f} CPU minutes: {pair}")
+    if study["fits"] and not study["crossover_min"]:
+        print("  the power-law fits do not cross: at these budgets no larger size is on course to overtake a smaller one")
     return 0 if math.isfinite(sum(r.get("heldout_loss", 0) for r in study["runs"].values())) else 1
 
 
