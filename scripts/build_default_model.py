@@ -39,9 +39,12 @@ V2 = {
     "vae": {"preset": "small", "spatial_factor": 4, "residual": True, "frame_pack": 4, "steps": 6000, "batch_size": 16,
             "crop": 64, "frames": 9, "image_prob": 1.0, "lr": 1e-4, "object_weight": 4.0, "save_every": 500},
     "cache": {"max_frames": 33},
-    "dit": {"preset": "small", "num_layers": 8, "patch_size": 4, "steps": 40000, "batch_tokens": 2048, "lr": 3e-4,
-            "warmup_steps": 500, "timestep_shift": 4.0, "terminal_prob": 0.1, "ema_decay": 0.9995, "pooled_text": True,
-            "checkpoint_every": 500, "snapshot_every": 5000},
+    # the size scripts/dit_scaling.py found best at every budget it measured ("xs": 4 blocks, width 256, 5.6 M
+    # parameters; BENCHMARKS.md), and the steps that about 35 core-hours buy it at 0.43 CPU s a step
+    "dit": {"preset": "small", "num_layers": 4, "num_attention_heads": 4, "ffn_dim": 1024, "patch_size": 4,
+            "steps": 250000, "batch_tokens": 2048, "lr": 3e-4, "warmup_steps": 1000, "timestep_shift": 4.0,
+            "terminal_prob": 0.1, "ema_decay": 0.9995, "pooled_text": True, "checkpoint_every": 2000,
+            "snapshot_every": 25000},
     "export": {"steps": 8, "guidance_scale": 4.0, "guidance_min_t": 0.75, "sampler": "euler", "dtype": "bfloat16",
                "max_mb": 60, "size": [128, 128], "seconds": 4.0},
     "bench": {"limit": None, "snapshot_limit": 30},

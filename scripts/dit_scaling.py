@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 # name -> DiT shape (width = heads x 64). Parameters at the v2 latents (z16, 4x4 patches, 384-wide text).
 SIZES = {
-    "xs": {"num_layers": 4, "num_attention_heads": 4, "ffn_dim": 1024},  # width 256
-    "s": {"num_layers": 8, "num_attention_heads": 6, "ffn_dim": 1536},  # width 384: the v2 recipe's
+    "xs": {"num_layers": 4, "num_attention_heads": 4, "ffn_dim": 1024},  # width 256: the v2 recipe's (the study's pick)
+    "s": {"num_layers": 8, "num_attention_heads": 6, "ffn_dim": 1536},  # width 384: the "small" preset's
     "m": {"num_layers": 8, "num_attention_heads": 8, "ffn_dim": 2048},  # width 512, ~50 MB in bf16
 }
 HELDOUT_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)  # flow times of the held-out loss (one noise draw per clip and time)
