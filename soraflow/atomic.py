@@ -21,6 +21,10 @@ from .errors import InputError
 TMP_MARK = ".tmp"  # temporary files are ".<name>.<pid>.<random>.tmp<suffix>" beside their target
 _TMP_EXTRA = 32  # bytes the temporary name adds to the target's: dot, pid, random part, ".tmp"
 
+# Name prefix of the file check_writable makes and removes at once; a process killed in between
+# leaves one, which resuming jobs remove (soraflow.world.dataset).
+PROBE_PREFIX = ".soraflow-probe."
+
 
 def check_writable(path: str | os.PathLike, probe: bool = True) -> Path:
     """Fail early, before any expensive work, when ``path`` cannot be written: a directory, a missing
@@ -44,7 +48,7 @@ def check_writable(path: str | os.PathLike, probe: bool = True) -> Path:
     if not probe:
         return path
     try:  # the only sure test: make a file there (some folders refuse what access() allows)
-        fd, probe = tempfile.mkstemp(prefix=".soraflow-probe.", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:

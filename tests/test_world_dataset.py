@@ -109,6 +109,19 @@ def test_torn_manifest_line_and_missing_lines_are_repaired(tmp_path):
     check_dataset(tmp_path, 5)
 
 
+def test_a_resume_removes_what_a_kill_left_between_temporary_and_rename(tmp_path):
+    # A kill can land while a clip is half written (".name.tmp...") or while the writability probe
+    # exists (check_writable makes and removes it at once): the next run removes both.
+    from soraflow.atomic import PROBE_PREFIX
+
+    write_dataset(tmp_path, tiny(n=2), workers=1, progress=False)
+    left = [tmp_path / "clips" / f"{PROBE_PREFIX}abc123", tmp_path / "clips" / ".clip_00002.mkv.123.x.tmp.mkv"]
+    for f in left:
+        f.write_bytes(b"")
+    assert write_dataset(tmp_path, tiny(n=3), workers=1, progress=False).written == 1
+    assert not any(f.exists() for f in left) and not list((tmp_path / "clips").glob(".*"))
+
+
 def test_rerun_with_different_settings_is_refused(tmp_path):
     write_dataset(tmp_path, tiny(n=2), workers=1, progress=False)
     with pytest.raises(InputError, match="different settings"):

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic import check_output_dir, write_json, write_text
+from ..atomic import PROBE_PREFIX, check_output_dir, write_json, write_text
 from ..errors import DataError, InputError
 from ..validate import number
 from .clip import MAX_FPS, MAX_SECONDS, MIN_FPS, check_render_args, frames_for, render_clip
@@ -286,8 +286,9 @@ def _write_locked(out_dir: Path, config: DatasetConfig, *, workers: int, progres
         write_json(settings_path, config.settings())
 
     # Recover: temporary files of killed writes, torn manifest lines, finished clips with no line.
-    for tmp in (out_dir / CLIPS).glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
+    for pattern in (".*.tmp*", f"{PROBE_PREFIX}*"):
+        for tmp in (out_dir / CLIPS).glob(pattern):
+            tmp.unlink(missing_ok=True)
     for tmp in out_dir.glob(f".{MANIFEST}.*"):
         tmp.unlink(missing_ok=True)
     entries = {e["id"]: e for e in read_manifest(out_dir)} if (out_dir / MANIFEST).is_file() else {}
