@@ -640,9 +640,8 @@ class VideoVAE(nn.Module):
         page of weights is read only when used (a text-to-video run never reads the encoder), as
         diffusers loads; what :meth:`from_pretrained` does on a model built on the meta device."""
         state = read_safetensors(path)
-        if assign:
-            check_finite_file(path)
-        load_state_dict_checked(self, state, source=str(path), assign=assign, finite_checked=assign)
+        check_finite_file(path)  # reads the file, not the mapped tensors (which it would fault in)
+        load_state_dict_checked(self, state, source=str(path), assign=assign, finite_checked=True)
 
 
 def _vae_folder(directory: str | os.PathLike) -> Path:
