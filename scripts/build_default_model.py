@@ -36,8 +36,11 @@ V2 = {
     "data": {"n": 3000, "sizes": "128x128,160x96,96x160", "seconds": "1-5", "fps": 8, "image_fraction": 0.1},
     # frame-wise (frame_pack 4: every frame encoded alone, four stacked per latent frame): at equal CPU time the
     # causal temporal path lost moving objects (boxes of frames 1+ 11.7 dB against 21.3), so it trains on frames
+    # "use": a finished VAE folder taken as this stage's output instead of training one (the study's long run
+    # trained this very configuration for these 6,000 steps: state/vae-v2f-6000, 157 CPU minutes not spent again)
     "vae": {"preset": "small", "spatial_factor": 4, "residual": True, "frame_pack": 4, "steps": 6000, "batch_size": 16,
-            "crop": 64, "frames": 9, "image_prob": 1.0, "lr": 1e-4, "object_weight": 4.0, "save_every": 500},
+            "crop": 64, "frames": 9, "image_prob": 1.0, "lr": 1e-4, "object_weight": 4.0, "save_every": 500,
+            "use": "state/vae-v2f-6000"},
     "cache": {"max_frames": 33},
     # the size scripts/dit_scaling.py found best at every budget it measured ("xs": 4 blocks, width 256, 5.6 M
     # parameters; BENCHMARKS.md), and the steps that about 35 core-hours buy it at 0.43 CPU s a step
@@ -51,7 +54,7 @@ V2 = {
     "speed": {"repeats": 5},
 }
 SMOKE = {"data": {"n": 12, "seconds": "1-2"}, "vae": {"steps": 3, "batch_size": 2, "crop": 32, "frames": 5,
-         "save_every": 2}, "cache": {"max_frames": 9}, "dit": {"preset": "tiny", "num_layers": 2, "steps": 4,
+         "save_every": 2, "use": None}, "cache": {"max_frames": 9}, "dit": {"preset": "tiny", "num_layers": 2, "steps": 4,
          "batch_tokens": 256, "warmup_steps": 1, "checkpoint_every": 2, "snapshot_every": 2},
          "export": {"max_mb": 60}, "bench": {"limit": 2, "snapshot_limit": 1}, "speed": {"repeats": 1}}
 
@@ -86,7 +89,9 @@ def stages(r: dict, work: Path, device: str, threads: int | None) -> list[dict]:
     chunks = list(range(d["snapshot_every"], d["steps"], d["snapshot_every"])) + [d["steps"]]
     return [
         {"name": "data", "cmd": ["world", "dataset", "--out", data, "--no-progress", *options(r["data"])]},
-        {"name": "vae", "cmd": ["train", "vae", "--data", data, "--run-dir", vae, "--device", device, *run, *options(r["vae"])]},
+        {"name": "vae", "cmd": use_vae, "key": r["vae"]["use"]} if r["vae"]["use"] else
+        {"name": "vae", "cmd": ["train", "vae", "--data", data, "--run-dir", vae, "--device", device, *run,
+                                *options(r["vae"], skip=("use",))]},
         {"name": "cache", "cmd": ["train", "cache-latents", "--data", data, "--vae", vae / "model", "--out", cache,
                                   "--device", device, *run, *options(r["cache"])]},
         {"name": "dit", "cmd": dit_cmd, "chunks": chunks},
@@ -100,6 +105,22 @@ def stages(r: dict, work: Path, device: str, threads: int | None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- function stages
+
+
+def use_vae(b: "Build") -> None:
+    """vae.use: a finished VAE model folder becomes WORK/vae/model (checked: it loads, its weights are finite)."""
+    from soraflow.models.vae import VideoVAE
+
+    src = Path(b.recipe["vae"]["use"])
+    src = src if src.is_absolute() else REPO / src
+    VideoVAE.from_pretrained(src)  # a folder that does not load stops the build here, not in the cache stage
+    out = b.work / "vae" / "model"
+    staged = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(src, staged)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staged, out)
+    print(f"[vae] {out}: copied from {src}", flush=True)
 
 
 def export_package(b: "Build", out: Path | None = None) -> None:
@@ -173,9 +194,10 @@ class Build:
         return argv + (["--stop-at-step", str(chunk)] if chunk is not None else [])
 
     def key(self, stage: dict, chunk: int | None = None) -> str:
-        """What a finished stage (or chunk) is recorded as: its command, or its function and the recipe."""
+        """What a finished stage (or chunk) is recorded as: its command, or its function and what it reads
+        (its own ``key``, else the whole recipe)."""
         argv = self.argv(stage, chunk)
-        return json.dumps(argv if argv is not None else [stage["cmd"].__name__, self.recipe])
+        return json.dumps(argv if argv is not None else [stage["cmd"].__name__, stage.get("key", self.recipe)])
 
     def done(self, stage: dict, chunk: int | None = None) -> bool:
         return self.log.get("done", {}).get(f"{stage['name']}@{chunk}" if chunk else stage["name"]) == self.key(stage, chunk)

@@ -71,6 +71,24 @@ def parse_clips(text: str) -> dict:
         raise SystemExit(f"vae_study: long clips are FRAMESxCROP:PROB, e.g. 33x32:0.35, not {text!r}")
 
 
+def parse_sets(items: list[str]) -> dict:
+    """``KEY=VALUE`` items (JSON values, else strings) as trainer settings, checked against TrainVAEConfig."""
+    from dataclasses import fields
+
+    from soraflow.train.vae import TrainVAEConfig
+
+    known, out = {f.name for f in fields(TrainVAEConfig)}, {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"vae_study: --long-set {item!r}: not KEY=VALUE with KEY a trainer setting")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def heldout_clips(folder: Path, frames: int, clips: int):
     """(frames (T, H, W, 3) uint8, boxes (T, H, W) bool) of the first ``clips`` held-out clips."""
     sys.path.insert(0, str(REPO / "scripts"))
@@ -120,9 +138,9 @@ def evaluate(vae, clips) -> dict:
 def load_run_vae(run_dir: Path, cfg):
     from soraflow.models.vae import VideoVAE
     from soraflow.train.checkpoint import latest_checkpoint, load_checkpoint
-    from soraflow.train.vae import model_config, set_frame_pack
+    from soraflow.train.vae import run_model_config, set_frame_pack
 
-    vae = VideoVAE(VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg))
+    vae = VideoVAE(run_model_config(cfg))
     load_checkpoint(latest_checkpoint(run_dir), modules={"vae": vae}, restore_rng=False)
     if cfg.frame_pack and vae.config.frame_pack != cfg.frame_pack:
         set_frame_pack(vae, cfg.frame_pack)
@@ -205,6 +223,10 @@ def main(argv=None) -> int:
     p.add_argument("--long-clips", default=None, metavar="FRAMESxCROP:PROB",
                    help="the long run also trains on long clips at a smaller crop, e.g. 33x32:0.35 (the trainer's "
                         "--long-frames, --long-crop, --long-prob); its folder is then OUT/long-NAME-FRAMESxCROP")
+    p.add_argument("--long-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a trainer setting of the long run (JSON value), e.g. decoder_base_dim=32 with "
+                        "freeze_encoder=true (a wider decoder on the --long-init encoder); its folder is then "
+                        "OUT/long-NAME+KEY=VALUE,...")
     args = p.parse_args(argv)
 
     import torch
@@ -254,7 +276,10 @@ def main(argv=None) -> int:
         if args.long_clips:
             extra = parse_clips(args.long_clips)
             tag = f"{name}-{args.long_clips.split(':')[0]}"
-        run = study.setdefault("long", {}).setdefault(tag, {"evals": [], "steps": args.long_steps, "of": name, **extra})
+        sets = parse_sets(args.long_set)
+        if sets:
+            tag += "+" + ",".join(f"{k}={json.dumps(v)}" for k, v in sets.items())
+        run = study.setdefault("long", {}).setdefault(tag, {"evals": [], "steps": args.long_steps, "of": name, **extra, **sets})
         init = args.out / name / "weights"
         if args.long_init and "cpu_offset_s" not in run:
             init = args.long_init
@@ -279,7 +304,7 @@ def main(argv=None) -> int:
         # the candidate's training settings (not its shape: that comes from the init weights)
         training = {k: v for k, v in CANDIDATES[name].items() if k not in SHAPE_KEYS}
         cfg = replace(base, init=init, steps=run["steps"], run_dir=args.out / f"long-{tag}" / "run",
-                      save_every=args.long_eval_every, keep_last=3, **{**extra, **training})
+                      save_every=args.long_eval_every, keep_last=3, **{**extra, **training, **sets})
         train_with_evals(f"long-{tag}", run, cfg, args.long_eval_every, clips, save)
         if args.export:
             from soraflow.train.vae import ClipReader, export_model, list_clips

@@ -23,11 +23,11 @@ def build():
     return module
 
 
-@pytest.mark.parametrize("recipe", ["v2", "smoke"])
+@pytest.mark.parametrize("recipe", [["--recipe", "v2", "--set", "vae.use=null"], ["--recipe", "smoke"]])
 def test_every_stage_command_is_one_the_cli_takes(build, tmp_path, recipe):
     from soraflow.cli import build_parser
 
-    b = build.resolve(build.parse_args(["--recipe", recipe, "--work", str(tmp_path)]))
+    b = build.resolve(build.parse_args([*recipe, "--work", str(tmp_path)]))
     parser = build_parser()
     seen = set()
     for stage in b.stages:
@@ -41,6 +41,26 @@ def test_every_stage_command_is_one_the_cli_takes(build, tmp_path, recipe):
     assert seen == {"data", "vae", "cache", "dit", "bench"}
     dit = next(s for s in b.stages if s["name"] == "dit")
     assert dit["chunks"][-1] == b.recipe["dit"]["steps"] and dit["chunks"] == sorted(dit["chunks"])
+
+
+def test_vae_use_takes_a_finished_vae_and_later_settings_do_not_redo_it(build, tmp_path):
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    assert (SCRIPT.parents[1] / build.RECIPES["v2"]["vae"]["use"] / "config.json").is_file()  # the v2 recipe's VAE is in the repo
+    src = tmp_path / "vae-src"
+    VideoVAE(vae_config("tiny", z_dim=4)).save_pretrained(src)
+    args = ["--work", str(tmp_path / "w"), "--set", f"vae.use={json.dumps(str(src))}"]
+    b = build.resolve(build.parse_args(args))
+    vae = next(s for s in b.stages if s["name"] == "vae")
+    assert b.argv(vae) is None  # no training command
+    vae["cmd"](b)
+    assert (tmp_path / "w" / "vae" / "model" / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    later = build.resolve(build.parse_args([*args, "--set", "dit.steps=100"]))
+    assert later.key(next(s for s in later.stages if s["name"] == "vae")) == b.key(vae)  # the cache is not rebuilt
+    (src / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception):  # a folder that does not load stops the stage before anything is copied over
+        vae["cmd"](b)
+    assert VideoVAE.from_pretrained(tmp_path / "w" / "vae" / "model") is not None
 
 
 def test_set_changes_one_setting_and_refuses_unknown_ones(build, tmp_path):

@@ -4,6 +4,7 @@ and the `soraflow train dit` / `export-dit` commands. Tiny DiT, synthetic latent
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -245,6 +246,35 @@ def test_exact_resume_after_sigkill_matches_a_straight_run(tmp_path):
     ea = json.loads((latest_checkpoint(tmp_path / "straight") / "extra.json").read_text())
     eb = json.loads((latest_checkpoint(tmp_path / "killed") / "extra.json").read_text())
     assert ea == eb  # data position, generator state, EMA counter
+
+
+def test_sigterm_saves_the_step_reached_exits_143_and_the_run_resumes_exactly(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    straight = train_dit(tiny_config(cache, tmp_path / "straight", checkpoint_every=50), progress=False)
+    # The CLI in another process; SIGTERM arrives during step 7 (checkpoints only every 50 steps).
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import soraflow.train.launch as launch
+        from soraflow.cli import main
+        original = launch.train_dit
+        def term_at_7(trainer, step, loss):
+            if step == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+        launch.train_dit = lambda cfg, **kw: original(cfg, **kw, on_step=term_at_7)
+        sys.exit(main(["train", "dit", "--data", {str(cache)!r}, "--out", {str(tmp_path / "stopped")!r}, "--preset", "tiny",
+                       "--steps", "20", "--batch-tokens", "64", "--lr", "2e-3", "--warmup-steps", "3", "--checkpoint-every", "50",
+                       "--caption-dropout", "0.3", "--ema-decay", "0.9", "--ema-warmup-steps", "5", "--threads", "1",
+                       "--no-tensorboard", "--seed", "3", "--quiet"]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr.decode()[-3000:]
+    assert b"stopped by SIGTERM at step 7" in proc.stderr
+    assert [s for s, _ in list_checkpoints(tmp_path / "stopped")] == [7]
+    resumed = train_dit(tiny_config(cache, tmp_path / "stopped", checkpoint_every=50), progress=False)
+    assert resumed.step == 20 and not resumed.stopped and resumed.losses == straight.losses[7:]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the trainer's only while it trains
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -130,6 +130,24 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_its_latent_statistics(clips, 
         train_vae(_cfg(clips, tmp_path / "no-init", freeze_encoder=True))
 
 
+def test_a_wider_decoder_starts_new_on_the_frozen_encoder_and_resumes_only_as_itself(clips, tmp_path):
+    base = train_vae(_cfg(clips, tmp_path / "base", steps=2))
+    a = VideoVAE.from_pretrained(base.model_dir)
+    width = 2 * a.config.base_dim
+    wide = train_vae(_cfg(clips, tmp_path / "wide", init=base.model_dir, freeze_encoder=True, decoder_base_dim=width, steps=2))
+    b = VideoVAE.from_pretrained(wide.model_dir)
+    assert b.config.decoder_base_dim == width and b.config.base_dim == a.config.base_dim
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith(("encoder.", "quant_conv.")))  # the same latents
+    assert sum(v.numel() for k, v in sb.items() if k.startswith("decoder.")) > 2 * sum(
+        v.numel() for k, v in sa.items() if k.startswith("decoder."))
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert b.decode(b.encode(x).mode()).shape == x.shape
+    with pytest.raises(InputError, match="another model"):  # the run folder holds the wide decoder: not resumed as another
+        train_vae(_cfg(clips, tmp_path / "wide", init=base.model_dir, freeze_encoder=True, steps=3))
+
+
 def test_adversarial_term_switches_on_late(clips, tmp_path):
     cfg = _cfg(clips, tmp_path / "adv", steps=2, adv_weight=0.1, adv_start=1, save_every=2, sample_every=2, stats_batches=0)
     result = train_vae(cfg)

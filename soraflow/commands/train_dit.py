@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from . import finite_float, parse_size, positive_int
@@ -126,6 +128,9 @@ def run_train(args) -> int:
         print(f"trained to step {result.step} (last loss {result.loss:.4f}); checkpoint: {result.checkpoint}")
         if cfg.lora:
             print(f"LoRA adapter: {result.run_dir / 'lora'} (soraflow generate --lora {result.run_dir / 'lora'} ...)")
+    if result.stopped:  # not finished: a script that waits for this command must not take it as done
+        print(f"stopped by SIGTERM at step {result.step}; the same command resumes from {result.checkpoint}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

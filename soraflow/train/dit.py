@@ -21,9 +21,12 @@ a hard kill and 10 resumed steps give the same weights as 20 steps straight (tes
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,23 @@ class TrainResult:
     losses: list[float]  # loss of every step run in this process
     run_dir: Path
     checkpoint: Path | None  # the last checkpoint written
+    stopped: bool = False  # SIGTERM ended the run early (after a checkpoint of the step it was at)
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop():
+    """While inside, SIGTERM does not kill the process: it appends to the yielded list, which the
+    training loop checks after each step, so a stopped run saves the step it reached (a checkpoint is
+    every ``checkpoint_every`` steps, which can be many minutes of work) and then exits."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield requested
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.append(signum))
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,7 +389,11 @@ class DiTTrainer:
             writer = self._tensorboard()
             bar = tqdm(total=stop, initial=self.step, desc="training DiT", unit="step", disable=not self.progress, dynamic_ncols=True)
             smooth = None
-            try:
+            with contextlib.ExitStack() as stack:
+                stop_requested = stack.enter_context(sigterm_requests_stop())
+                stack.callback(bar.close)
+                if writer is not None:
+                    stack.callback(writer.close)
                 for batch in self.batches() if self.step < stop else ():
                     t0 = time.perf_counter()
                     loss, grad_norm = self.train_step(batch)
@@ -390,10 +414,9 @@ class DiTTrainer:
                         self.write_samples(writer)
                     if self.step >= stop:
                         break
-            finally:
-                bar.close()
-                if writer is not None:
-                    writer.close()
+                    if stop_requested:
+                        log.warning("SIGTERM at step %d: saving a checkpoint, then stopping", self.step)
+                        break
             if self.last_checkpoint is None or self.last_checkpoint.name != f"step_{self.step:08d}":
                 self.save()
             if cfg.lora:
@@ -402,7 +425,7 @@ class DiTTrainer:
                 save_lora(self.model, self.run_dir / "lora", metadata={"step": self.step, "rank": cfg.lora, "init": cfg.init})
             return TrainResult(
                 step=self.step, loss=losses[-1] if losses else float("nan"), losses=losses,
-                run_dir=self.run_dir, checkpoint=self.last_checkpoint,
+                run_dir=self.run_dir, checkpoint=self.last_checkpoint, stopped=bool(stop_requested),
             )
         finally:
             torch.set_num_threads(old_threads)

@@ -19,6 +19,7 @@ the DiT's latent cache.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -194,6 +195,30 @@ def set_frame_pack(vae: VideoVAE, frame_pack: int) -> VideoVAE:
     return vae
 
 
+def run_model_config(cfg: TrainVAEConfig):
+    """The shape a run trains: ``--init``'s (with ``--decoder-base-dim`` if given) or :func:`model_config`."""
+    if not cfg.init:
+        return model_config(cfg)
+    shape = VideoVAE.config_from_pretrained(cfg.init)
+    if cfg.decoder_base_dim and cfg.decoder_base_dim != (shape.decoder_base_dim or shape.base_dim):
+        shape = dataclasses.replace(shape, decoder_base_dim=cfg.decoder_base_dim)
+    return shape
+
+
+def init_vae(cfg: TrainVAEConfig, shape) -> VideoVAE:
+    """``--init``'s VAE; with a decoder of another width, its encoder side (encoder, quant_conv,
+    post_quant_conv) and a new, randomly initialised decoder."""
+    vae = VideoVAE.from_pretrained(cfg.init)
+    if shape == vae.config:
+        return vae
+    fresh = VideoVAE(shape)
+    kept = {k: v for k, v in vae.state_dict().items() if not k.startswith("decoder.")}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith("decoder.") for k in missing), (missing, unexpected)
+    log.info("%s: encoder loaded; a new decoder of width %d", cfg.init, shape.decoder_base_dim)
+    return fresh
+
+
 def model_config(cfg: TrainVAEConfig):
     """The VAE a run trains from scratch: ``cfg.preset`` with ``--base-dim``, ``--z-dim``,
     ``--spatial-factor`` and ``--temporal-factor``. A spatial factor below the preset's drops its
@@ -202,6 +227,8 @@ def model_config(cfg: TrainVAEConfig):
     overrides = {}
     if cfg.base_dim:
         overrides["base_dim"] = cfg.base_dim
+    if cfg.decoder_base_dim:
+        overrides["decoder_base_dim"] = cfg.decoder_base_dim
     if cfg.z_dim:
         overrides["z_dim"] = cfg.z_dim
     preset = vae_config(cfg.preset)
@@ -331,7 +358,7 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     if cfg.init and (cfg.base_dim or cfg.temporal_factor or cfg.spatial_factor or cfg.z_dim or cfg.residual):
         raise InputError("--base-dim, --z-dim, --spatial-factor, --temporal-factor and --residual shape a new VAE; --init takes the shape of the VAE it loads")
     device = check_device(cfg.device)
-    shape = VideoVAE.config_from_pretrained(cfg.init) if cfg.init else model_config(cfg)
+    shape = run_model_config(cfg)
     shapes = [(cfg.frames, cfg.crop or cfg.size)] + ([(cfg.long_frames, cfg.long_crop)] if cfg.long_prob > 0 else [])
     frames, side = max(shapes, key=lambda fs: fs[0] * fs[1] ** 2)
     check_fits(f"a VAE training step of batch {cfg.batch_size} x {frames} frames x {side}x{side} px",
@@ -339,7 +366,7 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
-    vae = VideoVAE.from_pretrained(cfg.init) if cfg.init else VideoVAE(shape)
+    vae = init_vae(cfg, shape) if cfg.init else VideoVAE(shape)
     if cfg.frame_pack and vae.config.frame_pack != cfg.frame_pack:
         set_frame_pack(vae, cfg.frame_pack)
     vae.to(device).train()
@@ -362,9 +389,10 @@ def train_vae(cfg: TrainVAEConfig, *, stop_after: int | None = None) -> VAETrain
         # The model options first: weights of another shape would only say which tensors differ.
         saved = load_json(last / "config.json") if (last / "config.json").is_file() else {}
         saved = saved if isinstance(saved, dict) else {}
-        shape = ("preset", "init", "base_dim", "temporal_factor", "spatial_factor", "z_dim", "residual")
+        shape = ("preset", "init", "base_dim", "decoder_base_dim", "temporal_factor", "spatial_factor", "z_dim", "residual")
         saved_model = tuple(saved.get(k, 0 if k in shape[2:] else None) for k in shape)
-        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim, cfg.residual)
+        wanted = (cfg.preset, str(cfg.init) if cfg.init else None, cfg.base_dim, cfg.decoder_base_dim, cfg.temporal_factor,
+                  cfg.spatial_factor, cfg.z_dim, cfg.residual)
         if saved_model != wanted:
             raise InputError(f"{run_dir} holds a run of another model ({', '.join(f'{k} {v!r}' for k, v in zip(shape, saved_model))}); "
                              f"use another --run-dir or the same model options")

@@ -23,6 +23,7 @@ class TrainVAEConfig:
     residual: bool = False  # Wan2.2's residual blocks: space/time folded into channels on a shortcut around each down/up stage, so every frame reaches the latents directly (the last stage keeps the width of the one before)
     frame_pack: int = option(0, ge=0)  # frame-wise latents: every frame encoded alone (as an image), this many stacked per latent frame (4 keeps the system's temporal factor); 0: a video VAE. Works with --init (the weights are the same; latent statistics are re-measured)
     init: Path | None = None  # start from this VAE folder (config.json + safetensors) instead of random weights
+    decoder_base_dim: int = option(0, ge=0)  # decoder width if not the encoder's; with --init, another width starts a new decoder on the loaded encoder (with --freeze-encoder its latents stay valid); 0: the preset's (or --init's)
     freeze_encoder: bool = False  # train the decoder only (needs --init): latents, their statistics and any latent cache stay valid
     steps: int = option(2000, ge=1)  # optimizer steps to train for (in total, across resumes)
     batch_size: int = option(4, ge=1)  # clips per step
