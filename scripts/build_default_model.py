@@ -87,14 +87,19 @@ def stages(r: dict, work: Path, device: str, threads: int | None) -> list[dict]:
     dit_cmd = ["train", "dit", "--data", cache, "--out", dit, "--device", device, *run,
                *options(d, skip=("snapshot_every",))]
     chunks = list(range(d["snapshot_every"], d["steps"], d["snapshot_every"])) + [d["steps"]]
+    # "made": what the stage leaves behind; a stage recorded as done whose output is gone (a work folder
+    # restored from its build.json and checkpoints on a new machine) runs again
     return [
-        {"name": "data", "cmd": ["world", "dataset", "--out", data, "--no-progress", *options(r["data"])]},
-        {"name": "vae", "cmd": use_vae, "key": r["vae"]["use"]} if r["vae"]["use"] else
+        {"name": "data", "cmd": ["world", "dataset", "--out", data, "--no-progress", *options(r["data"])],
+         "made": lambda chunk: (data / "manifest.jsonl").is_file()},
+        {"name": "vae", "cmd": use_vae, "key": r["vae"]["use"], "made": lambda chunk: (vae / "model" / "config.json").is_file()}
+        if r["vae"]["use"] else
         {"name": "vae", "cmd": ["train", "vae", "--data", data, "--run-dir", vae, "--device", device, *run,
-                                *options(r["vae"], skip=("use",))]},
+                                *options(r["vae"], skip=("use",))], "made": lambda chunk: (vae / "model" / "config.json").is_file()},
         {"name": "cache", "cmd": ["train", "cache-latents", "--data", data, "--vae", vae / "model", "--out", cache,
-                                  "--device", device, *run, *options(r["cache"])]},
-        {"name": "dit", "cmd": dit_cmd, "chunks": chunks},
+                                  "--device", device, *run, *options(r["cache"])],
+         "made": lambda chunk: (cache / "index.json").is_file()},
+        {"name": "dit", "cmd": dit_cmd, "chunks": chunks, "made": lambda chunk: _last_step(dit) >= chunk},
         {"name": "export", "cmd": export_package},
         {"name": "bench", "cmd": ["eval", "bench", "--model", work / "model", "--out", work / "bench", "--device", device,
                                   "--dtype", "float32", "--no-progress", *options({"limit": r["bench"]["limit"]})]},
@@ -200,7 +205,8 @@ class Build:
         return json.dumps(argv if argv is not None else [stage["cmd"].__name__, stage.get("key", self.recipe)])
 
     def done(self, stage: dict, chunk: int | None = None) -> bool:
-        return self.log.get("done", {}).get(f"{stage['name']}@{chunk}" if chunk else stage["name"]) == self.key(stage, chunk)
+        recorded = self.log.get("done", {}).get(f"{stage['name']}@{chunk}" if chunk else stage["name"]) == self.key(stage, chunk)
+        return recorded and stage.get("made", lambda chunk: True)(chunk)
 
     def save(self) -> None:
         from soraflow.atomic import write_json

@@ -100,6 +100,24 @@ def test_done_stages_are_skipped_and_a_changed_one_reruns_with_all_after_it(buil
     assert set(seconds) == {"a", "b", "c"}
 
 
+def test_a_done_stage_whose_output_is_gone_runs_again_with_all_after_it(build, tmp_path, monkeypatch):
+    stages, log = _fake_stages(tmp_path)
+    marker = tmp_path / "a-output"
+
+    def with_output(r, work, device, threads):
+        out = stages(r, work, device, threads)
+        out[0]["cmd"][-1] = out[0]["cmd"][-1].rstrip("; ") + f"; open({str(marker)!r}, 'w')"
+        out[0]["made"] = lambda chunk: marker.is_file()
+        return out
+    monkeypatch.setattr(build, "stages", with_output)
+    work = ["--work", str(tmp_path / "w")]
+    assert build.main(work) == 0 and build.main(work) == 0
+    assert log.read_text().split() == ["a", f"b{build.RECIPES['v2']['dit']['steps']}", "c"]
+    marker.unlink()  # e.g. build.json restored on a machine without the work folder's data
+    assert build.main(work) == 0
+    assert log.read_text().split()[3:] == ["a", f"b{build.RECIPES['v2']['dit']['steps']}", "c"]
+
+
 def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(build, tmp_path, monkeypatch):
     b = build.resolve(build.parse_args(["--work", str(tmp_path / "w")]))
     b.deadline = time.monotonic() + 0.5

@@ -417,3 +417,28 @@ def test_frame_wise_latents_are_per_frame_images_stacked():
     recon, _ = vae(x)
     torch.testing.assert_close(recon.clamp(-1, 1), out)
     assert vae.decode(mean, num_frames=7).shape[2] == 7
+
+
+def test_causal_conv_caches_only_real_frames_and_chunks_equal_the_whole():
+    from soraflow.models.vae_blocks import CausalCache, WanCausalConv3d, WanRMS_norm
+
+    torch.manual_seed(0)
+    conv = WanCausalConv3d(3, 5, 3, padding=1).eval()
+    x = torch.randn(1, 3, 9, 6, 6)
+    with torch.no_grad():
+        whole = conv(x)
+        cache = CausalCache()
+        parts = [conv(x[:, :, :1], cache)]
+        assert cache.get(conv).shape[2] == 1  # frame 0 alone: its padding zero is not kept
+        parts.append(conv(x[:, :, 1:5], cache))
+        assert cache.get(conv).shape[2] == 2
+        parts.append(conv(x[:, :, 5:], cache))
+    assert (torch.cat(parts, 2) - whole).abs().max() <= 1e-6
+    # The in-place norm gives the same numbers, and writes into its input only where no autograd records it.
+    norm = WanRMS_norm(3, images=False)
+    y = x.clone()
+    with torch.no_grad():
+        out = norm(y, inplace=True)
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, norm(x))
+    y = x.clone().requires_grad_()
+    assert norm(y, inplace=True).data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)

@@ -70,12 +70,19 @@ class WanCausalConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         if self.time_pad:
             past = cache.get(self) if cache is not None else None
+            seen = x.shape[2] + (0 if past is None else past.shape[2])  # real frames, not padding
             if past is None:
                 x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0))  # (B, C, pad + T, H, W), zeros in the past
+            elif past.shape[2] < self.time_pad:  # after a chunk shorter than the padding (frame 0 alone)
+                zeros = torch.empty((*x.shape[:2], self.time_pad - past.shape[2], *x.shape[3:]), dtype=x.dtype,
+                                    device=x.device, memory_format=_format_of(x)).zero_()
+                x = torch.cat([zeros, past.to(x.dtype), x], dim=2)
             else:
                 x = torch.cat([past.to(x.dtype), x], dim=2)  # (B, C, pad + T, H, W)
             if cache is not None:
-                cache.set(self, x[:, :, -self.time_pad:])
+                # Real frames only: after frame 0 alone, caching the zero frame as well held a frame
+                # of every causal layer (half of all cached memory) through the next chunk.
+                cache.set(self, x[:, :, -min(self.time_pad, seen):])
         return super().forward(x)
 
 
@@ -88,12 +95,16 @@ class WanRMS_norm(nn.Module):
         # Parameter shape as in diffusers so weights load unchanged.
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``inplace``: overwrite ``x`` (a tensor the caller made and needs no more) when no autograd
+        records the op, so a full-resolution activation is not held twice."""
         # The norm accumulates in fp32 without materialising an fp32 copy of x (memory-bound on CPU).
         n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, ...)
-        y = x * (self.scale / n.clamp_min(1e-12)).to(x.dtype)
+        s = (self.scale / n.clamp_min(1e-12)).to(x.dtype)
         g = self.gamma.to(x.dtype)
-        return y * g if torch.is_grad_enabled() else y.mul_(g)  # in place only when no autograd
+        if torch.is_grad_enabled():
+            return x * s * g
+        return (x.mul_(s) if inplace else x * s).mul_(g)
 
 
 def _per_frame(fn, x: torch.Tensor) -> torch.Tensor:
@@ -195,8 +206,10 @@ class WanResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         h = self.conv_shortcut(x)  # (B, C_out, T, H, W)
-        x = self.conv1(_silu(self.norm1(x)), cache)
-        x = self.conv2(self.dropout(_silu(self.norm2(x))), cache)
+        x = self.conv1(_silu(self.norm1(x)), cache)  # not norm1 in place: x is the caller's (and maybe h)
+        # conv1's output is normalised in place: it stays referenced through conv2, and holding it next to
+        # its normalised copy cost a full activation at the decoder's peak
+        x = self.conv2(self.dropout(_silu(self.norm2(x, inplace=True))), cache)
         return x + h if torch.is_grad_enabled() else x.add_(h)
 
 
@@ -430,4 +443,4 @@ class WanDecoder3d(nn.Module):
         x = self.mid_block(x, cache)
         for block in self.up_blocks:
             x = block(x, cache)  # up to (B, dim, T, H, W)
-        return self.conv_out(_silu(self.norm_out(x)), cache)  # (B, 3, T, H, W)
+        return self.conv_out(_silu(self.norm_out(x, inplace=True)), cache)  # (B, 3, T, H, W)
