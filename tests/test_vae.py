@@ -442,3 +442,17 @@ def test_causal_conv_caches_only_real_frames_and_chunks_equal_the_whole():
     assert out.data_ptr() == y.data_ptr() and torch.equal(out, norm(x))
     y = x.clone().requires_grad_()
     assert norm(y, inplace=True).data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)
+
+
+def test_residual_block_inference_path_equals_the_autograd_one_chunk_by_chunk():
+    from soraflow.models.vae_blocks import CausalCache, WanResidualBlock
+
+    torch.manual_seed(0)
+    block = WanResidualBlock(4, 6)
+    x = torch.randn(1, 4, 9, 5, 5, requires_grad=True)
+    ref = torch.cat([block(x[:, :, :1], c := CausalCache()), block(x[:, :, 1:5], c), block(x[:, :, 5:], c)], 2)
+    with torch.no_grad():  # norms written straight into the convs' padded inputs
+        c = CausalCache()
+        out = torch.cat([block(x[:, :, :1], c), block(x[:, :, 1:5], c), block(x[:, :, 5:], c)], 2)
+    assert (out - ref.detach()).abs().max() <= 1e-5
+    assert (out - block(x).detach()).abs().max() <= 1e-5  # and chunked equals whole

@@ -85,6 +85,31 @@ class WanCausalConv3d(nn.Conv3d):
                 cache.set(self, x[:, :, -min(self.time_pad, seen):])
         return super().forward(x)
 
+    def padded_input(self, like: torch.Tensor, cache: CausalCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The padded input of a call on a tensor shaped as ``like``: (buffer, its new-frame view).
+
+        The past (cached frames, zeros before them) is filled in; the caller writes the new frames into
+        the view (a norm's output, say) and runs :meth:`forward_padded`. Without autograd this replaces
+        ``self(f(x))``, which holds f(x) and its padded copy at once.
+        """
+        past = cache.get(self) if cache is not None else None
+        have = 0 if past is None else past.shape[2]
+        pad, t = self.time_pad, like.shape[2]
+        buf = torch.empty((*like.shape[:2], pad + t, *like.shape[3:]), dtype=like.dtype, device=like.device,
+                          memory_format=_format_of(like))
+        if have < pad:
+            buf[:, :, : pad - have].zero_()
+        if have:
+            buf[:, :, pad - have : pad].copy_(past)
+        self._seen = have + t
+        return buf, buf[:, :, pad:]
+
+    def forward_padded(self, buf: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+        """The convolution of a buffer from :meth:`padded_input` (its new frames written)."""
+        if cache is not None and self.time_pad:
+            cache.set(self, buf[:, :, -min(self.time_pad, self._seen):])
+        return super().forward(buf)
+
 
 class WanRMS_norm(nn.Module):
     """RMS norm over channels: x / ||x||_2 * sqrt(C) * gamma (computed in fp32 for low-precision input)."""
@@ -95,15 +120,18 @@ class WanRMS_norm(nn.Module):
         # Parameter shape as in diffusers so weights load unchanged.
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """``inplace``: overwrite ``x`` (a tensor the caller made and needs no more) when no autograd
-        records the op, so a full-resolution activation is not held twice."""
+    def forward(self, x: torch.Tensor, inplace: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Where no autograd records the op, ``inplace`` overwrites ``x`` (a tensor the caller made and
+        needs no more) and ``out`` receives the result (a view into a conv's padded input), so a
+        full-resolution activation is not held twice."""
         # The norm accumulates in fp32 without materialising an fp32 copy of x (memory-bound on CPU).
         n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, ...)
         s = (self.scale / n.clamp_min(1e-12)).to(x.dtype)
         g = self.gamma.to(x.dtype)
         if torch.is_grad_enabled():
             return x * s * g
+        if out is not None:
+            return torch.mul(x, s, out=out).mul_(g)
         return (x.mul_(s) if inplace else x * s).mul_(g)
 
 
@@ -206,11 +234,23 @@ class WanResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         h = self.conv_shortcut(x)  # (B, C_out, T, H, W)
-        x = self.conv1(_silu(self.norm1(x)), cache)  # not norm1 in place: x is the caller's (and maybe h)
-        # conv1's output is normalised in place: it stays referenced through conv2, and holding it next to
-        # its normalised copy cost a full activation at the decoder's peak
-        x = self.conv2(self.dropout(_silu(self.norm2(x, inplace=True))), cache)
-        return x + h if torch.is_grad_enabled() else x.add_(h)
+        if torch.is_grad_enabled():
+            x = self.conv1(_silu(self.norm1(x)), cache)
+            x = self.conv2(self.dropout(_silu(self.norm2(x))), cache)
+            return x + h
+        # Inference: each norm writes straight into its conv's padded input, and conv1's output is
+        # dropped once normalised. Holding a norm's output beside its padded copy (and conv1's output
+        # through conv2) cost one to two full-resolution activations at the decoder's peak.
+        buf, new = self.conv1.padded_input(x, cache)
+        _silu(self.norm1(x, out=new))
+        x = self.conv1.forward_padded(buf, cache)
+        del buf, new
+        buf, new = self.conv2.padded_input(x, cache)
+        _silu(self.norm2(x, out=new))
+        if self.dropout.p and self.training:
+            F.dropout(new, self.dropout.p, training=True, inplace=True)
+        del x, new
+        return self.conv2.forward_padded(buf, cache).add_(h)
 
 
 class WanAttentionBlock(nn.Module):
@@ -443,4 +483,9 @@ class WanDecoder3d(nn.Module):
         x = self.mid_block(x, cache)
         for block in self.up_blocks:
             x = block(x, cache)  # up to (B, dim, T, H, W)
-        return self.conv_out(_silu(self.norm_out(x, inplace=True)), cache)  # (B, 3, T, H, W)
+        if torch.is_grad_enabled():
+            return self.conv_out(_silu(self.norm_out(x)), cache)  # (B, 3, T, H, W)
+        buf, new = self.conv_out.padded_input(x, cache)
+        _silu(self.norm_out(x, out=new))
+        del x, new
+        return self.conv_out.forward_padded(buf, cache)
