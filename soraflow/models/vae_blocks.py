@@ -120,19 +120,16 @@ class WanRMS_norm(nn.Module):
         # Parameter shape as in diffusers so weights load unchanged.
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
-    def forward(self, x: torch.Tensor, inplace: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Where no autograd records the op, ``inplace`` overwrites ``x`` (a tensor the caller made and
-        needs no more) and ``out`` receives the result (a view into a conv's padded input), so a
-        full-resolution activation is not held twice."""
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: where no autograd records the op, the result is written there (a view into a conv's
+        padded input), so a full-resolution activation is not held twice."""
         # The norm accumulates in fp32 without materialising an fp32 copy of x (memory-bound on CPU).
         n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, ...)
         s = (self.scale / n.clamp_min(1e-12)).to(x.dtype)
         g = self.gamma.to(x.dtype)
         if torch.is_grad_enabled():
             return x * s * g
-        if out is not None:
-            return torch.mul(x, s, out=out).mul_(g)
-        return (x.mul_(s) if inplace else x * s).mul_(g)
+        return (x * s if out is None else torch.mul(x, s, out=out)).mul_(g)
 
 
 def _per_frame(fn, x: torch.Tensor) -> torch.Tensor:
