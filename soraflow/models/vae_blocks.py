@@ -85,8 +85,9 @@ class WanCausalConv3d(nn.Conv3d):
                 cache.set(self, x[:, :, -min(self.time_pad, seen):])
         return super().forward(x)
 
-    def padded_input(self, like: torch.Tensor, cache: CausalCache | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The padded input of a call on a tensor shaped as ``like``: (buffer, its new-frame view).
+    def padded_input(self, like: torch.Tensor, cache: CausalCache | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The padded input of a call on a tensor shaped as ``like``: (buffer, its new-frame view, real
+        frames in it).
 
         The past (cached frames, zeros before them) is filled in; the caller writes the new frames into
         the view (a norm's output, say) and runs :meth:`forward_padded`. Without autograd this replaces
@@ -101,13 +102,13 @@ class WanCausalConv3d(nn.Conv3d):
             buf[:, :, : pad - have].zero_()
         if have:
             buf[:, :, pad - have : pad].copy_(past)
-        self._seen = have + t
-        return buf, buf[:, :, pad:]
+        return buf, buf[:, :, pad:], have + t
 
-    def forward_padded(self, buf: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
-        """The convolution of a buffer from :meth:`padded_input` (its new frames written)."""
+    def forward_padded(self, buf: torch.Tensor, seen: int, cache: CausalCache | None) -> torch.Tensor:
+        """The convolution of a buffer from :meth:`padded_input` (its new frames written; ``seen``: the
+        real frames it holds, as :meth:`padded_input` said)."""
         if cache is not None and self.time_pad:
-            cache.set(self, buf[:, :, -min(self.time_pad, self._seen):])
+            cache.set(self, buf[:, :, -min(self.time_pad, seen):])
         return super().forward(buf)
 
 
@@ -238,16 +239,16 @@ class WanResidualBlock(nn.Module):
         # Inference: each norm writes straight into its conv's padded input, and conv1's output is
         # dropped once normalised. Holding a norm's output beside its padded copy (and conv1's output
         # through conv2) cost one to two full-resolution activations at the decoder's peak.
-        buf, new = self.conv1.padded_input(x, cache)
+        buf, new, seen = self.conv1.padded_input(x, cache)
         _silu(self.norm1(x, out=new))
-        x = self.conv1.forward_padded(buf, cache)
+        x = self.conv1.forward_padded(buf, seen, cache)
         del buf, new
-        buf, new = self.conv2.padded_input(x, cache)
+        buf, new, seen = self.conv2.padded_input(x, cache)
         _silu(self.norm2(x, out=new))
         if self.dropout.p and self.training:
             F.dropout(new, self.dropout.p, training=True, inplace=True)
         del x, new
-        return self.conv2.forward_padded(buf, cache).add_(h)
+        return self.conv2.forward_padded(buf, seen, cache).add_(h)
 
 
 class WanAttentionBlock(nn.Module):
@@ -482,7 +483,7 @@ class WanDecoder3d(nn.Module):
             x = block(x, cache)  # up to (B, dim, T, H, W)
         if torch.is_grad_enabled():
             return self.conv_out(_silu(self.norm_out(x)), cache)  # (B, 3, T, H, W)
-        buf, new = self.conv_out.padded_input(x, cache)
+        buf, new, seen = self.conv_out.padded_input(x, cache)
         _silu(self.norm_out(x, out=new))
         del x, new
-        return self.conv_out.forward_padded(buf, cache)
+        return self.conv_out.forward_padded(buf, seen, cache)
