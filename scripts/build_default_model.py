@@ -92,10 +92,9 @@ def stages(r: dict, work: Path, device: str, threads: int | None) -> list[dict]:
     return [
         {"name": "data", "cmd": ["world", "dataset", "--out", data, "--no-progress", *options(r["data"])],
          "made": lambda chunk: (data / "manifest.jsonl").is_file()},
-        {"name": "vae", "cmd": use_vae, "key": r["vae"]["use"], "made": lambda chunk: (vae / "model" / "config.json").is_file()}
-        if r["vae"]["use"] else
-        {"name": "vae", "cmd": ["train", "vae", "--data", data, "--run-dir", vae, "--device", device, *run,
-                                *options(r["vae"], skip=("use",))], "made": lambda chunk: (vae / "model" / "config.json").is_file()},
+        {"name": "vae", "made": lambda chunk: (vae / "model" / "config.json").is_file(),
+         **({"cmd": use_vae, "key": r["vae"]["use"]} if r["vae"]["use"] else
+            {"cmd": ["train", "vae", "--data", data, "--run-dir", vae, "--device", device, *run, *options(r["vae"], skip=("use",))]})},
         {"name": "cache", "cmd": ["train", "cache-latents", "--data", data, "--vae", vae / "model", "--out", cache,
                                   "--device", device, *run, *options(r["cache"])],
          "made": lambda chunk: (cache / "index.json").is_file()},

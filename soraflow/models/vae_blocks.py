@@ -68,22 +68,11 @@ class WanCausalConv3d(nn.Conv3d):
         self.padding = (0, pad[1], pad[2])
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
-        if self.time_pad:
-            past = cache.get(self) if cache is not None else None
-            seen = x.shape[2] + (0 if past is None else past.shape[2])  # real frames, not padding
-            if past is None:
-                x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0))  # (B, C, pad + T, H, W), zeros in the past
-            elif past.shape[2] < self.time_pad:  # after a chunk shorter than the padding (frame 0 alone)
-                zeros = torch.empty((*x.shape[:2], self.time_pad - past.shape[2], *x.shape[3:]), dtype=x.dtype,
-                                    device=x.device, memory_format=_format_of(x)).zero_()
-                x = torch.cat([zeros, past.to(x.dtype), x], dim=2)
-            else:
-                x = torch.cat([past.to(x.dtype), x], dim=2)  # (B, C, pad + T, H, W)
-            if cache is not None:
-                # Real frames only: after frame 0 alone, caching the zero frame as well held a frame
-                # of every causal layer (half of all cached memory) through the next chunk.
-                cache.set(self, x[:, :, -min(self.time_pad, seen):])
-        return super().forward(x)
+        if not self.time_pad:
+            return super().forward(x)
+        buf, new, seen = self.padded_input(x, cache)
+        new.copy_(x)  # autograd carries the gradient back through the copy
+        return self.forward_padded(buf, seen, cache)
 
     def padded_input(self, like: torch.Tensor, cache: CausalCache | None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The padded input of a call on a tensor shaped as ``like``: (buffer, its new-frame view, real
@@ -106,7 +95,9 @@ class WanCausalConv3d(nn.Conv3d):
 
     def forward_padded(self, buf: torch.Tensor, seen: int, cache: CausalCache | None) -> torch.Tensor:
         """The convolution of a buffer from :meth:`padded_input` (its new frames written; ``seen``: the
-        real frames it holds, as :meth:`padded_input` said)."""
+        real frames it holds, as :meth:`padded_input` said). Only real frames are cached: after frame 0
+        alone, caching its padding zero too held a frame of every causal layer (half of all cached
+        memory) through the next chunk."""
         if cache is not None and self.time_pad:
             cache.set(self, buf[:, :, -min(self.time_pad, seen):])
         return super().forward(buf)
