@@ -2,6 +2,7 @@
 
     python benchmarks/bench_wan_pipeline.py --layers 2 --steps 1          # the 1.3B layout, blocks cut, 480p, 17 frames
     python benchmarks/bench_wan_pipeline.py --device cuda --layers 30 --steps 4 --dtype bfloat16   # on a GPU
+    python benchmarks/bench_wan_pipeline.py --device cuda --layers 30 --steps 4 --dtype bfloat16 --offload model
 
 The folder is built here with random weights: the Wan2.1 T2V 1.3B transformer (``--layers`` of its
 30 blocks), the Wan2.1 VAE, and a small random UMT5 text encoder (the text encoder is the same
@@ -79,7 +80,11 @@ def run_one(lib: str, folder: str, args) -> dict:
     if lib == "diffusers":
         from diffusers import WanPipeline
 
-        pipe = WanPipeline.from_pretrained(folder, torch_dtype=dtype).to(args.device)
+        pipe = WanPipeline.from_pretrained(folder, torch_dtype=dtype)
+        if args.offload:  # diffusers' offload (accelerate's hooks)
+            getattr(pipe, f"enable_{args.offload}_cpu_offload")(device=args.device)
+        else:
+            pipe.to(args.device)
         loaded = time.perf_counter()
         marks = []
         pipe("a red ball bouncing on grass", height=h, width=w, num_frames=args.frames, num_inference_steps=args.steps,
@@ -89,7 +94,7 @@ def run_one(lib: str, folder: str, args) -> dict:
     else:
         from soraflow.pipeline import SoraPipeline
 
-        pipe = SoraPipeline.from_pretrained(folder, device=args.device, dtype=dtype)
+        pipe = SoraPipeline.from_pretrained(folder, device=args.device, dtype=dtype, offload=args.offload)
         loaded = time.perf_counter()
         result = pipe("a red ball bouncing on grass", size=(h, w), num_frames=args.frames, steps=args.steps,
                       guidance_scale=args.cfg, seed=0, progress=False)
@@ -115,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", type=float, default=1.0, help="guidance scale (1: one pass a step) [1]")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--offload", default=None, choices=("model", "sequential"),
+                   help="both libraries keep the weights in CPU memory and move them to --device as they run")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--rounds", type=int, default=2, help="runs of each library, alternating [2]")
     p.add_argument("--folder", type=Path, default=None, help="reuse this built folder")
@@ -131,6 +138,7 @@ def main(argv=None) -> int:
         build_folder(args.folder, args.layers)
     forwarded = [f"--{k}={v}" for k, v in (("height", args.height), ("width", args.width), ("frames", args.frames),
                                            ("steps", args.steps), ("cfg", args.cfg), ("dtype", args.dtype), ("device", args.device))]
+    forwarded += [f"--offload={args.offload}"] if args.offload else []
     forwarded += [f"--threads={args.threads}"] if args.threads else []
     results: dict[str, list] = {"diffusers": [], "soraflow": []}
     for lib in ("diffusers", "soraflow") * args.rounds:
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
         results[lib].append(json.loads(line[7:]))
     best = {lib: min(runs, key=lambda r: r["generate_s"]) for lib, runs in results.items()}
     print(f"Wan2.1 1.3B layout, {args.layers} of 30 blocks, {args.width}x{args.height}, {args.frames} frames, {args.steps} "
-          f"step(s), cfg {args.cfg}, {args.dtype}, {args.device}, load average {os.getloadavg()[0]:.1f}")
+          f"step(s), cfg {args.cfg}, {args.dtype}, {args.device}, offload {args.offload or 'none'}, load average {os.getloadavg()[0]:.1f}")
     print("| library | generate s | of which decode s | load s | peak RSS MiB | before the decode | in the decode | peak CUDA MiB |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|")
     for lib, r in best.items():

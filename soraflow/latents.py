@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import video as video_io
+from .offload import execution_device
 
 
 @torch.no_grad()
@@ -28,7 +29,7 @@ def encode_frames(vae, frames: np.ndarray, *, autocast: bool = False, frame_poli
 def encode_pixels(vae, x: torch.Tensor, *, autocast: bool = False, frame_policy: str = "pad") -> torch.Tensor:
     """:func:`encode_frames` for pixels already a tensor (1, 3, T, H, W) in [-1, 1], where values that
     are no uint8 level matter (Wan's image-to-video condition: an image, then zeros)."""
-    device = next(vae.parameters()).device
+    device = execution_device(vae)
     x = x.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and device.type == "cpu"):
         z = vae.encode(x, frame_policy=frame_policy).mode()

@@ -44,6 +44,8 @@ from . import video as video_io
 from .errors import CheckpointError, InputError, SoraflowError
 from .model_folder import VAE_FOLDER, PipelineConfig, check_sampling, read_config, write_model_folder
 from .modes import WindowPlan
+from .offload import MODES as OFFLOAD_MODES
+from .offload import Offload
 from .validate import check_text, number
 
 
@@ -273,6 +275,7 @@ class SoraPipeline:
         self.config = config or PipelineConfig()
         self._expander = expander  # built lazily from config.expander
         self.name_or_path: str | None = None  # the folder it was loaded from (stored with every output)
+        self._offload = None  # soraflow.offload.Offload while CPU offload is on
         self._check_models()
 
     def _check_models(self) -> None:
@@ -318,7 +321,8 @@ class SoraPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | str = torch.float32, expander=None, loras=()) -> "SoraPipeline":
+                        dtype: torch.dtype | str = torch.float32, expander=None, loras=(),
+                        offload: str | None = None) -> "SoraPipeline":
         """Load a folder: config.json (:class:`PipelineConfig`), vae/ and dit/ (each config.json + safetensors).
         Without ``directory``, the default model shipped in the package (MODEL_CARD.md).
 
@@ -331,6 +335,10 @@ class SoraPipeline:
         ``loras``: (path, scale) pairs of LoRA adapters (:mod:`soraflow.lora`) merged into the DiT's
         weights in float32 before any precision change, so they cost nothing per step. For two-expert
         folders they go into the high-noise expert, as diffusers' ``load_lora_weights`` does.
+
+        ``offload="model"`` or ``"sequential"`` keeps the weights in CPU memory, in the precision chosen for
+        ``device``, and moves them to ``device`` only while they run (:meth:`enable_model_cpu_offload`,
+        :meth:`enable_sequential_cpu_offload`): for models larger than the GPU's memory.
         """
         from .models.dit import DiT
         from .models.text import load_text_encoder
@@ -342,6 +350,8 @@ class SoraPipeline:
             directory = require_default_model()
         directory = Path(directory)
         dtype = resolve_dtype(dtype)
+        if offload is not None and offload not in OFFLOAD_MODES:
+            raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
         config = read_config(directory)
         vae = VideoVAE.from_pretrained(directory / VAE_FOLDER)
         dit = DiT.from_pretrained(directory / config.dit_folder)
@@ -353,28 +363,31 @@ class SoraPipeline:
         reference = config.text_encoder
         if reference != "minilm" and not Path(reference).is_absolute() and (directory / reference).is_dir():
             reference = str(directory / reference)
-        int8 = dtype == "int8" or (dtype == "auto" and auto_int8(device))
-        if int8 and torch.device(device).type != "cpu":
-            raise InputError(f"dtype='int8' runs on the CPU only, not on {device}")
+        int8 = dtype == "int8" or (dtype == "auto" and auto_int8(device) and offload is None)
+        if int8 and (torch.device(device).type != "cpu" or offload):
+            raise InputError(f"dtype='int8' runs on the CPU only, without offload (device {device})")
         if dtype in ("auto", "int8"):
             dtype, vae_dtype = auto_dtypes(device)
             if int8:
                 dtype = torch.float32  # the text encoder and the DiT's small layers; its blocks go int8 below
         else:
             vae_dtype = dtype
-        text_encoder = load_text_encoder(reference, device=device, dtype=dtype)
+        home = "cpu" if offload else device  # offload: the weights live in CPU memory
+        text_encoder = load_text_encoder(reference, device=home, dtype=dtype)
         text_encoder.reference = config.text_encoder  # keep the portable reference for save_pretrained
         image_encoder = None
         if config.image_encoder:
             from .models.image import load_image_encoder
 
             image_encoder = load_image_encoder(*(Path(f) if Path(f).is_absolute() else directory / f
-                                                 for f in (config.image_encoder, config.image_processor)), device=device)
+                                                 for f in (config.image_encoder, config.image_processor)), device=home)
         pipe = cls(vae, dit, text_encoder, config, expander=expander, low_noise_dit=low_noise, image_encoder=image_encoder)
         pipe.name_or_path = str(directory)
-        pipe.to(device=device, dtype=dtype)
+        pipe.to(device=home, dtype=dtype, cpu_layout=not offload)
         if vae_dtype != dtype:
-            pipe.vae.to_fast(vae_dtype) if pipe.device.type == "cpu" else pipe.vae.to(dtype=vae_dtype)
+            pipe.vae.to_fast(vae_dtype) if pipe.device.type == "cpu" and not offload else pipe.vae.to(dtype=vae_dtype)
+        if offload:
+            pipe._enable_offload(device, offload)
         if int8:
             for model in pipe.dits:
                 model.quantize_int8()
@@ -392,7 +405,12 @@ class SoraPipeline:
         return write_model_folder(directory, self.vae, self.dit, config, text_encoder=reference,
                                   low_noise_dit=self.low_noise_dit)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SoraPipeline":
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None, *,
+           cpu_layout: bool = True) -> "SoraPipeline":
+        """Move and/or cast every model. A bf16 VAE on the CPU also takes the channels-last layout its
+        fast kernels want, unless ``cpu_layout=False`` (weights that will run elsewhere: offload)."""
+        if self._offload is not None:
+            raise InputError(f"{self._offload.mode} CPU offload is on; call disable_offload() before moving the pipeline")
         if self.dit.is_quantized and ((device is not None and torch.device(device).type != "cpu")
                                       or dtype not in (None, torch.float32)):
             raise InputError("the DiT runs int8 blocks (CPU, float32 around them); load the model again with "
@@ -408,7 +426,7 @@ class SoraPipeline:
             for model in self.dits:
                 model.to(dtype=dtype)
             self.text_encoder.to(dtype=dtype)
-            if dtype == torch.bfloat16 and self.device.type == "cpu":
+            if dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_layout:
                 self.vae.to_fast(dtype)  # bf16 + channels_last_3d: the fast AMX path
             else:
                 self.vae.to(dtype=dtype)
@@ -421,7 +439,50 @@ class SoraPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.dit.proj_out.weight.device
+        """Where generation computes (with offload on: the device the weights visit)."""
+        return self._offload.device if self._offload is not None else self.dit.proj_out.weight.device
+
+    # ------------------------------------------------------------------ CPU offload
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda", *, check: bool = False) -> "SoraPipeline":
+        """Keep every model in CPU memory and move each whole to ``device`` while the pipeline uses it
+        (text encoder, image encoder, DiT or expert, VAE), one at a time: ``device`` holds the largest
+        model. ``check=True`` leaves the models off the device without weights (meta tensors), so any use
+        the offload did not place fails at once (how the tests check it on a CPU)."""
+        return self._enable_offload(device, "model", check=check)
+
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda", *, check: bool = False) -> "SoraPipeline":
+        """Move each model's blocks to ``device`` only for their own forward; the rest of the model in use
+        (embeddings, norms, heads) stays there meanwhile. The least device memory, and several times
+        slower than :meth:`enable_model_cpu_offload`: every block crosses the bus at every call."""
+        return self._enable_offload(device, "sequential", check=check)
+
+    def disable_offload(self) -> "SoraPipeline":
+        """Back to plain models, in CPU memory."""
+        if self._offload is not None:
+            self._offload.remove()
+            self._offload = None
+        return self
+
+    @property
+    def offload(self):
+        """The :class:`soraflow.offload.Offload` while CPU offload is on (its ``peak_bytes``, ``on_device()``), else None."""
+        return self._offload
+
+    def _enable_offload(self, device, mode: str, *, check: bool = False) -> "SoraPipeline":
+        if self.dit.is_quantized:
+            raise InputError("the DiT runs int8 blocks, a CPU-only path; load it in another dtype to offload it")
+        self.disable_offload()
+        self.to("cpu", cpu_layout=False)
+        models = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "dit": self.dit,
+                  "low_noise_dit": self.low_noise_dit, "vae": self.vae}
+        self._offload = Offload({k: v for k, v in models.items() if v is not None}, device, mode, check=check)
+        return self
+
+    def _use(self, name: str) -> None:
+        """Before a model is used by a method other than its forward (the VAE's encode and decode)."""
+        if self._offload is not None:
+            self._offload.use(name)
 
     @property
     def expander(self):
@@ -550,10 +611,12 @@ class SoraPipeline:
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (1 + 4k, H, W, 3) -> normalized latents (1, C, 1 + k, H/8, W/8), the posterior mean."""
+        self._use("vae")
         return latents.encode_frames(self.vae, frames, frame_policy="error")
 
     def decode_latents(self, z: torch.Tensor) -> np.ndarray:
         """Normalized latents (1, C, T', h, w) -> uint8 (1 + 4 (T'-1), H, W, 3)."""
+        self._use("vae")
         return latents.decode_latents(self.vae, z)
 
     @torch.no_grad()
@@ -643,6 +706,7 @@ class SoraPipeline:
         tf, frames = self.vae.temporal_factor, modes.frames_for(latent_frames)
         given = [video_io.to_tensor(im[None])[None] for im in ([image] if last is None else [image, last])]  # (1, 3, 1, H, W)
         pixels = torch.cat([given[0], given[0].new_zeros(1, 3, frames - len(given), *given[0].shape[3:]), *given[1:]], dim=2)
+        self._use("vae")
         z = latents.encode_pixels(self.vae, pixels, frame_policy="error")
         known = torch.zeros(frames)
         known[0] = 1.0
@@ -679,16 +743,20 @@ class SoraPipeline:
         req = run.request
         steps = modes.MODES[req.mode].run(req.chains, req.given, self.config.overlap_latent_frames)
         reply = None
-        while True:
-            try:
-                item = steps.send(reply)
-            except StopIteration:
-                return
-            if isinstance(item, modes.Window):
-                reply = self.window(run, item)
-            else:
-                reply = None
-                yield item
+        try:
+            while True:
+                try:
+                    item = steps.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(item, modes.Window):
+                    reply = self.window(run, item)
+                else:
+                    reply = None
+                    yield item
+        finally:  # offload: the device is left empty between generations
+            if self._offload is not None:
+                self._offload.release()
 
 
 def wan_prompt_clean(text: str) -> str:

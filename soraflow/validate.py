@@ -87,4 +87,16 @@ def check_device(name):
     return device
 
 
-__all__ = ["MAX_TEXT", "check_device", "check_text", "number", "safe_text"]
+OFFLOAD_HELP = ("for models larger than the GPU: keep the weights in CPU memory and move each model to --device "
+                "only while it runs (model: one whole model at a time, little slower), or block by block "
+                "(sequential: the least GPU memory, several times slower)")
+
+
+def check_offload(offload: str | None, device) -> None:
+    """--offload needs a device other than the CPU, where the weights already are."""
+    if offload and str(device).split(":")[0] == "cpu":
+        raise InputError(f"--offload {offload} moves weights from CPU memory to a GPU; with --device cpu they are "
+                         "there already (drop --offload or give --device cuda)")
+
+
+__all__ = ["MAX_TEXT", "OFFLOAD_HELP", "check_device", "check_offload", "check_text", "number", "safe_text"]

@@ -242,6 +242,9 @@ def test_the_cli_runs_a_wan_folder_and_refuses_what_it_cannot_run(wan_folder, tm
     assert main(["generate", PROMPT, "--model", str(broken), "-o", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err
     assert "names an image_encoder, and its image_encoder/ or image_processor/ folder is missing" in err
+    # --offload is for a GPU; on the CPU the weights are where it would put them
+    assert main(["generate", PROMPT, "--model", str(wan_folder), "--offload", "model", "-o", str(tmp_path / "y.mp4")]) == 2
+    assert "--offload model moves weights from CPU memory to a GPU" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -400,3 +403,91 @@ def test_the_per_frame_timestep_modes_run_on_wan_text_to_video_weights(wan_folde
     assert joined.shape[0] == 9 + 7 + 9 and np.array_equal(joined[:9], clip) and np.array_equal(joined[-9:], clip[::-1])
     loop = pipe(PROMPT, mode="loop", num_frames=9, **kw).frames
     assert loop.shape == (8, 32, 32, 3)  # a loop is 4k frames: the last leads into the first
+
+
+def _present(module) -> bool:
+    """Whether a module's weights are all there: with ``check=True`` offload leaves meta tensors behind."""
+    return all(p.device.type != "meta" for p in module.parameters())
+
+
+def test_model_offload_moves_one_model_at_a_time_and_keeps_the_video(wan_two_experts_folder):
+    """``check=True`` empties every model that is off the device, so a use the offload did not place
+    fails; on a CPU the "device" is the CPU and the video must be the same to the bit."""
+    from soraflow.pipeline import SoraPipeline
+
+    pipe = SoraPipeline.from_pretrained(wan_two_experts_folder)
+    want = _ours(pipe)
+    pipe.enable_model_cpu_offload("cpu", check=True)
+    models = {"text_encoder": pipe.text_encoder.model, "dit": pipe.dit, "low_noise_dit": pipe.low_noise_dit,
+              "vae": pipe.vae}
+    assert not any(_present(m) for m in models.values())
+    seen = []
+    # the VAE is used through encode/decode, not its forward: watch its decoder
+    watched = {**models, "vae": pipe.vae.decoder}
+    hooks = [m.register_forward_pre_hook(lambda _m, _a, n=n: seen.append(
+        (n, [k for k, v in models.items() if _present(v)]))) for n, m in watched.items()]
+    assert np.array_equal(_ours(pipe), want)
+    for hook in hooks:
+        hook.remove()
+    assert all(present == [name] for name, present in seen), seen  # one model on the device at a time
+    order = [name for i, (name, _) in enumerate(seen) if i == 0 or seen[i - 1][0] != name]
+    assert order == ["text_encoder", "dit", "low_noise_dit", "vae"]  # each moved once: experts switch once
+    assert pipe.offload.on_device() == [] and not any(_present(m) for m in models.values())  # empty afterwards
+    sizes = {k: sum(p.numel() * p.element_size() for p in m.parameters()) + sum(
+        b.numel() * b.element_size() for b in m.buffers()) for k, m in models.items()}
+    assert pipe.offload.peak_bytes == max(sizes.values())
+    pipe.disable_offload()
+    assert all(p.device.type == "cpu" for m in models.values() for p in m.parameters())
+    assert np.array_equal(_ours(pipe), want)
+
+
+def test_sequential_offload_holds_one_block_and_keeps_the_video(wan21_i2v_folder):
+    """Image-to-video with Wan2.1's CLIP encoder: five models, each streamed block by block."""
+    from soraflow.pipeline import SoraPipeline
+
+    pipe = SoraPipeline.from_pretrained(wan21_i2v_folder)
+    image = _image(32)
+    kw = dict(negative_prompt=NEGATIVE, size=(32, 32), num_frames=9, steps=2, guidance_scale=5.0, seed=3,
+              progress=False)
+    want = pipe(PROMPT, image=image, **kw).frames
+    pipe.enable_model_cpu_offload("cpu", check=True)
+    assert np.array_equal(pipe(PROMPT, image=image, **kw).frames, want)
+    whole_model_peak = pipe.offload.peak_bytes
+    pipe.enable_sequential_cpu_offload("cpu", check=True)
+    blocks = list(pipe.dit.blocks) + list(pipe.text_encoder.model.encoder.block) + list(
+        pipe.image_encoder.model.encoder.layers) + list(pipe.vae.decoder.up_blocks)
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, _a: seen.append((m, [x for x in blocks if _present(x)])))
+             for b in blocks]
+    assert np.array_equal(pipe(PROMPT, image=image, **kw).frames, want)
+    for hook in hooks:
+        hook.remove()
+    assert {id(m) for m, _ in seen} == {id(b) for b in blocks}  # every block ran ...
+    assert all([id(x) for x in present] == [id(m)] for m, present in seen)  # ... alone on the device
+    assert 0 < pipe.offload.peak_bytes < whole_model_peak / 2
+    with pytest.raises(Exception, match="disable_offload"):
+        pipe.to("cpu")
+    pipe.disable_offload()
+    assert np.array_equal(pipe(PROMPT, image=image, **kw).frames, want)
+
+
+def test_bf16_text_encoder_and_vae_on_the_cpu_and_offload_at_load(wan_folder):
+    from soraflow.errors import InputError
+    from soraflow.pipeline import SoraPipeline
+
+    want = _ours(SoraPipeline.from_pretrained(wan_folder)).astype(np.float32)
+    pipe = SoraPipeline.from_pretrained(wan_folder, dtype="bfloat16")
+    assert pipe.text_encoder.dtype == pipe.vae.quant_conv.weight.dtype == pipe.dit.proj_out.weight.dtype == torch.bfloat16
+    got = _ours(pipe).astype(np.float32)
+
+    def psnr(a, b):
+        return 10 * np.log10(255**2 / max(float(np.mean((a - b) ** 2)), 1e-9))
+
+    assert psnr(got, want) > 30  # bf16 rounding, not another video
+    # offload at load: the same bf16 weights, kept in CPU memory and placed per model (the VAE in its
+    # plain layout, not the CPU's channels-last one: other bf16 rounding)
+    off = SoraPipeline.from_pretrained(wan_folder, dtype="bfloat16", offload="model")
+    assert off.offload.mode == "model" and off.text_encoder.dtype == torch.bfloat16 and not off.vae.channels_last
+    assert psnr(_ours(off).astype(np.float32), got) > 40
+    with pytest.raises(InputError, match="offload must be one of model, sequential, got 'gpu'"):
+        SoraPipeline.from_pretrained(wan_folder, offload="gpu")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..default_model import require_default_model
 from ..errors import InputError
-from ..validate import check_device, safe_text
+from ..validate import OFFLOAD_HELP, check_device, check_offload, safe_text
 from . import finite_float, parse_size, positive_int
 
 EXAMPLES = """\
@@ -95,6 +95,7 @@ def register(subparsers) -> None:
                           help="model precision; auto (default): the fastest for the device (GPU: bfloat16; "
                                "CPU: the VAE in bfloat16, the DiT in bfloat16 with AMX, else int8); int8: the "
                                "DiT's block matmuls in dynamic int8 (CPU only), the rest float32")
+    run_opts.add_argument("--offload", choices=("model", "sequential"), default=None, help=OFFLOAD_HELP)
     run_opts.add_argument("--no-sidecar", action="store_true",
                           help="do not write OUT.json with the prompt and settings")
     run_opts.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -197,7 +198,9 @@ def run(args) -> int:
         from ..lora import parse_lora_arg
 
         loras = [parse_lora_arg(text) for text in args.lora]
-        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype, loras=loras)
+        check_offload(args.offload, device)
+        pipe = SoraPipeline.from_pretrained(model_dir, device=device, dtype=args.dtype, loras=loras,
+                                            offload=args.offload)
         generation = pipe.generate(request, expand=not args.no_expand, expander=expander, progress=not args.quiet)
         h, w = request.size
         print(f"prompt: {safe_text(generation.expanded_prompt)}")

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..validate import OFFLOAD_HELP, check_offload
 from . import positive_int
 
 API_KEY_ENV = "SORAFLOW_API_KEY"
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
     run_opts.add_argument("--device", default="cpu", help="torch device of the workers (cpu, cuda, cuda:1, ...)")
     run_opts.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto",
                           help="model precision (as for generate)")
+    run_opts.add_argument("--offload", choices=("model", "sequential"), default=None, help=OFFLOAD_HELP)
     run_opts.add_argument("--threads", type=positive_int, default=None,
                           help="torch threads per worker (default: the cores shared out among the workers)")
     parser.set_defaults(func=run)
@@ -62,10 +64,11 @@ def run(args) -> int:
     from ..serve.config import ServeConfig, default_data_dir
     from ..serve.server import serve
 
+    check_offload(args.offload, args.device)
     config = ServeConfig(
         model=args.model, host=args.host, port=args.port, workers=args.workers, api_key=args.api_key or None,
         data_dir=args.data_dir or default_data_dir(), max_queue=args.max_queue, rate_limit=args.rate_limit,
         expire_after=args.expire_after * 3600.0, max_upload_mb=args.max_upload_mb, max_attempts=args.max_attempts,
-        device=args.device, dtype=args.dtype, threads=args.threads,
+        device=args.device, dtype=args.dtype, threads=args.threads, offload=args.offload,
     )
     return serve(config)

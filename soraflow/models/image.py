@@ -22,6 +22,7 @@ class ImageEncoder:
         self.processor = processor
         self.reference = reference
         self.dim = int(model.config.hidden_size)
+        self.execution_device: torch.device | None = None  # set while CPU offload is on (soraflow.offload)
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -34,7 +35,7 @@ class ImageEncoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.execution_device or next(self.model.parameters()).device
 
     def to(self, device=None, dtype=None) -> "ImageEncoder":
         self.model.to(device=device, dtype=dtype)

@@ -178,10 +178,11 @@ class TextEncoder:
         self.max_length = max_length  # tokens per prompt, special tokens included
         cfg = getattr(model.config, "text_config", None) or model.config
         self.dim = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))  # token width D
+        self.execution_device: torch.device | None = None  # set while CPU offload is on (soraflow.offload)
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.execution_device or next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:

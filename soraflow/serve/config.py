@@ -29,6 +29,7 @@ class ServeConfig:
     max_attempts: int = 2  # runs of a job whose worker died before it is marked failed
     device: str = "cpu"
     dtype: str = "auto"
+    offload: str | None = None  # "model" / "sequential": CPU offload onto device (SoraPipeline.from_pretrained)
     threads: int | None = None  # torch threads per worker; None: the cores shared out among the workers
 
     def __post_init__(self):

@@ -65,7 +65,7 @@ def serve(config: ServeConfig) -> int:
     model_name = "default" if config.model is None else model_dir.resolve().name
     store = JobStore(config.data_dir)
     options = WorkerOptions(model=str(model_dir), data_dir=str(config.data_dir), device=config.device,
-                            dtype=config.dtype, threads=config.threads or default_threads(config.workers),
+                            dtype=config.dtype, offload=config.offload, threads=config.threads or default_threads(config.workers),
                             max_attempts=config.max_attempts, expire_after=config.expire_after)
     pool = WorkerPool(options, config.workers, store)
     fatal: list[str] = []

@@ -39,6 +39,7 @@ class WorkerOptions:
     data_dir: str  # the store's folder
     device: str = "cpu"
     dtype: str = "auto"
+    offload: str | None = None
     threads: int | None = None  # torch threads (None: torch's default)
     max_attempts: int = 2  # runs of a job whose worker died before it is marked failed
     expire_after: float = 86400.0  # seconds a finished job (and its files) is kept
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if options.threads:
             torch.set_num_threads(options.threads)
-        pipe = SoraPipeline.from_pretrained(options.model, device=options.device, dtype=options.dtype)
+        pipe = SoraPipeline.from_pretrained(options.model, device=options.device, dtype=options.dtype,
+                                            offload=options.offload)
     except Exception as err:  # noqa: BLE001 - any load failure stops the server with its one line
         store.set_worker_state(worker_id, "failed", str(err) if isinstance(err, SoraflowError)
                                else f"{type(err).__name__}: {err}")
