@@ -35,10 +35,7 @@ def execution_device(owner) -> torch.device:
     """Where a model computes: the offload's device while one is on, else where its weights are.
     ``owner`` is an ``nn.Module`` or a wrapper holding one as ``.model`` (text and image encoders)."""
     device = getattr(owner, "execution_device", None)
-    if device is not None:
-        return device
-    module = owner if isinstance(owner, nn.Module) else owner.model
-    return next(module.parameters()).device
+    return device if device is not None else next(_module_of(owner).parameters()).device
 
 
 def _module_of(owner) -> nn.Module:
@@ -78,8 +75,6 @@ class _Group:
                 (module._parameters if is_param else module._buffers)[name] = value
 
     def load(self, device: torch.device) -> None:
-        if self.loaded:
-            return
         values = []
         for tensor in self.home:
             moved = tensor.detach().to(device, non_blocking=True)
@@ -122,7 +117,7 @@ class Offload:
     def __init__(self, models: dict[str, object], device: str | torch.device, mode: str, *, check: bool = False):
         if mode not in MODES:
             raise InputError(f"offload must be one of {', '.join(MODES)}, got {mode!r}")
-        self.device, self.mode, self.check = torch.device(device), mode, check
+        self.device, self.mode = torch.device(device), mode
         self.owners = dict(models)
         self.current: str | None = None
         self.loaded_bytes = self.peak_bytes = 0

@@ -473,7 +473,7 @@ class SoraPipeline:
         if self.dit.is_quantized:
             raise InputError("the DiT runs int8 blocks, a CPU-only path; load it in another dtype to offload it")
         self.disable_offload()
-        self.to("cpu", cpu_layout=False)
+        self.to("cpu")
         models = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "dit": self.dit,
                   "low_noise_dit": self.low_noise_dit, "vae": self.vae}
         self._offload = Offload({k: v for k, v in models.items() if v is not None}, device, mode, check=check)

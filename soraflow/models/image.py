@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..offload import execution_device
 
 
 class ImageEncoder:
@@ -35,7 +36,7 @@ class ImageEncoder:
 
     @property
     def device(self) -> torch.device:
-        return self.execution_device or next(self.model.parameters()).device
+        return execution_device(self)
 
     def to(self, device=None, dtype=None) -> "ImageEncoder":
         self.model.to(device=device, dtype=dtype)

