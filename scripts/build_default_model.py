@@ -46,11 +46,14 @@ V2 = {
             "use": "state/vae-v2f-dec32-4000"},
     "cache": {"max_frames": 33},
     # the size scripts/dit_scaling.py found best at every budget it measured ("xs": 4 blocks, width 256, 5.6 M
-    # parameters; BENCHMARKS.md), and the steps that about 35 core-hours buy it at 0.43 CPU s a step
+    # parameters; BENCHMARKS.md), and the steps that about 35 core-hours buy it at 0.43 CPU s a step.
+    # object_weight: the latent cells that stand out from their surroundings weigh 11x in the loss; with a plain
+    # loss the first 50,000 steps drew the prompt's background and none of its objects (bench colour 0.067 at
+    # 25,000 and at 50,000 steps; BENCHMARKS.md, "Default model v2: the long DiT run")
     "dit": {"preset": "small", "num_layers": 4, "num_attention_heads": 4, "ffn_dim": 1024, "patch_size": 4,
             "steps": 250000, "batch_tokens": 2048, "lr": 3e-4, "warmup_steps": 1000, "timestep_shift": 4.0,
-            "terminal_prob": 0.1, "ema_decay": 0.9995, "pooled_text": True, "checkpoint_every": 2000,
-            "snapshot_every": 25000},
+            "terminal_prob": 0.1, "ema_decay": 0.9995, "pooled_text": True, "object_weight": 10.0,
+            "checkpoint_every": 2000, "snapshot_every": 25000},
     "export": {"steps": 8, "guidance_scale": 4.0, "guidance_min_t": 0.75, "sampler": "euler", "dtype": "bfloat16",
                "max_mb": 60, "size": [128, 128], "seconds": 4.0},
     "bench": {"limit": None, "snapshot_limit": 30},

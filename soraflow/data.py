@@ -130,11 +130,14 @@ class LatentCacheWriter:
         if index_path.is_file():
             index = _read_index(self.out)
             for key in ("vae", "text"):
-                if key in meta and key in index and _comparable(index[key]) != _comparable(meta[key]):
+                if key in meta and key in index and not _same_source(key, index[key], meta[key]):
                     raise DataError(
                         f"cache {self.out} was built with another {key} configuration; "
                         "use a new --out folder (or delete this one)"
                     )
+            if "vae" in meta:
+                # the same encoder under another decoder (or folder): the cache stays and names the VAE it goes on with
+                index["vae"] = meta["vae"]
             self.index = index
             self.index.update({k: v for k, v in meta.items() if k not in self.index})
         else:
@@ -226,6 +229,22 @@ def _entry_json(e: CacheEntry) -> dict:
 
 def _comparable(v):
     return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+def _same_source(key: str, old, new) -> bool:
+    """Whether a cache made with ``old`` may be resumed with ``new``: for the VAE the same encoder (its
+    fingerprint; for a cache made before fingerprints, the settings that are not decoder-only), for the
+    text encoder the same record."""
+    if key != "vae" or not (isinstance(old, dict) and isinstance(new, dict)):
+        return _comparable(old) == _comparable(new)
+    if old.get("encoder") and new.get("encoder"):
+        return old["encoder"] == new["encoder"]
+    from .models.vae import VideoVAE
+
+    def settings(record):
+        return _comparable({k: v for k, v in (record.get("config") or {}).items() if k not in VideoVAE.DECODER_ONLY})
+
+    return settings(old) == settings(new)
 
 
 def _read_index(cache: Path) -> dict:
@@ -461,7 +480,8 @@ def build_latent_cache(
         vae.to_channels_last()  # 1.3x faster encodes on a CPU
     encoder = text_encoder if text_encoder is not None else load_text_encoder(text_reference)
     meta = {
-        "vae": {"path": vae_path, "config": _config_dict(getattr(vae, "config", None))},
+        "vae": {"path": vae_path, "config": _config_dict(getattr(vae, "config", None)),
+                **({"encoder": vae.encoder_fingerprint()} if hasattr(vae, "encoder_fingerprint") else {})},
         "text": {"reference": str(getattr(encoder, "reference", text_reference)), "dim": int(encoder.dim)},
         "dtype": str(dtype).removeprefix("torch."),
     }

@@ -309,6 +309,39 @@ def test_build_latent_cache_limit_caps_the_cache_across_resumes(tmp_path):
     assert (again.added, again.total) == (0, 3)
 
 
+def test_cache_resumes_under_a_new_decoder_but_not_a_new_encoder(tmp_path):
+    """The cache is keyed by the VAE's encoder: a wider decoder trained on the frozen encoder keeps it."""
+    from soraflow.data import build_latent_cache
+    from soraflow.models.vae import VideoVAE, vae_config
+
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("tiny"))
+    vae.save_pretrained(tmp_path / "vae")
+    _write_world(tmp_path / "world", {c: (1, 32, 32, f"a {c} square, still") for c in "abc"})
+    kw = dict(text_encoder=FakeTextEncoder(), dtype=torch.float32, precision="fp32", shard_size=1, progress=False)
+    build_latent_cache(tmp_path / "world", tmp_path / "vae", tmp_path / "cache", limit=2, **kw)
+
+    wide = VideoVAE(vae_config("tiny", decoder_base_dim=2 * vae.config.base_dim))
+    wide.encoder.load_state_dict(vae.encoder.state_dict())
+    wide.quant_conv.load_state_dict(vae.quant_conv.state_dict())
+    assert wide.encoder_fingerprint() == vae.encoder_fingerprint()
+    wide.save_pretrained(tmp_path / "wide")
+    resumed = build_latent_cache(tmp_path / "world", tmp_path / "wide", tmp_path / "cache", **kw)
+    assert (resumed.added, resumed.total) == (1, 3)
+    index = json.loads((tmp_path / "cache/index.json").read_text())
+    assert index["vae"]["path"] == str(tmp_path / "wide")  # the cache now names the VAE it goes on with
+
+    other = VideoVAE(vae_config("tiny", decoder_base_dim=2 * vae.config.base_dim))  # new encoder weights
+    assert other.encoder_fingerprint() != vae.encoder_fingerprint()
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(DataError, match="another vae configuration"):
+        build_latent_cache(tmp_path / "world", tmp_path / "other", tmp_path / "cache", **kw)
+    # a cache made before fingerprints: its settings decide, the decoder's width left out
+    del index["vae"]["encoder"]
+    (tmp_path / "cache/index.json").write_text(json.dumps(index))
+    assert build_latent_cache(tmp_path / "world", tmp_path / "wide", tmp_path / "cache", **kw).total == 3
+
+
 def test_real_clips_folder_is_discovered_and_read_at_native_size(real_videos):
     from soraflow.data import discover_clips, read_clip
 

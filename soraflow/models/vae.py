@@ -577,6 +577,25 @@ class VideoVAE(nn.Module):
         mean, std = self._stats(z)
         return z * std + mean
 
+    # Settings that change only the decoder: two VAEs that differ in these encode alike.
+    DECODER_ONLY = ("decoder_base_dim", "out_channels", "dropout")
+
+    def encoder_fingerprint(self) -> str:
+        """SHA-256 of what makes a latent: the encoder-side weights (fp32 bytes) and the settings that are
+        not decoder-only. Two VAEs with the same fingerprint give the same latents, so a latent cache made
+        with one is valid for the other (a decoder trained on a frozen encoder keeps its caches)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256()
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.DECODER_ONLY}
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            if name.startswith(("encoder.", "quant_conv.")):
+                h.update(name.encode())
+                h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     # ------------------------------------------------------------------------------------------
     # Fast CPU inference
 
