@@ -204,6 +204,18 @@ def test_object_weight_weighs_the_loss_by_latent_salience(tmp_path):
     weighted = flow.flow_loss(pred, target, frame_mask=counted, weight=1.0 + 10.0 * sal).item()
     assert loss == pytest.approx(weighted, rel=1e-3)
     assert loss != pytest.approx(flow.flow_loss(pred, target, frame_mask=counted).item(), rel=1e-2)
+    # each clip's salience is computed once and kept: the next epoch's step reads it back
+    assert set(trainer._salience) == set(batch.ids)
+    import soraflow.train.dit as dit_module
+
+    calls = []
+    real = dit_module.latent_salience
+    dit_module.latent_salience = lambda z, **kw: calls.append(z) or real(z, **kw)
+    try:
+        again = trainer.salience(batch)
+    finally:
+        dit_module.latent_salience = real
+    assert not calls and torch.allclose(again, sal, atol=1e-3)
 
 
 def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
