@@ -590,6 +590,12 @@ class LatentDataset(torch.utils.data.Dataset):
     ``caption`` picks the caption kind ("long", Sora's detailed re-captions, or "short");
     ``short_caption_prob`` trains on the short one instead that often (deterministic per
     (seed, epoch, index) so resumed runs see the same choices).
+
+    ``still_views`` K > 0 adds K still views of every video entry after the entries themselves: its
+    first latent frame with its caption, which is what the VAE makes of that frame as an image (frame 0
+    is encoded alone). Sora trains on images and videos together; a still costs 1/T of its clip's
+    tokens, so a batch of the same size carries T times as many captions and objects. A view's id is
+    the entry's with ``#still`` after it.
     """
 
     def __init__(
@@ -600,6 +606,7 @@ class LatentDataset(torch.utils.data.Dataset):
         short_caption_prob: float = 0.0,
         seed: int = 0,
         verify: bool = True,
+        still_views: int = 0,
     ):
         self.cache = Path(cache)
         self.index = _read_index(self.cache)
@@ -613,6 +620,10 @@ class LatentDataset(torch.utils.data.Dataset):
         if not self.entries:
             raise DataError(f"latent cache {self.cache} has no usable entries ({len(entries)} listed)")
         self.text_dim = int(self.index.get("text", {}).get("dim", 0)) or self._guess_text_dim()
+        still_views = number("still_views", still_views, lo=0, hi=1000, integer=True)
+        # (entry index, still view?) per dataset index: the entries in order, then the still views
+        videos = [i for i, e in enumerate(self.entries) if e.shape[1] > 1]
+        self.views = [(i, False) for i in range(len(self.entries))] + [(i, True) for i in videos] * still_views
         self._handles: dict[str, object] = {}
         self._pid = os.getpid()
         self._bad: set[int] = set()
@@ -653,12 +664,16 @@ class LatentDataset(torch.utils.data.Dataset):
         return int(null.shape[-1]) if null is not None else 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.views)
 
     @property
     def shapes(self) -> list[tuple[int, int, int, int]]:
-        """Latent (C, T, H, W) of every entry, in dataset order (what the BucketSampler groups by)."""
-        return [e.shape for e in self.entries]
+        """Latent (C, T, H, W) of every sample, in dataset order (what the BucketSampler groups by)."""
+        out = []
+        for i, still in self.views:
+            c, t, h, w = self.entries[i].shape
+            out.append((c, 1, h, w) if still else (c, t, h, w))
+        return out
 
     @property
     def latent_channels(self) -> int:
@@ -700,7 +715,8 @@ class LatentDataset(torch.utils.data.Dataset):
         return kind
 
     def __getitem__(self, i: int) -> LatentSample | None:
-        e = self.entries[i]
+        entry, still = self.views[i]
+        e = self.entries[entry]
         try:
             f = self._handle(e.shard)
             latent = f.get_tensor(f"{e.key}/latent")
@@ -714,8 +730,11 @@ class LatentDataset(torch.utils.data.Dataset):
             return self._reject(i, e, f"shape {tuple(latent.shape)} differs from the index {e.shape}")
         if self.verify and e.crc32 and _crc(latent) != e.crc32:
             return self._reject(i, e, "its bytes fail the CRC check (corrupt)")
+        if still:
+            latent = latent[:, :1]
         return LatentSample(
-            index=i, id=e.id, latent=latent.float(), text=text.float(), caption=e.captions.get(kind, ""), fps=e.fps
+            index=i, id=f"{e.id}#still" if still else e.id, latent=latent.float(), text=text.float(),
+            caption=e.captions.get(kind, ""), fps=e.fps,
         )
 
     def _reject(self, i: int, e: CacheEntry, why: str) -> None:

@@ -16,7 +16,7 @@ from soraflow.data import (
     collate_latents,
     latent_tokens,
 )
-from soraflow.errors import DataError
+from soraflow.errors import DataError, InputError
 
 # A run that mixes resolutions, aspect ratios, durations and single images: latent (C, T, H, W).
 SHAPES = [(4, 5, 8, 8)] * 7 + [(4, 3, 8, 12)] * 5 + [(4, 1, 16, 16)] * 6 + [(4, 1, 8, 8)] * 9 + [(4, 9, 4, 6)] * 3
@@ -114,6 +114,27 @@ def test_corrupt_and_missing_entries_are_reported_and_skipped(tmp_path):
     messages = [str(r.message) for r in record]
     assert any("unreadable" in m and "8 entries" in m for m in messages), messages
     assert not any("missing from their shards" in m for m in messages), messages
+
+
+def test_still_views_add_each_videos_first_latent_frame_as_an_image(tmp_path):
+    latents = make_cache(tmp_path / "cache")
+    plain = LatentDataset(tmp_path / "cache")
+    ds = LatentDataset(tmp_path / "cache", still_views=2)
+    videos = [i for i, s in enumerate(SHAPES) if s[1] > 1]
+    assert len(plain) == len(SHAPES) and len(ds) == len(SHAPES) + 2 * len(videos)
+    assert ds.shapes[: len(SHAPES)] == plain.shapes
+    assert ds.shapes[len(SHAPES):] == [(c, 1, h, w) for c, _, h, w in (SHAPES[i] for i in videos)] * 2
+    first = ds[len(SHAPES)]  # the first video's still
+    i = videos[0]
+    assert first.id == f"clip{i:03d}#still" and first.caption == f"a long caption {i}"
+    assert torch.equal(first.latent, latents[i][:, :1]) and torch.equal(first.text, ds[i].text)
+    assert ds[len(SHAPES) + len(videos)].id == first.id  # the second round of views
+    # the sampler batches stills with the images of their size, by the token budget
+    sampler = BucketSampler(ds.shapes, tokens_per_batch=64, patch_size=(1, 2, 2))
+    for batch in sampler:
+        assert len({ds.shapes[j] for j in batch}) == 1
+    with pytest.raises(InputError, match="still_views"):
+        LatentDataset(tmp_path / "cache", still_views=-1)
 
 
 def test_empty_or_missing_cache_is_a_data_error(tmp_path):

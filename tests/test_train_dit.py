@@ -160,6 +160,21 @@ def test_trainer_feeds_clean_given_frames_and_null_captions(tmp_path):
     assert torch.equal(seen["context"][:, :2], torch.zeros(6, 2, 16))  # all captions dropped -> null
 
 
+def test_still_views_train_on_first_frames_beside_the_clips(tmp_path):
+    cfg = tiny_config(make_cache(tmp_path / "cache"), tmp_path / "run", still_views=2, steps=12, checkpoint_every=12)
+    trainer = DiTTrainer(cfg, progress=False)
+    videos = sum(1 for s in SHAPES if s[1] > 1)
+    assert len(trainer.dataset) == len(SHAPES) + 2 * videos
+    seen = []
+    batches = trainer.batches()
+    for _ in range(12):
+        batch = next(batches)
+        seen.append(batch.latents.shape[2])
+        loss, _ = trainer.train_step(batch)
+        assert loss == loss and loss < float("inf")
+    assert 1 in seen and max(seen) > 1  # stills and clips in one run
+
+
 def test_latent_salience_finds_objects_and_not_texture():
     g = torch.Generator().manual_seed(0)
     # frame 0: a flat background with faint noise and a 2x2 object; frame 1: a strong texture with a

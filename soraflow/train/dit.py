@@ -147,7 +147,8 @@ class DiTTrainer:
         self.device = check_device(cfg.device)
 
         # 1. Data (an empty or missing cache is a DataError here, before anything is built).
-        self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed)
+        self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed,
+                                     still_views=cfg.still_views)
         self.sampler = BucketSampler(
             self.dataset.shapes, tokens_per_batch=cfg.batch_tokens, max_batch_size=cfg.max_batch_size, seed=cfg.seed,
         )

@@ -84,6 +84,7 @@ class TrainDiTConfig:
     caption_dropout: float = option(0.1, ge=0, le=1)  # probability of training on the null caption (for CFG)
     caption: str = option("long", choices=("long", "short"))  # caption kind to train on
     short_caption_prob: float = option(0.0, ge=0, le=1)  # train on the short caption this often instead
+    still_views: int = option(0, ge=0)  # also train on every video's first latent frame as a still image, this many times an epoch (1/T of the tokens: T times the captions and objects a batch)
     mask: MaskConfig = field(default_factory=MaskConfig)  # conditioning mask strategies (--mask-*)
     # -- bookkeeping
     seed: int = 0  # seed of weights init, data order, timesteps, noise, masks
