@@ -483,3 +483,19 @@ def test_default_model_loop_bridge_is_held_at_the_first_frames():
     assert out.num_frames == 16
     tail = pipe.encode_frames(out.frames[:9])[:, :, 1:]
     assert torch.equal(passes[-1].latents[:, :, -2:], tail)
+
+
+def test_loading_a_model_does_not_import_the_compiler():
+    """Loading builds the models on the meta device; torch's reference kernels for arithmetic or random
+    init there import torch._dynamo on first use, about 1.5 s of every `soraflow generate`."""
+    import subprocess
+    import sys
+
+    from soraflow.default_model import default_model_dir
+
+    if not (default_model_dir() / "config.json").is_file():
+        pytest.skip("no default model installed")
+    code = ("import sys; from soraflow.pipeline import SoraPipeline; SoraPipeline.from_pretrained(sys.argv[1]); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(default_model_dir())], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

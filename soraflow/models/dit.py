@@ -382,7 +382,7 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=cfg.eps) if cfg.cross_attn_norm else None
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         # Learned offsets of the six modulation vectors (shift, scale, gate) x (attention, FFN).
-        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.scale_shift_table = nn.Parameter(torch.empty(1, 6, dim))  # filled by DiT.initialize_weights
 
     def forward(
         self,
@@ -437,7 +437,9 @@ class DiT(nn.Module):
         self.condition_embedder = ConditionEmbedder(cfg)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
-        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)  # output shift, scale
+        # output shift, scale; empty here (initialize_weights fills it) because arithmetic on the meta
+        # tensors of from_pretrained goes through torch's reference kernels, which import torch._dynamo (1.5 s)
+        self.scale_shift_table = nn.Parameter(torch.empty(1, 2, cfg.dim))
         self._rope_cache: dict[tuple, torch.Tensor] = {}
         self.gradient_checkpointing = False  # training: recompute each block in the backward pass (less memory)
         self.initialize_weights()

@@ -255,6 +255,10 @@ class VideoVAE(nn.Module):
         """
         from .vae_blocks import WanAttentionBlock, WanResidualBlock
 
+        if self.quant_conv.weight.is_meta:
+            # built to be loaded into (from_pretrained): nothing to fill, and random init of meta
+            # tensors goes through torch's reference kernels, whose first use imports torch._dynamo (1.5 s)
+            return
         with torch.no_grad():
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Conv3d)):
