@@ -5,6 +5,7 @@
     python scripts/build_default_model.py --recipe smoke        # the glue end to end, in about a minute
     python scripts/build_default_model.py --plan                # each stage's command and whether it is done
     python scripts/build_default_model.py --set dit.steps=60000 # one setting changed (the DiT trains on)
+    python scripts/build_default_model.py --snapshot 54000      # the model at a kept DiT checkpoint, benched
 
 Each stage is one ``soraflow`` command (or a short function here, for the package export and the
 curves). Every command resumes itself, so the build resumes too: a stage whose command finished is
@@ -133,8 +134,9 @@ def use_vae(b: "Build") -> None:
     print(f"[vae] {out}: copied from {src}", flush=True)
 
 
-def export_package(b: "Build", out: Path | None = None) -> None:
-    """The DiT's EMA weights + the VAE -> a model folder in the export dtype, size-checked, with build.json."""
+def export_package(b: "Build", out: Path | None = None, checkpoint: Path | None = None) -> None:
+    """The DiT's EMA weights (of its newest checkpoint, or ``checkpoint``) + the VAE -> a model folder in
+    the export dtype, size-checked, with build.json."""
     import torch
 
     from soraflow.atomic import write_json
@@ -144,7 +146,7 @@ def export_package(b: "Build", out: Path | None = None) -> None:
     e, out = b.recipe["export"], out or b.work / "model"
     h, w = e["size"]
     fp32 = b.work / "export-fp32"
-    export_pipeline(b.work / "dit", fp32, vae=b.work / "vae" / "model", steps=e["steps"], guidance_scale=e["guidance_scale"],
+    export_pipeline(checkpoint or b.work / "dit", fp32, vae=b.work / "vae" / "model", steps=e["steps"], guidance_scale=e["guidance_scale"],
                     guidance_min_t=e["guidance_min_t"], sampler=e["sampler"], shift=b.recipe["dit"]["timestep_shift"],
                     expander="world", height=h, width=w, fps=b.recipe["data"]["fps"], seconds=e["seconds"])
     pipe = SoraPipeline.from_pretrained(fp32)
@@ -160,7 +162,7 @@ def export_package(b: "Build", out: Path | None = None) -> None:
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("dit", pipe.dit), ("vae", pipe.vae))}
     write_json(staged / "build.json", {"recipe": b.recipe, "recipe_name": b.recipe_name, "parameters": params,
                                        "size_mb": round(size_mb, 2), "seconds": b.log.get("seconds", {}),
-                                       "dit_step": _last_step(b.work / "dit")})
+                                       "dit_step": _step(checkpoint) if checkpoint else _last_step(b.work / "dit")})
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staged, out)
     shutil.rmtree(fp32, ignore_errors=True)
@@ -169,7 +171,11 @@ def export_package(b: "Build", out: Path | None = None) -> None:
 
 def _last_step(run: Path) -> int:
     steps = sorted((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else []
-    return int(steps[-1].name.split("_")[1]) if steps else 0
+    return _step(steps[-1]) if steps else 0
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[1])
 
 
 def draw_curves(b: "Build", out: Path | None = None) -> None:
@@ -248,11 +254,16 @@ class Build:
             raise SystemExit(f"stage {name} failed (exit {proc.returncode}): {' '.join(argv)}")
 
     def snapshot(self, step: int) -> None:
-        """After a DiT chunk: a model folder, a short bench and the curves in WORK/snapshots/STEP."""
+        """After a DiT chunk (or for ``--snapshot STEP``): the model at that step's checkpoint, a short
+        bench and the curves in WORK/snapshots/STEP."""
         out = self.work / "snapshots" / f"{step:08d}"
         if (out / "bench").is_dir() and any((out / "bench").iterdir()):
             return  # taken before (a resumed build passes this chunk again)
-        export_package(self, out / "model")
+        checkpoint = self.work / "dit" / "checkpoints" / f"step_{step:08d}"
+        if not checkpoint.is_dir():
+            kept = ", ".join(str(_step(c)) for c in sorted((self.work / "dit" / "checkpoints").glob("step_*"))) or "none"
+            raise SystemExit(f"no DiT checkpoint at step {step} in {checkpoint.parent} (kept: {kept})")
+        export_package(self, out / "model", checkpoint)
         draw_curves(self, out)
         limit = self.recipe["bench"]["snapshot_limit"]
         self._subprocess("snapshot", [sys.executable, "-m", "soraflow.cli", "eval", "bench", "--model", str(out / "model"),
@@ -271,6 +282,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads of the training stages")
     p.add_argument("--deadline", type=float, default=None, metavar="MIN", help="stop cleanly (exit 3) after this many minutes")
     p.add_argument("--plan", action="store_true", help="print each stage's command and whether it is done; run nothing")
+    p.add_argument("--snapshot", type=int, default=None, metavar="STEP",
+                   help="only take a snapshot (export, short bench, curves) of the DiT checkpoint at STEP, "
+                        "for example while the build runs on")
     p.add_argument("--install", action="store_true", help="copy the exported model into soraflow/assets/default/")
     return p.parse_args(argv)
 
@@ -297,6 +311,10 @@ def main(argv=None) -> int:
     rerun = False  # once a stage runs again, every later one does: it reads what that stage wrote
     if not args.plan:
         b.work.mkdir(parents=True, exist_ok=True)
+    if args.snapshot is not None:
+        b.snapshot(args.snapshot)
+        print(f"snapshot: {b.work / 'snapshots' / f'{args.snapshot:08d}'}")
+        return 0
     try:
         for stage in b.stages:
             for chunk in stage.get("chunks") or [None]:

@@ -244,3 +244,33 @@ def test_from_pretrained_auto_runs_each_model_in_the_precision_the_cpu_measured_
     assert pipe.vae.quant_conv.weight.dtype == torch.float32
 
 
+
+
+def test_snapshot_exports_and_benches_the_checkpoint_asked_for(build, tmp_path, monkeypatch):
+    work = tmp_path / "w"
+    for step in (52000, 54000):
+        (work / "dit" / "checkpoints" / f"step_{step:08d}").mkdir(parents=True)
+    exported, benched = [], []
+
+    def fake_export(b, out=None, checkpoint=None):
+        exported.append(checkpoint)
+        (out / "config.json").parent.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+
+    def fake_bench(self, name, argv):
+        benched.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "bench.md").write_text("# bench")
+
+    monkeypatch.setattr(build, "export_package", fake_export)
+    monkeypatch.setattr(build, "draw_curves", lambda b, out=None: None)
+    monkeypatch.setattr(build.Build, "_subprocess", fake_bench)
+    with pytest.raises(SystemExit, match="no DiT checkpoint at step 53000.*kept: 52000, 54000"):
+        build.main(["--work", str(work), "--snapshot", "53000"])
+    assert build.main(["--work", str(work), "--snapshot", "52000"]) == 0
+    snap = work / "snapshots" / "00052000"
+    assert exported == [work.resolve() / "dit" / "checkpoints" / "step_00052000"]
+    assert benched[0][benched[0].index("--model") + 1] == str(snap.resolve() / "model")
+    assert (snap / "bench" / "bench.md").is_file() and not (snap / "model").exists()  # the weights stay in the checkpoint
+    assert build.main(["--work", str(work), "--snapshot", "52000"]) == 0 and len(exported) == 1  # taken once
