@@ -582,6 +582,9 @@ class LatentBatch:
         return self.latents.shape[0]
 
 
+STILL_SUFFIX = "#still"  # a still view's id: its clip's id and this
+
+
 class LatentDataset(torch.utils.data.Dataset):
     """The entries of a latent cache. Entries whose shard is missing or unreadable are reported
     once (one warning with a count) and left out; an entry whose bytes fail their CRC at read time
@@ -595,7 +598,7 @@ class LatentDataset(torch.utils.data.Dataset):
     first latent frame with its caption, which is what the VAE makes of that frame as an image (frame 0
     is encoded alone). Sora trains on images and videos together; a still costs 1/T of its clip's
     tokens, so a batch of the same size carries T times as many captions and objects. A view's id is
-    the entry's with ``#still`` after it.
+    the entry's with STILL_SUFFIX after it.
     """
 
     def __init__(
@@ -733,7 +736,7 @@ class LatentDataset(torch.utils.data.Dataset):
         if still:
             latent = latent[:, :1]
         return LatentSample(
-            index=i, id=f"{e.id}#still" if still else e.id, latent=latent.float(), text=text.float(),
+            index=i, id=e.id + STILL_SUFFIX if still else e.id, latent=latent.float(), text=text.float(),
             caption=e.captions.get(kind, ""), fps=e.fps,
         )
 

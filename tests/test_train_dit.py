@@ -232,6 +232,21 @@ def test_object_weight_weighs_the_loss_by_latent_salience(tmp_path):
         dit_module.latent_salience = real
     assert not calls and torch.allclose(again, sal, atol=1e-3)
 
+    # saved with the checkpoint, so a resumed run reads the maps back instead of computing them
+    trainer.save()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / dit_module.SALIENCE_NAME), framework="pt") as f:
+        assert set(f.keys()) == set(batch.ids)
+    resumed = DiTTrainer(cfg, progress=False)
+    assert set(resumed._salience) == set(batch.ids)
+    assert torch.equal(resumed.salience(batch), again)
+    # a clip whose latent changed in the cache (another CRC) gets its map computed again
+    resumed.dataset.entries[0].crc32 += 1
+    resumed._salience.clear()
+    resumed._load_salience()
+    assert batch.ids[0] not in resumed._salience and len(resumed._salience) == len(batch.ids) - 1
+
 
 def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
     out = {}

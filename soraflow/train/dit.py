@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .. import flow
-from ..data import BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
+from ..data import STILL_SUFFIX, BucketSampler, LatentBatch, LatentDataset, collate_latents, latent_tokens
 from ..latents import decode_latents
 from ..errors import CheckpointError, DataError, InputError, SoraflowError
 from ..atomic import check_output_dir
@@ -78,6 +78,7 @@ def latent_salience(z: torch.Tensor, window: int = 5, low: float = 3.0, high: fl
 
 
 SALIENCE_MEMO_BYTES = 1 << 30  # 1 GiB of fp16 salience maps: 58,000 clips of 9 x 32 x 32 latent cells
+SALIENCE_NAME = "salience.safetensors"  # the maps, in the run folder, keyed by clip id, with each clip's latent CRC
 
 
 class TrainingError(SoraflowError):
@@ -216,6 +217,9 @@ class DiTTrainer:
         self.vae = None
         self._salience: dict[str, torch.Tensor] = {}  # clip id -> latent_salience, fp16 on the CPU
         self._salience_bytes = 0
+        self._salience_saved = 0  # maps in the run folder's SALIENCE_NAME
+        if cfg.object_weight > 0:
+            self._load_salience()
 
     # ------------------------------------------------------------------------------------------
 
@@ -279,6 +283,7 @@ class DiTTrainer:
             keep_last=self.cfg.keep_last,
         )
         self.last_checkpoint = path
+        self._save_salience()
         if self.on_checkpoint is not None:
             self.on_checkpoint(self, self.step, path)
         return path
@@ -342,17 +347,62 @@ class DiTTrainer:
         A clip's latent is the same every epoch (the cache holds no augmentation), and its salience (a
         median over 25 neighbours in every channel) costs more than the step itself on 64-channel
         latents (1.1 s a 576-token clip on one thread against 0.25 s a step), so it is kept, in fp16 on
-        the CPU, up to SALIENCE_MEMO_BYTES in all."""
+        the CPU, up to SALIENCE_MEMO_BYTES in all, and saved with every checkpoint (SALIENCE_NAME in the
+        run folder) for the runs that resume from it."""
         out = []
         for i, clip in enumerate(batch.ids):
             s = self._salience.get(clip)
             if s is None:
                 s = latent_salience(batch.latents[i : i + 1]).to("cpu", torch.float16)
-                if self._salience_bytes + s.nbytes <= SALIENCE_MEMO_BYTES:
-                    self._salience[clip] = s
-                    self._salience_bytes += s.nbytes
+                self._remember_salience(clip, s)
             out.append(s)
         return torch.cat(out).to(self.device, torch.float32)
+
+    def _remember_salience(self, clip: str, s: torch.Tensor) -> None:
+        if self._salience_bytes + s.nbytes <= SALIENCE_MEMO_BYTES:
+            self._salience[clip] = s
+            self._salience_bytes += s.nbytes
+
+    def _salience_crcs(self) -> dict[str, int]:
+        return {e.id: e.crc32 for e in self.dataset.entries if e.crc32}
+
+    def _load_salience(self) -> None:
+        """The maps a run folder keeps from before (a resumed run does not compute them again); a map
+        whose clip's latent changed (its CRC in the cache) is left out."""
+        import json
+
+        from safetensors import SafetensorError, safe_open
+
+        path = self.run_dir / SALIENCE_NAME
+        if not path.is_file():
+            return
+        crcs = self._salience_crcs()
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                saved = json.loads((f.metadata() or {}).get("crc", "{}"))
+                for clip in f.keys():
+                    crc = crcs.get(clip.removesuffix(STILL_SUFFIX))
+                    if crc and saved.get(clip) == crc:
+                        self._remember_salience(clip, f.get_tensor(clip))
+        except (SafetensorError, OSError, ValueError) as err:
+            log.warning("%s is unreadable (%s); its salience maps are computed again", path, " ".join(str(err).split()))
+        self._salience_saved = len(self._salience)
+
+    def _save_salience(self) -> None:
+        import json
+
+        from safetensors.torch import save_file
+
+        from ..atomic import atomic_path
+
+        if len(self._salience) == self._salience_saved:
+            return
+        crcs = self._salience_crcs()
+        maps = {k: v.contiguous() for k, v in self._salience.items() if crcs.get(k.removesuffix(STILL_SUFFIX))}
+        meta = {"crc": json.dumps({k: crcs[k.removesuffix(STILL_SUFFIX)] for k in maps})}
+        with atomic_path(self.run_dir / SALIENCE_NAME) as tmp:
+            save_file(maps, str(tmp), metadata=meta)
+        self._salience_saved = len(self._salience)
 
     def _diverged(self, what: str, batch: LatentBatch) -> TrainingError:
         keep = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
