@@ -79,6 +79,7 @@ def latent_salience(z: torch.Tensor, window: int = 5, low: float = 3.0, high: fl
 
 SALIENCE_MEMO_BYTES = 1 << 30  # 1 GiB of fp16 salience maps: 58,000 clips of 9 x 32 x 32 latent cells
 SALIENCE_NAME = "salience.safetensors"  # the maps, in the run folder, keyed by clip id, with each clip's latent CRC
+SALIENCE_GLOB = "salience*.safetensors"  # with a distributed run's salience.rankN.safetensors
 
 
 class TrainingError(SoraflowError):
@@ -373,20 +374,21 @@ class DiTTrainer:
 
         from safetensors import SafetensorError, safe_open
 
-        path = self.run_dir / SALIENCE_NAME
-        if not path.is_file():
-            return
         crcs = self._salience_crcs()
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                saved = json.loads((f.metadata() or {}).get("crc", "{}"))
-                for clip in f.keys():
-                    crc = crcs.get(clip.removesuffix(STILL_SUFFIX))
-                    if crc and saved.get(clip) == crc:
-                        self._remember_salience(clip, f.get_tensor(clip))
-        except (SafetensorError, OSError, ValueError) as err:
-            log.warning("%s is unreadable (%s); its salience maps are computed again", path, " ".join(str(err).split()))
+        for path in sorted(self.run_dir.glob(SALIENCE_GLOB)):  # one file per rank of a distributed run
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    saved = json.loads((f.metadata() or {}).get("crc", "{}"))
+                    for clip in f.keys():
+                        crc = crcs.get(clip.removesuffix(STILL_SUFFIX))
+                        if crc and saved.get(clip) == crc and clip not in self._salience:
+                            self._remember_salience(clip, f.get_tensor(clip))
+            except (SafetensorError, OSError, ValueError) as err:
+                log.warning("%s is unreadable (%s); its salience maps are computed again", path, " ".join(str(err).split()))
         self._salience_saved = len(self._salience)
+
+    def _salience_path(self) -> Path:
+        return self.run_dir / SALIENCE_NAME
 
     def _save_salience(self) -> None:
         import json
@@ -400,7 +402,7 @@ class DiTTrainer:
         crcs = self._salience_crcs()
         maps = {k: v.contiguous() for k, v in self._salience.items() if crcs.get(k.removesuffix(STILL_SUFFIX))}
         meta = {"crc": json.dumps({k: crcs[k.removesuffix(STILL_SUFFIX)] for k in maps})}
-        with atomic_path(self.run_dir / SALIENCE_NAME) as tmp:
+        with atomic_path(self._salience_path()) as tmp:
             save_file(maps, str(tmp), metadata=meta)
         self._salience_saved = len(self._salience)
 

@@ -106,6 +106,10 @@ class DistributedDiTTrainer(DiTTrainer):
         self._reseed(self.step)
         return True
 
+    def _salience_path(self) -> Path:
+        # each rank sees its own batches, so each keeps its own maps; a resumed run reads them all
+        return self.run_dir / f"salience.rank{self.world.rank}.safetensors"
+
     def _tensorboard(self):
         return super()._tensorboard() if self.world.is_main else None
 
