@@ -179,13 +179,19 @@ def _step(checkpoint: Path) -> int:
 
 
 def draw_curves(b: "Build", out: Path | None = None) -> None:
-    """WORK/curves/{vae,dit}_loss.png from the trainers' TensorBoard logs."""
-    from soraflow.train.curves import plot_curve, read_scalars
+    """WORK/curves/{vae,dit}_loss.png from the trainers' TensorBoard logs, and bench.png: the snapshots'
+    bench scores against the DiT's step."""
+    from soraflow.train.curves import plot_benches, plot_curve, read_scalars, read_snapshot_benches
 
+    out = out or b.work / "curves"
     for name, sub, tag in (("vae", "tb", "loss/total"), ("dit", "tensorboard", "train/loss")):
         points = read_scalars(b.work / name / sub, tag)
         if points:
-            print(f"[curves] {plot_curve(points, (out or b.work / 'curves') / f'{name}_loss.png', title=f'{name.upper()} loss ({tag})')}")
+            print(f"[curves] {plot_curve(points, out / f'{name}_loss.png', title=f'{name.upper()} loss ({tag})')}")
+    benches = read_snapshot_benches(b.work / "snapshots")
+    if benches:
+        limit = b.recipe["bench"]["snapshot_limit"]
+        print(f"[curves] {plot_benches(benches, out / 'bench.png', title=f'bench of the snapshots ({limit} prompts)')}")
 
 
 # ---------------------------------------------------------------------------------------------- the runner
@@ -264,11 +270,11 @@ class Build:
             kept = ", ".join(str(_step(c)) for c in sorted((self.work / "dit" / "checkpoints").glob("step_*"))) or "none"
             raise SystemExit(f"no DiT checkpoint at step {step} in {checkpoint.parent} (kept: {kept})")
         export_package(self, out / "model", checkpoint)
-        draw_curves(self, out)
         limit = self.recipe["bench"]["snapshot_limit"]
         self._subprocess("snapshot", [sys.executable, "-m", "soraflow.cli", "eval", "bench", "--model", str(out / "model"),
                                       "--out", str(out / "bench"), "--limit", str(limit), "--reference", "none",
                                       "--dtype", "float32", "--no-progress"])
+        draw_curves(self, out)  # after the bench: its plot of the snapshots' scores includes this one
         shutil.rmtree(out / "model")  # the bench and curves are the record; the weights are in the DiT's checkpoints
 
 

@@ -202,6 +202,25 @@ def test_loss_curves_are_read_from_tensorboard_logs_and_plotted(tmp_path):
     assert read_scalars(tmp_path / "missing", "train/loss") == []
 
 
+def test_snapshot_benches_are_read_by_step_and_plotted(tmp_path):
+    from soraflow.train.curves import plot_benches, read_snapshot_benches
+
+    for step, color in ((50000, 0.1), (25000, 0.05)):
+        bench = tmp_path / "snapshots" / f"{step:08d}" / "bench"
+        bench.mkdir(parents=True)
+        rows = [{"name": "model", "overall": {"score": 2 * color, "color": color, "n": 30}},
+                {"name": "simulator", "overall": {"score": 1.0, "color": 1.0}}]
+        (bench / "bench.json").write_text(json.dumps({"command": "", "results": rows}))
+    (tmp_path / "snapshots" / "00075000").mkdir()  # a snapshot still being taken: no bench yet
+    (tmp_path / "snapshots" / "notes").mkdir()
+    points = read_snapshot_benches(tmp_path / "snapshots")
+    assert [(s, m["color"]) for s, m in points] == [(25000, 0.05), (50000, 0.1)]
+    assert read_snapshot_benches(tmp_path / "snapshots", source="simulator")[0][1]["score"] == 1.0
+    png = plot_benches(points, tmp_path / "curves" / "bench.png", title="bench")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_snapshot_benches(tmp_path / "missing") == []
+
+
 def test_from_pretrained_auto_runs_each_model_in_the_precision_the_cpu_measured_fastest(monkeypatch, tmp_path):
     import torch
 

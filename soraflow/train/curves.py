@@ -1,5 +1,6 @@
 """Loss curves from the trainers' TensorBoard logs: read the scalars (every event file of a run, so a
-resumed run reads as one), plot them with a running mean."""
+resumed run reads as one), plot them with a running mean; and a long run's bench snapshots against
+its step."""
 
 from __future__ import annotations
 
@@ -47,4 +48,54 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
     return path
 
 
-__all__ = ["plot_curve", "read_scalars"]
+BENCH_METRICS = ("score", "color", "shape", "count", "direction", "gravity", "permanence")
+
+
+def read_snapshot_benches(snapshots: Path, source: str = "model") -> list[tuple[int, dict[str, float]]]:
+    """(step, the bench's overall metrics of ``source``) of every snapshot folder SNAPSHOTS/STEP/bench
+    (a long run's progress on the bench); folders without a readable bench.json are left out."""
+    import json
+
+    out = []
+    for folder in sorted(snapshots.glob("*")) if snapshots.is_dir() else []:
+        try:
+            step = int(folder.name)
+            results = json.loads((folder / "bench" / "bench.json").read_text())["results"]
+        except (ValueError, OSError, KeyError, TypeError):
+            continue
+        for row in results if isinstance(results, list) else []:
+            if isinstance(row, dict) and row.get("name") == source and isinstance(row.get("overall"), dict):
+                out.append((step, {k: float(v) for k, v in row["overall"].items() if isinstance(v, (int, float))}))
+    return out
+
+
+def plot_benches(points: list[tuple[int, dict[str, float]]], path: Path, *, title: str,
+                 metrics: tuple[str, ...] = BENCH_METRICS) -> Path:
+    """The bench's accuracies against the training step, one line per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soraflow.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    steps = [p[0] for p in points]
+    for name in metrics:
+        values = [p[1].get(name) for p in points]
+        if any(v is not None for v in values):
+            ax.plot(steps, [float("nan") if v is None else v for v in values], marker="o", ms=3,
+                    lw=2.0 if name == "score" else 1.0, label=name)
+    ax.set(xlabel="step", ylabel="bench accuracy", ylim=(0, 1))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+__all__ = ["plot_benches", "plot_curve", "read_scalars", "read_snapshot_benches"]
