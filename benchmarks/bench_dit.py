@@ -62,6 +62,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small", help="DiT preset [small]")
     p.add_argument("--layers", type=int, default=None, help="blocks of the preset to keep (time per block is what compares) [all]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one DiTConfig field (JSON value), e.g. the default model's: --set dim=256 "
+                        "--set num_attention_heads=4 --set ffn_dim=1024 --set 'patch_size=[1,4,4]' "
+                        "--set in_channels=64 --set out_channels=64")
     p.add_argument("--grid", default="9x16x16", help="latent grid TxHxW [9x16x16 = 33 frames of 128x128]")
     p.add_argument("--text-len", type=int, default=32, help="text tokens [32]")
     p.add_argument("--batch", type=int, default=1, help="batch for the forward / backward comparison [1]")
@@ -83,7 +87,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = dit_config(args.preset, **({"num_layers": args.layers} if args.layers else {}))
+    overrides = {"num_layers": args.layers} if args.layers else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            raise SystemExit(f"--set {item}: the value is not JSON") from None
+    cfg = dit_config(args.preset, **overrides)
     grid = parse_grid(args.grid)
     ref32 = WanTransformer3DModel(**{k: v for k, v in cfg.to_diffusers_dict().items() if not k.startswith("_")})
     ours32 = DiT(cfg)
