@@ -50,9 +50,11 @@ V2 = {
     # parameters; BENCHMARKS.md), and the steps that about 35 core-hours buy it at 0.43 CPU s a step.
     # object_weight: the latent cells that stand out from their surroundings weigh 11x in the loss; with a plain
     # loss the first 50,000 steps drew the prompt's background and none of its objects (bench colour 0.067 at
-    # 25,000 and at 50,000 steps; BENCHMARKS.md, "Default model v2: the long DiT run")
+    # 25,000 and at 50,000 steps; BENCHMARKS.md, "Default model v2: the long DiT run").
+    # batch_tokens 512: the model's 1x4x4 tokens. The trainer used to count tokens with the preset's 1x2x2 patches
+    # whatever --patch-size said, so the 2,048 written here were 512 real ones; 512 now makes the same batches.
     "dit": {"preset": "small", "num_layers": 4, "num_attention_heads": 4, "ffn_dim": 1024, "patch_size": 4,
-            "steps": 250000, "batch_tokens": 2048, "lr": 3e-4, "warmup_steps": 1000, "timestep_shift": 4.0,
+            "steps": 250000, "batch_tokens": 512, "lr": 3e-4, "warmup_steps": 1000, "timestep_shift": 4.0,
             "terminal_prob": 0.1, "ema_decay": 0.9995, "pooled_text": True, "object_weight": 10.0,
             "checkpoint_every": 2000, "snapshot_every": 25000},
     "export": {"steps": 8, "guidance_scale": 4.0, "guidance_min_t": 0.75, "sampler": "euler", "dtype": "bfloat16",

@@ -160,6 +160,21 @@ def test_trainer_feeds_clean_given_frames_and_null_captions(tmp_path):
     assert torch.equal(seen["context"][:, :2], torch.zeros(6, 2, 16))  # all captions dropped -> null
 
 
+def test_batches_are_sized_by_the_models_own_tokens(tmp_path):
+    """--batch-tokens counts the tokens of the DiT's patch size: 1x4x4 patches make a (3, 8, 8) latent
+    12 tokens, so 64 tokens take 5 of them (counted with 1x2x2 patches it would be 1)."""
+    cache = make_cache(tmp_path / "cache")
+    big = DiTTrainer(tiny_config(cache, tmp_path / "a", patch_size=4), progress=False)
+    assert big.sampler.patch_size == (1, 4, 4) and big.sampler.batch_size_for((4, 3, 8, 8)) == 64 // 12
+    sizes = {}
+    for indices in big.sampler.batches():
+        shape = big.dataset.shapes[indices[0]]
+        sizes.setdefault(shape, []).append(len(indices))
+    assert sorted(sizes[(4, 3, 8, 8)]) == [1, 5]  # the 6 clips of that shape: one batch of 5, the rest
+    small = DiTTrainer(tiny_config(cache, tmp_path / "b"), progress=False)
+    assert small.sampler.batch_size_for((4, 3, 8, 8)) == 64 // 48
+
+
 def test_still_views_train_on_first_frames_beside_the_clips(tmp_path):
     cfg = tiny_config(make_cache(tmp_path / "cache"), tmp_path / "run", still_views=2, steps=12, checkpoint_every=12)
     trainer = DiTTrainer(cfg, progress=False)

@@ -151,9 +151,6 @@ class DiTTrainer:
         # 1. Data (an empty or missing cache is a DataError here, before anything is built).
         self.dataset = LatentDataset(cfg.data, caption=cfg.caption, short_caption_prob=cfg.short_caption_prob, seed=cfg.seed,
                                      still_views=cfg.still_views)
-        self.sampler = BucketSampler(
-            self.dataset.shapes, tokens_per_batch=cfg.batch_tokens, max_batch_size=cfg.max_batch_size, seed=cfg.seed,
-        )
         null = self.dataset.null_text()
         if null is None:  # a cache without a null caption: an empty context with one masked-out token
             null = torch.zeros(1, self.dataset.text_dim)
@@ -188,6 +185,11 @@ class DiTTrainer:
             if cfg.init is not None:
                 self._load_init(cfg.init)
         self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        # batches sized by the model's own tokens: a sample's tokens depend on the patch size
+        self.sampler = BucketSampler(
+            self.dataset.shapes, tokens_per_batch=cfg.batch_tokens, patch_size=self.model_config.patch_size,
+            max_batch_size=cfg.max_batch_size, seed=cfg.seed,
+        )
         # What the optimizer trains and a checkpoint holds: the whole DiT, or with --lora only the
         # adapters (the frozen base comes from --init again on resume). A LoRA run keeps no EMA: it
         # is short, and an average over it would mostly be the zero start.
