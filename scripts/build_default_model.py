@@ -204,6 +204,23 @@ class Deadline(Exception):
     pass
 
 
+class Stopped(Exception):
+    """SIGTERM to the build (a session ending, `kill`): raised in the main thread so the running stage
+    is stopped cleanly and its time is recorded."""
+
+
+def _on_sigterm(signum, frame):
+    raise Stopped()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 class Build:
     def __init__(self, recipe_name: str, recipe: dict, work: Path, device: str, threads: int | None, deadline: float | None):
         self.recipe_name, self.recipe, self.work, self.deadline = recipe_name, recipe, work, deadline
@@ -253,11 +270,10 @@ class Build:
         try:
             proc.wait(timeout=None if self.deadline is None else max(self.deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            _stop(proc)
+            raise Deadline(name) from None
+        except Stopped:  # SIGTERM to the build: the stage stops as at a deadline (a trainer saves its step)
+            _stop(proc)
             raise Deadline(name) from None
         if proc.returncode:
             raise SystemExit(f"stage {name} failed (exit {proc.returncode}): {' '.join(argv)}")
@@ -320,6 +336,7 @@ def main(argv=None) -> int:
     rerun = False  # once a stage runs again, every later one does: it reads what that stage wrote
     if not args.plan:
         b.work.mkdir(parents=True, exist_ok=True)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     if args.snapshot is not None:
         b.snapshot(args.snapshot)
         print(f"snapshot: {b.work / 'snapshots' / f'{args.snapshot:08d}'}")
@@ -337,8 +354,14 @@ def main(argv=None) -> int:
                     if chunk and chunk != stage["chunks"][-1]:
                         b.snapshot(chunk)
     except Deadline as stop:
-        print(f"\ndeadline reached in stage {stop}; run the same command again to resume", flush=True)
+        print(f"\nstopped in stage {stop} (deadline or SIGTERM); run the same command again to resume", flush=True)
         return EXIT_DEADLINE
+    except Stopped:  # between stages or in a function stage: nothing is half done
+        print("\nstopped by SIGTERM; run the same command again to resume", flush=True)
+        return EXIT_DEADLINE
+    finally:
+        if not args.plan:
+            signal.signal(signal.SIGTERM, previous)
     if args.install and not args.plan:
         target = REPO / "soraflow" / "assets" / "default"
         shutil.rmtree(target, ignore_errors=True)

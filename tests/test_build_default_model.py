@@ -139,6 +139,33 @@ def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(bui
     assert log.read_text().split() == ["a"]  # b stopped, c never started
 
 
+def test_sigterm_stops_the_running_stage_and_keeps_its_time(build, tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+
+    stages, log = _fake_stages(tmp_path)
+
+    def slow(r, work, device, threads):
+        out = stages(r, work, device, threads)
+        out[1]["cmd"] = [sys.executable, "-c", "import time; time.sleep(60)"]
+        return out
+    monkeypatch.setattr(build, "stages", slow)
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    start = time.monotonic()
+    try:
+        assert build.main(["--work", str(tmp_path / "w")]) == build.EXIT_DEADLINE
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 30  # the stage was stopped, not waited for
+    assert log.read_text().split() == ["a"]
+    record = json.loads((tmp_path / "w" / "build.json").read_text())
+    assert record["seconds"]["b"] >= 1.0 and not any(k.startswith("b") for k in record["done"])  # its time counted, not done
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_export_writes_the_recipes_sampling_defaults_and_checks_the_size(build, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_train_dit import make_cache, tiny_config
