@@ -487,7 +487,7 @@ def test_default_model_loop_bridge_is_held_at_the_first_frames():
 
 def test_loading_a_model_does_not_import_the_compiler():
     """Loading builds the models on the meta device; torch's reference kernels for arithmetic or random
-    init there import torch._dynamo on first use, about 1.5 s of every `soraflow generate`."""
+    init there import torch._dynamo on first use: seconds of every `soraflow generate`."""
     import subprocess
     import sys
 

@@ -438,7 +438,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.proj_out = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
         # output shift, scale; empty here (initialize_weights fills it) because arithmetic on the meta
-        # tensors of from_pretrained goes through torch's reference kernels, which import torch._dynamo (1.5 s)
+        # tensors of from_pretrained goes through torch's reference kernels, which import torch._dynamo (seconds of start-up)
         self.scale_shift_table = nn.Parameter(torch.empty(1, 2, cfg.dim))
         self._rope_cache: dict[tuple, torch.Tensor] = {}
         self.gradient_checkpointing = False  # training: recompute each block in the backward pass (less memory)

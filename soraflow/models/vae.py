@@ -257,7 +257,7 @@ class VideoVAE(nn.Module):
 
         if self.quant_conv.weight.is_meta:
             # built to be loaded into (from_pretrained): nothing to fill, and random init of meta
-            # tensors goes through torch's reference kernels, whose first use imports torch._dynamo (1.5 s)
+            # tensors goes through torch's reference kernels, whose first use imports torch._dynamo (seconds of start-up)
             return
         with torch.no_grad():
             for module in self.modules():
