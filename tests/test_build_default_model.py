@@ -118,6 +118,18 @@ def test_a_done_stage_whose_output_is_gone_runs_again_with_all_after_it(build, t
     assert log.read_text().split()[3:] == ["a", f"b{build.RECIPES['v2']['dit']['steps']}", "c"]
 
 
+def _slow_second_stage(build, tmp_path, monkeypatch):
+    """The fake stages with a second one that sleeps a minute; returns the log of the stages that ran."""
+    stages, log = _fake_stages(tmp_path)
+
+    def slow(r, work, device, threads):
+        out = stages(r, work, device, threads)
+        out[1]["cmd"] = [sys.executable, "-c", "import time; time.sleep(60)"]
+        return out
+    monkeypatch.setattr(build, "stages", slow)
+    return log
+
+
 def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(build, tmp_path, monkeypatch):
     b = build.resolve(build.parse_args(["--work", str(tmp_path / "w")]))
     b.deadline = time.monotonic() + 0.5
@@ -128,13 +140,7 @@ def test_a_stage_past_the_deadline_is_stopped_and_a_failing_one_names_itself(bui
     b.deadline = None
     with pytest.raises(SystemExit, match="stage cache failed \\(exit 4\\)"):
         b._subprocess("cache", [sys.executable, "-c", "raise SystemExit(4)"])
-    stages, log = _fake_stages(tmp_path)
-
-    def slow(r, work, device, threads):
-        out = stages(r, work, device, threads)
-        out[1]["cmd"] = [sys.executable, "-c", "import time; time.sleep(60)"]
-        return out
-    monkeypatch.setattr(build, "stages", slow)
+    log = _slow_second_stage(build, tmp_path, monkeypatch)
     assert build.main(["--work", str(tmp_path / "w2"), "--deadline", "0.02"]) == build.EXIT_DEADLINE
     assert log.read_text().split() == ["a"]  # b stopped, c never started
 
@@ -144,13 +150,7 @@ def test_sigterm_stops_the_running_stage_and_keeps_its_time(build, tmp_path, mon
     import signal
     import threading
 
-    stages, log = _fake_stages(tmp_path)
-
-    def slow(r, work, device, threads):
-        out = stages(r, work, device, threads)
-        out[1]["cmd"] = [sys.executable, "-c", "import time; time.sleep(60)"]
-        return out
-    monkeypatch.setattr(build, "stages", slow)
+    log = _slow_second_stage(build, tmp_path, monkeypatch)
     before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()

@@ -28,8 +28,6 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from soraflow.atomic import atomic_path
-
     steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(steps, values, lw=0.8, alpha=0.4, label="logged", marker="o" if len(values) <= 50 else None, ms=3)
@@ -37,9 +35,18 @@ def plot_curve(points: list[tuple[int, float]], path: Path, *, title: str) -> Pa
         k = max(len(values) // 50, 5)
         ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.6, label=f"mean of {k}")
     ax.set(xlabel="step", ylabel="loss", yscale="log")
+    ax.legend(fontsize=8)
+    return _finish(fig, ax, title, path)
+
+
+def _finish(fig, ax, title: str, path: Path) -> Path:
+    """Title, grid, layout; the PNG written atomically."""
+    import matplotlib.pyplot as plt
+
+    from soraflow.atomic import atomic_path
+
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -77,8 +84,6 @@ def plot_benches(points: list[tuple[int, dict[str, float]]], path: Path, *, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from soraflow.atomic import atomic_path
-
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     steps = [p[0] for p in points]
     for name in metrics:
@@ -87,15 +92,8 @@ def plot_benches(points: list[tuple[int, dict[str, float]]], path: Path, *, titl
             ax.plot(steps, [float("nan") if v is None else v for v in values], marker="o", ms=3,
                     lw=2.0 if name == "score" else 1.0, label=name)
     ax.set(xlabel="step", ylabel="bench accuracy", ylim=(0, 1))
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, title, path)
 
 
 __all__ = ["plot_benches", "plot_curve", "read_scalars", "read_snapshot_benches"]
