@@ -337,11 +337,11 @@ def main(argv=None) -> int:
     if not args.plan:
         b.work.mkdir(parents=True, exist_ok=True)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    if args.snapshot is not None:
-        b.snapshot(args.snapshot)
-        print(f"snapshot: {b.work / 'snapshots' / f'{args.snapshot:08d}'}")
-        return 0
     try:
+        if args.snapshot is not None:
+            b.snapshot(args.snapshot)
+            print(f"snapshot: {b.work / 'snapshots' / f'{args.snapshot:08d}'}")
+            return 0
         for stage in b.stages:
             for chunk in stage.get("chunks") or [None]:
                 rerun = rerun or not b.done(stage, chunk)
