@@ -269,10 +269,7 @@ class Build:
         proc = subprocess.Popen(argv, start_new_session=True)  # its own group: a deadline stops its workers too
         try:
             proc.wait(timeout=None if self.deadline is None else max(self.deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            raise Deadline(name) from None
-        except Stopped:  # SIGTERM to the build: the stage stops as at a deadline (a trainer saves its step)
+        except (subprocess.TimeoutExpired, Stopped):  # SIGTERM stops the stage as a deadline does (a trainer saves its step)
             _stop(proc)
             raise Deadline(name) from None
         if proc.returncode:
